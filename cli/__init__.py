@@ -1,0 +1,1 @@
+"""vm2kvmctl: the command-line client of vm2kvmd."""

@@ -1,0 +1,136 @@
+"""Caller options of Inspect/Migrate, validated once.
+
+The D-Bus ``a{sv}`` and the CLI flags both end up here; unknown or malformed
+options are an ``InvalidOption`` error naming the option.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from vm2kvmd.constants import DEFAULT_LIBVIRT_URI, DEFAULT_POOL
+from vm2kvmd.errors import ErrorCode, Vm2kvmError
+
+FORMATS = ("qcow2", "raw")
+DOMAIN_TYPES = ("kvm", "qemu")
+
+
+@dataclass(frozen=True)
+class MigrateOptions:
+    name: str | None = None  # domain name override
+    pool: str | None = None  # libvirt storage pool (default: DEFAULT_POOL unless output_dir)
+    output_dir: str | None = None  # write disks + XML here instead of a pool; define nothing
+    format: str = "qcow2"
+    networks: tuple[tuple[str, str], ...] = ()  # VMware network -> libvirt network
+    bridges: tuple[tuple[str, str], ...] = ()  # VMware network -> host bridge
+    connect: str = DEFAULT_LIBVIRT_URI
+    domain_type: str = "kvm"
+    datastores: tuple[tuple[str, str], ...] = ()  # "[name] path" -> directory
+    allow_external_paths: bool = False  # follow disk paths outside the VM directory
+
+    @property
+    def effective_pool(self) -> str | None:
+        if self.output_dir:
+            return None
+        return self.pool or DEFAULT_POOL
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any], defaults: MigrateOptions | None = None) -> MigrateOptions:
+        """Build from D-Bus ``a{sv}`` (values already unwrapped from Variants)."""
+        opts = defaults or cls()
+        changes: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key in ("name", "pool", "output-dir", "format", "connect", "domain-type"):
+                text = _expect_str(key, value)
+                attr = key.replace("-", "_")
+                changes[attr] = text
+            elif key in ("network", "bridge", "datastore"):
+                pairs = tuple(_parse_pair(key, item) for item in _expect_str_list(key, value))
+                attr = {"network": "networks", "bridge": "bridges", "datastore": "datastores"}[key]
+                changes[attr] = pairs
+            elif key == "allow-external-paths":
+                if not isinstance(value, bool):
+                    raise _bad(key, value, "must be a boolean")
+                changes["allow_external_paths"] = value
+            else:
+                raise Vm2kvmError(
+                    ErrorCode.INVALID_OPTION,
+                    f"unknown option {key!r}",
+                    key=key,
+                    hint="known options: name, pool, output-dir, format, network, bridge, "
+                    "connect, domain-type, datastore, allow-external-paths",
+                )
+        result = replace(opts, **changes)
+        result.validate()
+        return result
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The inverse of ``from_mapping`` for options that differ from the defaults."""
+        out: dict[str, Any] = {}
+        base = MigrateOptions()
+        for attr, key in (
+            ("name", "name"),
+            ("pool", "pool"),
+            ("output_dir", "output-dir"),
+            ("format", "format"),
+            ("connect", "connect"),
+            ("domain_type", "domain-type"),
+        ):
+            if getattr(self, attr) != getattr(base, attr):
+                out[key] = getattr(self, attr)
+        for attr, key in (("networks", "network"), ("bridges", "bridge"), ("datastores", "datastore")):
+            pairs = getattr(self, attr)
+            if pairs:
+                out[key] = [f"{a}={b}" for a, b in pairs]
+        if self.allow_external_paths:
+            out["allow-external-paths"] = True
+        return out
+
+    def validate(self) -> None:
+        if self.format not in FORMATS:
+            raise _bad("format", self.format, "must be one of " + ", ".join(FORMATS))
+        if self.domain_type not in DOMAIN_TYPES:
+            raise _bad("domain-type", self.domain_type, "must be one of " + ", ".join(DOMAIN_TYPES))
+        if self.pool and self.output_dir:
+            raise Vm2kvmError(
+                ErrorCode.INVALID_OPTION,
+                "pool and output-dir exclude each other",
+                key="output-dir",
+                hint="give one of them",
+            )
+        if self.output_dir is not None and not self.output_dir.startswith("/"):
+            raise _bad("output-dir", self.output_dir, "must be an absolute path")
+        if self.name is not None and not self.name.strip():
+            raise _bad("name", self.name, "must not be empty")
+        seen: set[str] = set()
+        for vmnet, _ in self.networks + self.bridges:
+            if vmnet in seen:
+                raise _bad("network", vmnet, "is mapped twice (by --network/--bridge)")
+            seen.add(vmnet)
+
+
+def _bad(key: str, value: object, why: str) -> Vm2kvmError:
+    return Vm2kvmError(ErrorCode.INVALID_OPTION, f"option {key} {why}", key=key, value=str(value))
+
+
+def _expect_str(key: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise _bad(key, value, "must be a string")
+    return value
+
+
+def _expect_str_list(key: str, value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise _bad(key, value, "must be a list of strings")
+    return list(value)
+
+
+def _parse_pair(key: str, item: str) -> tuple[str, str]:
+    left, sep, right = item.partition("=")
+    if not sep or not left or not right:
+        raise _bad(key, item, "must look like VMWARE=TARGET")
+    return left, right

@@ -1,0 +1,77 @@
+"""The one error type of vm2kvm.
+
+Every failure a user can cause or meet is a ``Vm2kvmError`` with a stable
+``ErrorCode``.  The D-Bus layer turns it into ``org.vm2kvm.Error.<code>`` and the
+CLI into one readable line; nothing else ever parses the message text.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Stable machine codes; the value is the last element of the D-Bus error name."""
+
+    SOURCE_NOT_FOUND = "SourceNotFound"  # the VMX/OVA path does not exist or cannot be read
+    INVALID_SOURCE = "InvalidSource"  # not a VMX file (binary, truncated, wrong kind)
+    INVALID_VALUE = "InvalidValue"  # a key has a value we cannot use
+    DISK_MISSING = "DiskMissing"  # a disk or extent file named by the source is absent
+    INVALID_DISK = "InvalidDisk"  # a VMDK descriptor we cannot read
+    UNSUPPORTED_DISK = "UnsupportedDisk"  # a VMDK type we do not convert (RDM, unknown createType)
+    DISK_CHAIN_BROKEN = "DiskChainBroken"  # parent missing, CID mismatch, cycle
+    PATH_OUTSIDE_SOURCE = "PathOutsideSource"  # a path escapes the VM directory without permission
+    INVALID_OPTION = "InvalidOption"  # a caller option is unknown or malformed
+    DOMAIN_EXISTS = "DomainExists"  # target domain name already defined
+    VOLUME_EXISTS = "VolumeExists"  # target volume/file already present
+    POOL_NOT_FOUND = "PoolNotFound"
+    NETWORK_NOT_FOUND = "NetworkNotFound"
+    NO_SPACE = "NoSpace"
+    LIBVIRT_ERROR = "LibvirtError"  # libvirt refused something; message carries libvirt's words
+    COPY_FAILED = "CopyFailed"  # qemu-img failed
+    NO_SUCH_JOB = "NoSuchJob"
+    CANCELLED = "Cancelled"
+    INTERNAL = "Internal"  # a bug; details only in the daemon log
+
+
+class Vm2kvmError(Exception):
+    """A failure with a stable code and the file/key/value it is about."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        file: str | None = None,
+        key: str | None = None,
+        value: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.file = file
+        self.key = key
+        self.value = value
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def describe(self) -> str:
+        """One readable line: where, what, and what to do."""
+        where = []
+        if self.file:
+            where.append(self.file)
+        if self.key:
+            where.append(f"key {self.key}")
+        prefix = ": ".join(where)
+        text = self.message
+        if self.value is not None and self.value not in text:
+            text = f"{text} (value {self.value!r})"
+        if prefix:
+            text = f"{prefix}: {text}"
+        if self.hint:
+            text = f"{text}; {self.hint}"
+        # One line, whatever the inputs contained.
+        return " ".join(text.split())
