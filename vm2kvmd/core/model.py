@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from vm2kvmd.errors import ErrorCode
+
 
 @dataclass(frozen=True)
 class Note:
@@ -132,7 +134,8 @@ class SourceDisk:
     path: str | None  # resolved absolute path of the VMDK descriptor; None if unresolvable
     mode: str  # persistent, independent-persistent, independent-nonpersistent, nonpersistent
     chain: DiskChain | None  # None when the disk (or a parent/extent) is missing
-    problem: str | None = None  # why ``chain`` is None, in words naming the file
+    problem: str | None = None  # why ``chain`` is None, one line naming the file
+    problem_code: ErrorCode | None = None  # the code migrate fails with for this disk
     write_through: bool = False
 
     @property
