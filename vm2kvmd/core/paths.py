@@ -66,7 +66,9 @@ class PathResolver:
         ``file`` and ``key``.
         """
         if not name or "\x00" in name:
-            raise Vm2kvmError(ErrorCode.INVALID_VALUE, "empty or invalid path", file=file, key=key, value=name)
+            raise Vm2kvmError(
+                ErrorCode.INVALID_VALUE, "empty or invalid path", file=file, key=key, value=name
+            )
         note: Note | None = None
         base = relative_to or self.base_dir
         ds_match = _DATASTORE_RE.match(name)
