@@ -74,6 +74,7 @@ class DiskLayer:
     embedded: bool  # descriptor embedded in a sparse/streamOptimized file
     adapter_type: str | None = None  # ddb.adapterType
     virtual_size: int = 0  # bytes
+    notes: tuple[Note, ...] = ()  # paths followed outside the VM directory, Windows paths guessed
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,10 @@ class DiskChain:
                 if ext.path:
                     seen[ext.path] = None
         return tuple(seen)
+
+    @property
+    def notes(self) -> tuple[Note, ...]:
+        return tuple(note for layer in self.layers for note in layer.notes)
 
 
 @dataclass(frozen=True)

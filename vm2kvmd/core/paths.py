@@ -81,6 +81,12 @@ class PathResolver:
             # A VM copied off a Windows host keeps C:\... paths; the file is
             # almost always next to the naming file.
             basename = name.replace("\\", "/").rsplit("/", 1)[-1]
+            if basename in ("", ".", ".."):
+                # "C:\\vms\\" names a directory: looking up "" next to the VM
+                # would hand back the VM directory itself.
+                raise Vm2kvmError(
+                    ErrorCode.INVALID_VALUE, "Windows path names no file", file=file, key=key, value=name
+                )
             path = os.path.join(base, basename)
             note = Note(f"Windows path {name!r} looked up as {basename!r} next to the VM", key)
         else:
