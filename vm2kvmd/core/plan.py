@@ -111,3 +111,7 @@ class DomainPlan:
     guest_os: str
     hw_version: int | None
     notes: tuple[Note, ...]  # source notes + mapping notes
+    # Added by the mapping (defaulted so older constructors keep working):
+    vnc_keymap: str | None = None  # QEMU keymap name (en-us, de, ...); None: libvirt's default
+    clock_offset: str = "utc"  # utc, or localtime for Windows (its RTC runs in local time)
+    cpu_mode: str | None = None  # host-model on kvm; None: the hypervisor's default model (TCG)
