@@ -1,0 +1,424 @@
+"""vm2kvmctl: the command-line client of vm2kvmd.
+
+Exit status: 0 success; 1 the operation or the job failed; 2 usage error,
+or the bus or vm2kvmd cannot be reached; 130 interrupted (Ctrl-C).
+Failures are one line on stderr: ``vm2kvmctl: error: <message>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from dbus_fast.signature import Variant
+from rich.console import Console
+
+from cli import output
+from cli.client import (
+    Changed,
+    Client,
+    Completed,
+    DaemonError,
+    DaemonGone,
+    Interrupted,
+    JobEvent,
+    JobSignals,
+    Unreachable,
+    job_number,
+)
+from cli.progress import JobView, job_view
+from vm2kvmd import __version__
+from vm2kvmd.constants import JOBS_PATH, job_path
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_UNREACHABLE: Final = 2
+EXIT_USAGE: Final = 2  # as argparse
+EXIT_INTERRUPTED: Final = 130
+CANCEL_WAIT: Final = 120.0  # seconds `cancel` waits for the job to clean up
+
+
+class UsageError(Exception):
+    """A wrong argument found after parsing (exit 2)."""
+
+
+@dataclass
+class Context:
+    args: argparse.Namespace
+    out: Console  # results: stdout
+    err: Console  # progress and warnings: stderr
+
+    @property
+    def json(self) -> bool:
+        return bool(self.args.json)
+
+    def print_json(self, data: Any) -> None:
+        self.out.out(json.dumps(data, indent=2, sort_keys=False), highlight=False)
+
+
+def error_line(message: str) -> None:
+    print(f"vm2kvmctl: error: {' '.join(message.split())}", file=sys.stderr, flush=True)
+
+
+# --- arguments ---------------------------------------------------------------------
+
+
+def absolute(path: str) -> str:
+    """The daemon does not share our working directory."""
+    return path if "://" in path else os.path.abspath(path)
+
+
+def parse_job(text: str) -> str:
+    if text.isdigit() and int(text) > 0:
+        return job_path(int(text))
+    if text.startswith(JOBS_PATH + "/") and text.rsplit("/", 1)[1].isdigit():
+        return text
+    raise UsageError(f"JOB must be a job number or a job object path, not {text!r}")
+
+
+def mapping_options(args: argparse.Namespace) -> dict[str, Variant]:
+    options: dict[str, Variant] = {}
+    for attr, key in (
+        ("name", "name"),
+        ("pool", "pool"),
+        ("format", "format"),
+        ("connect", "connect"),
+        ("domain_type", "domain-type"),
+    ):
+        if getattr(args, attr) is not None:
+            options[key] = Variant("s", getattr(args, attr))
+    if args.output_dir is not None:
+        options["output-dir"] = Variant("s", absolute(args.output_dir))
+    if args.network:
+        options["network"] = Variant("as", list(args.network))
+    if args.bridge:
+        options["bridge"] = Variant("as", list(args.bridge))
+    if args.datastore:
+        pairs = []
+        for item in args.datastore:
+            name, sep, directory = item.partition("=")
+            pairs.append(f"{name}={absolute(directory)}" if sep and directory else item)
+        options["datastore"] = Variant("as", pairs)
+    if args.allow_external_paths:
+        options["allow-external-paths"] = Variant("b", True)
+    return options
+
+
+def _add_mapping_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("migration options")
+    group.add_argument("--name", help="name of the libvirt domain (default: the VM's name)")
+    target = group.add_mutually_exclusive_group()
+    target.add_argument("--pool", help="libvirt storage pool for the disks (default: default)")
+    target.add_argument("--output-dir", metavar="DIR", help="write disks and domain XML here; define nothing")
+    group.add_argument("--format", choices=("qcow2", "raw"), help="disk image format (default: qcow2)")
+    group.add_argument(
+        "--network",
+        action="append",
+        metavar="VMWARE=LIBVIRT",
+        help="map a VMware network to a libvirt network",
+    )
+    group.add_argument(
+        "--bridge", action="append", metavar="VMWARE=BRIDGE", help="map a VMware network to a host bridge"
+    )
+    group.add_argument("--connect", metavar="URI", help="libvirt URI (default: the daemon's, qemu:///system)")
+    group.add_argument("--domain-type", choices=("kvm", "qemu"), help="libvirt domain type (default: kvm)")
+    group.add_argument(
+        "--datastore", action="append", metavar="NAME=DIR", help="directory of the ESXi datastore [NAME]"
+    )
+    group.add_argument(
+        "--allow-external-paths",
+        action="store_true",
+        help="follow disk paths that lead outside the VM's directory",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vm2kvmctl", description="Migrate VMware VMs into libvirt/KVM through vm2kvmd."
+    )
+    parser.add_argument("--version", action="version", version=f"vm2kvmctl {__version__}")
+    parser.add_argument("--bus", choices=("system", "session"), default="system", help="bus of vm2kvmd")
+    parser.add_argument("--json", action="store_true", default=False, help="machine-readable output")
+    # The global options are accepted after the command too.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--bus", choices=("system", "session"), default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    inspect = commands.add_parser("inspect", parents=[common], help="show what a VM would become")
+    inspect.add_argument("source", metavar="SOURCE", help="the .vmx file")
+    inspect.add_argument("--xml", action="store_true", help="print only the domain XML")
+    _add_mapping_options(inspect)
+    inspect.set_defaults(func=cmd_inspect)
+
+    migrate = commands.add_parser("migrate", parents=[common], help="migrate a VM")
+    migrate.add_argument("source", metavar="SOURCE", help="the .vmx file")
+    migrate.add_argument("--detach", action="store_true", help="start the job and exit")
+    _add_mapping_options(migrate)
+    migrate.set_defaults(func=cmd_migrate)
+
+    jobs = commands.add_parser("jobs", parents=[common], help="list jobs")
+    jobs.set_defaults(func=cmd_jobs)
+
+    for name, func, text in (
+        ("status", cmd_status, "show a job"),
+        ("watch", cmd_watch, "follow a job until it ends"),
+        ("cancel", cmd_cancel, "cancel a job"),
+    ):
+        sub = commands.add_parser(name, parents=[common], help=text)
+        sub.add_argument("job", metavar="JOB", help="job number or object path")
+        sub.set_defaults(func=func)
+    return parser
+
+
+# --- following a job -----------------------------------------------------------------
+
+
+class CtrlC:
+    """While a job is started or followed, SIGINT becomes an ``Interrupted`` job event.
+
+    A second Ctrl-C before there is a job to follow cancels the command.
+    """
+
+    def __init__(self, signals: JobSignals) -> None:
+        self._signals = signals
+        self._task = asyncio.current_task()
+        self._loop = asyncio.get_running_loop()
+
+    def _handler(self) -> None:
+        if not self._signals.interrupt() and self._task is not None:
+            self._task.cancel()
+
+    def __enter__(self) -> CtrlC:
+        self._loop.add_signal_handler(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._loop.remove_signal_handler(signal.SIGINT)
+
+
+async def wait_job(
+    client: Client,
+    path: str,
+    *,
+    view: JobView | None,
+    cancel_on_interrupt: bool,
+) -> tuple[dict[str, Any], bool]:
+    """Follow ``path`` until it has finished: its final properties, and whether Ctrl-C was pressed.
+
+    The first Ctrl-C cancels the job when ``cancel_on_interrupt`` (and waits
+    for it), otherwise it stops waiting; a second one always stops waiting.
+    """
+    signals = await client.subscribe()
+    queue = signals.follow(path)
+    interrupted = False
+    number = job_number(path)
+    try:
+        props = await client.job(path)
+        if view:
+            view.update(props)
+        while props.get("State") not in output.FINISHED:
+            event: JobEvent = await queue.get()
+            if isinstance(event, Changed):
+                props.update(event.properties)
+                if view:
+                    view.update(props)
+            elif isinstance(event, Completed):
+                break
+            elif isinstance(event, DaemonGone):
+                raise Unreachable(f"vm2kvmd stopped while job {number} was running")
+            elif isinstance(event, Interrupted):
+                if interrupted or not cancel_on_interrupt:
+                    return props, True
+                interrupted = True
+                if view:
+                    view.note(f"Cancelling job {number} (Ctrl-C again to stop waiting)...")
+                await client.cancel(path)
+        props = await client.job(path)
+        if view:
+            view.update(props)
+        return props, interrupted
+    finally:
+        if view:
+            view.close()
+
+
+async def follow_and_report(ctx: Context, client: Client, path: str, *, cancel_on_interrupt: bool) -> int:
+    number = job_number(path)
+    view = None if ctx.json else job_view(ctx.err, f"job {number}")
+    props, interrupted = await wait_job(client, path, view=view, cancel_on_interrupt=cancel_on_interrupt)
+    state = props.get("State", "")
+    if state not in output.FINISHED:  # we stopped waiting
+        ctx.err.print(f"Job {number} is still {state}; vm2kvmctl watch {number} follows it again.")
+        return EXIT_INTERRUPTED
+    if ctx.json:
+        ctx.print_json(output.job_json(path, props))
+    if state == "completed":
+        if not ctx.json:
+            output.job_result(ctx.out, path, props)
+        return EXIT_OK
+    message = (props.get("Error") or ["", ""])[1] or f"job {number} {state}"
+    if state == "cancelled":
+        message = f"job {number} cancelled: {message}"
+    error_line(message)
+    return EXIT_INTERRUPTED if interrupted else EXIT_FAILED
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+async def cmd_inspect(ctx: Context, client: Client) -> int:
+    args = ctx.args
+    if args.xml and ctx.json:
+        raise UsageError("--xml and --json exclude each other")
+    data = json.loads(await client.inspect(absolute(args.source), mapping_options(args)))
+    if ctx.json:
+        ctx.print_json(data)
+        return EXIT_OK
+    notes = [str(note) for note in data.get("notes", [])]
+    xml = str(data.get("domain_xml", ""))
+    if args.xml:
+        for note in notes:
+            print(f"vm2kvmctl: warning: {note}", file=sys.stderr)
+        ctx.out.out(xml.rstrip("\n"), highlight=False)
+        return EXIT_OK
+    for line in output.inspection_summary(data):
+        ctx.out.print(line, highlight=False, markup=False, soft_wrap=True)
+    if notes:
+        ctx.out.print("Notes:", highlight=False, markup=False)
+        for note in notes:
+            ctx.out.print(f"  - {note}", highlight=False, markup=False, soft_wrap=True)
+    ctx.out.print("Domain XML:", highlight=False, markup=False)
+    ctx.out.out(xml.rstrip("\n"), highlight=False)
+    return EXIT_OK
+
+
+async def cmd_migrate(ctx: Context, client: Client) -> int:
+    args = ctx.args
+    source, options = absolute(args.source), mapping_options(args)
+    if args.detach:
+        path = await client.migrate(source, options)
+        if ctx.json:
+            ctx.print_json({"job": path, "number": job_number(path)})
+        else:
+            number = job_number(path)
+            ctx.out.print(
+                f"Started job {number} ({path}); follow it with: vm2kvmctl watch {number}", highlight=False
+            )
+        return EXIT_OK
+    signals = await client.subscribe()  # before Migrate: no update can be missed
+    with CtrlC(signals):
+        path = await client.migrate(source, options)
+        return await follow_and_report(ctx, client, path, cancel_on_interrupt=True)
+
+
+async def cmd_jobs(ctx: Context, client: Client) -> int:
+    jobs = await client.jobs()
+    if ctx.json:
+        ctx.print_json([output.job_json(path, props) for path, props in jobs.items()])
+    else:
+        output.jobs_table(ctx.out, jobs)
+    return EXIT_OK
+
+
+async def cmd_status(ctx: Context, client: Client) -> int:
+    path = parse_job(ctx.args.job)
+    props = await client.job(path)
+    if ctx.json:
+        ctx.print_json(output.job_json(path, props))
+    else:
+        output.job_details(ctx.out, path, props)
+    return EXIT_OK
+
+
+async def cmd_watch(ctx: Context, client: Client) -> int:
+    path = parse_job(ctx.args.job)
+    with CtrlC(await client.subscribe()):
+        return await follow_and_report(ctx, client, path, cancel_on_interrupt=False)
+
+
+async def cmd_cancel(ctx: Context, client: Client) -> int:
+    path = parse_job(ctx.args.job)
+    number = job_number(path)
+    before = await client.job(path)
+    if before.get("State") in output.FINISHED:
+        error_line(f"job {number} has already {before['State']}; nothing to cancel")
+        return EXIT_FAILED
+    signals = await client.subscribe()
+    await client.cancel(path)
+    try:
+        with CtrlC(signals):
+            async with asyncio.timeout(CANCEL_WAIT):
+                props, _ = await wait_job(client, path, view=None, cancel_on_interrupt=False)
+    except TimeoutError:
+        error_line(f"job {number} is still stopping after {CANCEL_WAIT:.0f} s")
+        return EXIT_FAILED
+    state = props.get("State")
+    if ctx.json:
+        ctx.print_json(output.job_json(path, props))
+    if state == "cancelled":
+        if not ctx.json:
+            ctx.out.print(f"Job {number} cancelled.", highlight=False)
+        return EXIT_OK
+    if state not in output.FINISHED:
+        return EXIT_INTERRUPTED
+    error_line(f"job {number} {state} before it could be cancelled")
+    return EXIT_FAILED
+
+
+# --- entry point ---------------------------------------------------------------------------
+
+
+Command = Callable[[Context, Client], Awaitable[int]]
+
+
+async def run(args: argparse.Namespace) -> int:
+    # Not a terminal: no line wrapping (logs and pipes keep long paths whole).
+    out = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 10_000)
+    err = Console(stderr=True, highlight=False, markup=False, width=None if sys.stderr.isatty() else 10_000)
+    ctx = Context(args, out, err)
+    try:
+        client = await Client.connect(args.bus)
+    except Unreachable as exc:
+        error_line(str(exc))
+        return EXIT_UNREACHABLE
+    command: Command = args.func
+    try:
+        return await command(ctx, client)
+    except Unreachable as exc:
+        error_line(str(exc))
+        return EXIT_UNREACHABLE
+    except DaemonError as exc:
+        if ctx.json:
+            ctx.print_json({"error": {"name": exc.name, "message": exc.message}})
+        error_line(exc.message)
+        return EXIT_FAILED
+    except UsageError as exc:
+        error_line(str(exc))
+        return EXIT_USAGE
+    finally:
+        await client.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return asyncio.run(run(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print(file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

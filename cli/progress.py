@@ -1,0 +1,117 @@
+"""Following a job on screen: rich bars on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.text import Text
+
+from cli.output import human_bytes
+
+
+class JobView(Protocol):
+    def update(self, props: Mapping[str, Any]) -> None: ...
+    def note(self, text: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class PlainView:
+    """For logs and pipes: a line per phase, per disk, and per 10% of copying."""
+
+    def __init__(self, console: Console, label: str) -> None:
+        self._console = console
+        self._label = label
+        self._phase = ""
+        self._disks = 0
+        self._decile = -1
+
+    def _line(self, text: str) -> None:
+        self._console.print(f"{self._label}: {text}", highlight=False, markup=False, soft_wrap=True)
+
+    def update(self, props: Mapping[str, Any]) -> None:
+        phase = props.get("Phase", "")
+        if phase and phase != self._phase:
+            self._phase = phase
+            self._line(f"phase {phase}")
+        disks = props.get("Disks", [])
+        for key, target, total, _done in disks[self._disks :]:
+            self._line(f"disk {key} -> {target} ({human_bytes(total)})")
+        self._disks = max(self._disks, len(disks))
+        if props.get("ProgressValid") and props.get("State") == "running":
+            decile = int(props.get("Progress", 0.0) * 10)
+            if decile > self._decile:
+                self._decile = decile
+                done, total = human_bytes(props.get("BytesDone")), human_bytes(props.get("Bytes"))
+                self._line(f"copied {decile * 10}% ({done} of {total})")
+
+    def note(self, text: str) -> None:
+        self._line(text)
+
+    def close(self) -> None:
+        pass
+
+
+class _Status:
+    """The line above the bars; re-rendered on every refresh."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.text = "waiting"
+
+    def __rich__(self) -> RenderableType:
+        return Text.assemble((self.label, "bold"), ": ", self.text)
+
+
+class BarsView:
+    """For a terminal: the phase, then one bar per disk with size, rate and time left."""
+
+    def __init__(self, console: Console, label: str) -> None:
+        self._status = _Status(label)
+        self._progress = Progress(
+            TextColumn("  {task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self._tasks: list[TaskID] = []
+        self._live = Live(Group(self._status, self._progress), console=console, refresh_per_second=8)
+        self._live.start()
+
+    def update(self, props: Mapping[str, Any]) -> None:
+        state, phase = props.get("State", ""), props.get("Phase", "")
+        self._status.text = f"{state}, phase {phase}" if phase and state == "running" else state
+        for index, (key, target, total, done) in enumerate(props.get("Disks", [])):
+            if index == len(self._tasks):
+                name = f"{key} -> {os.path.basename(target)}"
+                self._tasks.append(self._progress.add_task(name, total=total))
+            self._progress.update(self._tasks[index], completed=done, total=total)
+        self._live.refresh()
+
+    def note(self, text: str) -> None:
+        self._live.console.print(text, highlight=False, markup=False)
+
+    def close(self) -> None:
+        self._live.stop()
+
+
+def job_view(console: Console, label: str) -> JobView:
+    if console.is_terminal:
+        return BarsView(console, label)
+    return PlainView(console, label)

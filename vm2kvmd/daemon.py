@@ -1,0 +1,183 @@
+"""vm2kvmd: the D-Bus service that owns conversion jobs.
+
+    vm2kvmd [--bus system|session] [--connect URI] [--log-level LEVEL]
+
+Owns ``org.vm2kvm.Daemon1`` (exits 1 with one line when it cannot), serves
+until SIGTERM/SIGINT, then cancels running jobs, waits for them, releases the
+name and exits 0.  Logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from dbus_fast import DBusError, NameFlag, RequestNameReply
+
+from vm2kvmd import __version__
+from vm2kvmd.constants import BUS_NAME, DEFAULT_LIBVIRT_URI
+from vm2kvmd.core.options import MigrateOptions
+from vm2kvmd.errors import Vm2kvmError
+from vm2kvmd.service.bus import ServiceBus, connect
+from vm2kvmd.service.manager import Manager
+
+log = logging.getLogger("vm2kvmd")
+
+SHUTDOWN_TIMEOUT = 60.0  # seconds jobs get to clean up after being cancelled
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message is the one line the admin sees."""
+
+
+class Daemon:
+    """A ``Manager`` on a bus connection that owns ``org.vm2kvm.Daemon1``."""
+
+    def __init__(self, manager: Manager, *, bus: str = "system", address: str | None = None) -> None:
+        self.manager = manager
+        self.bus_kind = bus
+        self._address = address
+        self._bus: ServiceBus | None = None
+        self._disconnected: asyncio.Task[None] | None = None
+
+    @property
+    def bus(self) -> ServiceBus:
+        if self._bus is None:
+            raise RuntimeError("daemon not started")
+        return self._bus
+
+    async def start(self) -> None:
+        try:
+            self._bus = await connect(self.bus_kind, self._address)
+        except Exception as exc:
+            raise StartupError(f"cannot connect to the {self.bus_kind} bus: {_reason(exc)}") from exc
+        self._disconnected = asyncio.create_task(self._watch(self._bus), name="vm2kvmd bus watch")
+        # Objects first, then the name: a caller that sees the name finds the objects.
+        self.manager.attach(self._bus)
+        try:
+            reply = await self._bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
+        except DBusError as exc:
+            await self._disconnect()
+            raise StartupError(
+                f"not allowed to own {BUS_NAME} on the {self.bus_kind} bus: {exc.text}"
+            ) from exc
+        if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
+            await self._disconnect()
+            raise StartupError(
+                f"{BUS_NAME} is already owned on the {self.bus_kind} bus (is another vm2kvmd running?)"
+            )
+        log.info("vm2kvmd %s serving %s on the %s bus", __version__, BUS_NAME, self.bus_kind)
+
+    async def stop(self, grace: float = SHUTDOWN_TIMEOUT) -> None:
+        """Cancel and await the jobs (``grace`` seconds at most), then release the name and disconnect."""
+        await self.manager.shutdown(grace)
+        if self._bus is not None and self._bus.connected:
+            # A round trip after the jobs' last signals: they are on the wire before we close.
+            with contextlib.suppress(Exception):
+                await self._bus.release_name(BUS_NAME)
+        await self._disconnect()
+
+    async def _disconnect(self) -> None:
+        if self._bus is not None and self._bus.connected:
+            self._bus.disconnect()
+        if self._disconnected is not None:
+            await self._disconnected
+
+    @staticmethod
+    async def _watch(bus: ServiceBus) -> None:
+        """Until the connection ends, for whatever reason (never raises)."""
+        try:
+            await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            log.error("lost the bus connection: %s", exc)
+
+    async def run_until_stopped(self, stop: asyncio.Event) -> bool:
+        """Serve until ``stop`` is set (True) or the bus goes away (False)."""
+        assert self._disconnected is not None, "daemon not started"
+        stopped = asyncio.create_task(stop.wait(), name="vm2kvmd stop request")
+        try:
+            await asyncio.wait({stopped, self._disconnected}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            await asyncio.gather(stopped, return_exceptions=True)
+        if self._disconnected.done():
+            log.error("the bus connection is gone")
+            return False
+        return True
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="vm2kvmd", description="vm2kvm migration service (D-Bus)")
+    parser.add_argument(
+        "--bus",
+        choices=("system", "session"),
+        default="system",
+        help="bus to serve on (default: system; address from DBUS_*_BUS_ADDRESS)",
+    )
+    parser.add_argument(
+        "--connect",
+        metavar="URI",
+        default=DEFAULT_LIBVIRT_URI,
+        help=f"default libvirt URI for jobs that do not name one (default: {DEFAULT_LIBVIRT_URI})",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="log level (default: info)",
+    )
+    parser.add_argument("--version", action="version", version=f"vm2kvmd {__version__}")
+    return parser.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> int:
+    try:
+        defaults = MigrateOptions(connect=args.connect)
+        defaults.validate()
+    except Vm2kvmError as exc:
+        print(f"vm2kvmd: error: {exc.describe()}", file=sys.stderr)
+        return 1
+    daemon = Daemon(Manager(defaults=defaults), bus=args.bus)
+    try:
+        await daemon.start()
+    except StartupError as exc:
+        print(f"vm2kvmd: error: {exc}", file=sys.stderr)
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        clean = await daemon.run_until_stopped(stop)
+        log.info("stopping" if clean else "stopping after losing the bus")
+        await daemon.stop()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    log.info("stopped")
+    return 0 if clean else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

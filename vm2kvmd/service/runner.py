@@ -1,0 +1,79 @@
+"""What the service needs from the pipeline, as structural types.
+
+The manager is given a *runner* (``run_migration``) and an *inspector*
+(``inspect_source``); by default both come from ``vm2kvmd.pipeline``,
+imported on first use so the daemon starts (and answers ``GetJobs``) even
+when the pipeline's own imports (libvirt, guestfs) are slow or broken.
+Tests inject small real runners of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+from vm2kvmd.core.model import Note
+from vm2kvmd.core.options import MigrateOptions
+
+
+class DiskInfo(Protocol):
+    """A disk announced before copying (``pipeline.DiskProgress``)."""
+
+    @property
+    def key(self) -> str: ...  # the source device, e.g. "scsi0:0"
+    @property
+    def target(self) -> str: ...  # the volume / file written
+    @property
+    def total(self) -> int: ...  # bytes to copy
+
+
+class JobEvents(Protocol):
+    """How a runner reports; matches ``pipeline.JobEvents``."""
+
+    def phase(self, name: str) -> None: ...
+    def disks(self, items: Sequence[DiskInfo]) -> None: ...
+    def disk_progress(self, index: int, done: int, total: int) -> None: ...
+    def log(self, message: str) -> None: ...
+
+
+class MigrationOutcome(Protocol):
+    """``pipeline.MigrationResult`` as far as the service reads it."""
+
+    @property
+    def domain_name(self) -> str | None: ...
+    @property
+    def domain_uuid(self) -> str: ...
+    @property
+    def outputs(self) -> Sequence[str]: ...
+    @property
+    def notes(self) -> Sequence[Note]: ...
+
+
+class InspectOutcome(Protocol):
+    """``pipeline.InspectResult`` as far as the service reads it."""
+
+    @property
+    def domain_xml(self) -> str: ...
+    @property
+    def notes(self) -> Sequence[Note]: ...
+    def to_json(self) -> dict[str, Any]: ...
+
+
+Runner = Callable[[str, MigrateOptions, JobEvents], Awaitable[MigrationOutcome]]
+Inspector = Callable[[str, MigrateOptions], InspectOutcome]  # blocking; run in a thread
+
+
+async def pipeline_runner(source: str, options: MigrateOptions, events: JobEvents) -> MigrationOutcome:
+    from vm2kvmd import pipeline
+
+    return await pipeline.run_migration(source, options, events)
+
+
+def pipeline_inspector(source: str, options: MigrateOptions) -> InspectOutcome:
+    from vm2kvmd import pipeline
+    from vm2kvmd.adapters.libvirt_host import LibvirtHost
+
+    # The host lets inspection show what Migrate would do (pool paths, names and
+    # UUIDs in use); an unreachable libvirt only adds notes.
+    with LibvirtHost(options.connect) as host:
+        return pipeline.inspect_source(source, options, host)
