@@ -331,7 +331,8 @@ async def test_missing_disk_fails_with_its_problem(
             str(source_vm.vmx), _options(dir_pool, domain_name, test_network), RecordingEvents()
         )
     assert exc.value.code is ErrorCode(disk["problem_code"])
-    assert exc.value.key == "scsi0:1"
+    assert str(exc.value).startswith("disk scsi0:1: ")
+    assert disk["problem"] in str(exc.value)
     assert _pool_volumes(dir_pool) == []
 
 

@@ -1,13 +1,21 @@
 """The migration pipeline: the pure core driven through the libvirt and qemu-img adapters.
 
-``inspect_source`` (blocking) reads and plans; ``run_migration`` (async) does
-the whole job.  The D-Bus service and the demo call only these.
+``inspect_source`` (blocking) reads and plans; ``preflight`` (blocking) runs
+every check that needs no copy; ``run_migration`` (async) does the whole job.
+The D-Bus service and the demo call only these.
 """
 
 from __future__ import annotations
 
 from vm2kvmd.pipeline.inspection import PLACEHOLDER_DIR, InspectResult, inspect_source
-from vm2kvmd.pipeline.migrate import PHASES, DiskProgress, JobEvents, MigrationResult, run_migration
+from vm2kvmd.pipeline.migrate import (
+    PHASES,
+    DiskProgress,
+    JobEvents,
+    MigrationResult,
+    preflight,
+    run_migration,
+)
 
 __all__ = [
     "PHASES",
@@ -17,5 +25,6 @@ __all__ = [
     "JobEvents",
     "MigrationResult",
     "inspect_source",
+    "preflight",
     "run_migration",
 ]

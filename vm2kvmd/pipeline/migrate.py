@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from vm2kvmd.adapters import qemu_img
-from vm2kvmd.adapters.libvirt_host import LibvirtHost
+from vm2kvmd.adapters.libvirt_host import LibvirtHost, PoolInfo
 from vm2kvmd.core.model import Note
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.plan import DomainPlan, PlannedDisk
@@ -164,28 +164,7 @@ class _Migration:
         """Everything ``virsh define`` and the copy would trip over, before writing anything."""
         host = self.host
         assert host is not None
-        if host.domain_exists(plan.name):
-            raise _domain_exists(plan.name)
-        host.refresh_pool(self.pool)  # also sees files written behind libvirt's back
-        pool = host.pool(self.pool)
-        for disk in plan.disks:
-            if host.volume_exists(self.pool, disk.volume_name) or os.path.lexists(disk.target_path):
-                raise Vm2kvmError(
-                    ErrorCode.VOLUME_EXISTS,
-                    f"volume {disk.volume_name!r} already exists in pool {self.pool!r}",
-                    file=disk.target_path,
-                    hint="choose another domain name with --name, or delete the volume",
-                )
-        for nic in plan.nics:
-            if nic.kind == "network" and not host.network_exists(nic.target):
-                raise Vm2kvmError(
-                    ErrorCode.NETWORK_NOT_FOUND,
-                    f"libvirt network {nic.target!r} (for VMware network {nic.source.source_network!r}) "
-                    "does not exist",
-                    key=f"ethernet{nic.source.index}",
-                    value=nic.target,
-                    hint=f"map it with --network '{nic.source.source_network}=NAME' or define the network",
-                )
+        pool = check_pool_targets(host, self.pool, plan)
         if needed > pool.available:
             raise Vm2kvmError(
                 ErrorCode.NO_SPACE,
@@ -208,31 +187,12 @@ class _Migration:
 
     def _xml_path(self, plan: DomainPlan) -> str:
         assert self.options.output_dir is not None
-        return os.path.join(self.options.output_dir, f"{plan.name}.xml")
+        return xml_path_for(self.options.output_dir, plan)
 
     def _check_dir(self, plan: DomainPlan, xml_path: str, needed: int) -> None:
         out = self.options.output_dir
         assert out is not None
-        if os.path.lexists(out) and not os.path.isdir(out):
-            raise Vm2kvmError(
-                ErrorCode.INVALID_OPTION, f"{out} exists and is not a directory", key="output-dir", value=out
-            )
-        existing = out if os.path.isdir(out) else os.path.dirname(out.rstrip("/"))
-        if not os.path.isdir(existing):
-            raise Vm2kvmError(
-                ErrorCode.INVALID_OPTION,
-                f"output directory {out} does not exist, nor does its parent",
-                key="output-dir",
-                value=out,
-            )
-        for path in [*(d.target_path for d in plan.disks), xml_path]:
-            if os.path.lexists(path):
-                raise Vm2kvmError(
-                    ErrorCode.VOLUME_EXISTS,
-                    "the output file already exists",
-                    file=path,
-                    hint="choose another domain name with --name or another --output-dir",
-                )
+        existing = check_output_targets(out, plan, xml_path)
         stat = os.statvfs(existing)
         available = stat.f_bavail * stat.f_frsize
         if needed > available:
@@ -293,6 +253,88 @@ class _Migration:
             raise _output_error(path, err) from err
 
 
+def preflight(source: str, options: MigrateOptions) -> InspectResult:
+    """The checks of a migration that need no copy: run before a job is created.
+
+    Blocking (call it in a thread).  Raises the ``Vm2kvmError`` the job would
+    fail with (unreadable source or disks, name or volume taken, pool or
+    network missing), so a caller gets it as the answer to ``Migrate`` instead
+    of a job that fails a moment later.  The job repeats the checks: the host
+    may change in between.
+    """
+    options.validate()
+    if options.output_dir:
+        inspected = inspect_with_host(source, options, None, strict=True)
+        _refuse_broken_disks(inspected)
+        check_output_targets(
+            options.output_dir, inspected.plan, xml_path_for(options.output_dir, inspected.plan)
+        )
+        return inspected
+    with LibvirtHost(options.connect) as host:
+        inspected = inspect_with_host(source, options, host, strict=True)
+        _refuse_broken_disks(inspected)
+        pool = options.effective_pool
+        assert pool is not None
+        check_pool_targets(host, pool, inspected.plan)
+        return inspected
+
+
+def xml_path_for(output_dir: str, plan: DomainPlan) -> str:
+    return os.path.join(output_dir, f"{plan.name}.xml")
+
+
+def check_pool_targets(host: LibvirtHost, pool_name: str, plan: DomainPlan) -> PoolInfo:
+    """Name free, pool usable, volumes free, networks defined; returns the pool."""
+    if host.domain_exists(plan.name):
+        raise _domain_exists(plan.name)
+    host.refresh_pool(pool_name)  # also sees files written behind libvirt's back
+    pool = host.pool(pool_name)
+    for disk in plan.disks:
+        if host.volume_exists(pool_name, disk.volume_name) or os.path.lexists(disk.target_path):
+            raise Vm2kvmError(
+                ErrorCode.VOLUME_EXISTS,
+                f"volume {disk.volume_name!r} already exists in pool {pool_name!r}",
+                file=disk.target_path,
+                hint="choose another domain name with --name, or delete the volume",
+            )
+    for nic in plan.nics:
+        if nic.kind == "network" and not host.network_exists(nic.target):
+            raise Vm2kvmError(
+                ErrorCode.NETWORK_NOT_FOUND,
+                f"libvirt network {nic.target!r} (for VMware network {nic.source.source_network!r}) "
+                "does not exist",
+                key=f"ethernet{nic.source.index}",
+                value=nic.target,
+                hint=f"map it with --network '{nic.source.source_network}=NAME' or define the network",
+            )
+    return pool
+
+
+def check_output_targets(out: str, plan: DomainPlan, xml_path: str) -> str:
+    """The output directory (or its parent) exists and no output file does; returns the existing dir."""
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise Vm2kvmError(
+            ErrorCode.INVALID_OPTION, f"{out} exists and is not a directory", key="output-dir", value=out
+        )
+    existing = out if os.path.isdir(out) else os.path.dirname(out.rstrip("/"))
+    if not os.path.isdir(existing):
+        raise Vm2kvmError(
+            ErrorCode.INVALID_OPTION,
+            f"output directory {out} does not exist, nor does its parent",
+            key="output-dir",
+            value=out,
+        )
+    for path in [*(d.target_path for d in plan.disks), xml_path]:
+        if os.path.lexists(path):
+            raise Vm2kvmError(
+                ErrorCode.VOLUME_EXISTS,
+                "the output file already exists",
+                file=path,
+                hint="choose another domain name with --name or another --output-dir",
+            )
+    return existing
+
+
 def _create_exclusive(path: str) -> int:
     """Create ``path``, which must not exist; returns the open descriptor."""
     try:
@@ -312,10 +354,10 @@ def _output_error(path: str, err: OSError) -> Vm2kvmError:
 def _refuse_broken_disks(inspected: InspectResult) -> None:
     for disk in inspected.vm.disks:
         if disk.chain is None or disk.problem_code is not None:
+            # ``problem`` already names the file and key it is about; say which disk it is.
             raise Vm2kvmError(
                 disk.problem_code or ErrorCode.DISK_MISSING,
-                disk.problem or f"disk {disk.file_name!r} cannot be read",
-                key=disk.address.key,
+                f"disk {disk.address.key}: {disk.problem or f'{disk.file_name!r} cannot be read'}",
             )
 
 

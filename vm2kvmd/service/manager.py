@@ -26,7 +26,14 @@ from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.service.errors import to_dbus_error
 from vm2kvmd.service.interface import BusInterface
 from vm2kvmd.service.job import Job
-from vm2kvmd.service.runner import Inspector, Runner, pipeline_inspector, pipeline_runner
+from vm2kvmd.service.runner import (
+    Inspector,
+    Preflight,
+    Runner,
+    pipeline_inspector,
+    pipeline_preflight,
+    pipeline_runner,
+)
 from vm2kvmd.service.variants import unwrap_options
 
 log = logging.getLogger(__name__)
@@ -62,11 +69,15 @@ class Manager(BusInterface):
         *,
         runner: Runner | None = None,
         inspector: Inspector | None = None,
+        preflight: Preflight | None = None,
         defaults: MigrateOptions | None = None,
     ) -> None:
         super().__init__(MANAGER_IFACE)
         self._runner: Runner = runner or pipeline_runner
         self._inspector: Inspector = inspector or pipeline_inspector
+        # The real pipeline's checks go with the real runner; an injected runner
+        # brings its own (or none).
+        self._preflight: Preflight | None = preflight or (pipeline_preflight if runner is None else None)
         self._defaults = defaults or MigrateOptions()
         self._jobs: dict[str, Job] = {}
         self._next_number = 1
@@ -152,10 +163,14 @@ class Manager(BusInterface):
         return await asyncio.to_thread(self._inspect_json, path, opts)
 
     @dbus_method()
-    def Migrate(self, source: DBusStr, options: DBusDict) -> DBusObjectPath:
+    async def Migrate(self, source: DBusStr, options: DBusDict) -> DBusObjectPath:
         self._check_open()
         path = check_source(source)
         opts = self._options(options)
+        if self._preflight is not None:
+            # Bad input is the answer to Migrate, not a job that fails a moment later.
+            await asyncio.to_thread(self._preflight, path, opts)
+            self._check_open()
         job = Job(self._next_number, path, opts, self._runner)
         self._next_number += 1
         self._jobs[job.path] = job

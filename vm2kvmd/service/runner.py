@@ -61,6 +61,7 @@ class InspectOutcome(Protocol):
 
 Runner = Callable[[str, MigrateOptions, JobEvents], Awaitable[MigrationOutcome]]
 Inspector = Callable[[str, MigrateOptions], InspectOutcome]  # blocking; run in a thread
+Preflight = Callable[[str, MigrateOptions], object]  # blocking; raises what the job would fail with
 
 
 async def pipeline_runner(source: str, options: MigrateOptions, events: JobEvents) -> MigrationOutcome:
@@ -77,3 +78,9 @@ def pipeline_inspector(source: str, options: MigrateOptions) -> InspectOutcome:
     # UUIDs in use); an unreachable libvirt only adds notes.
     with LibvirtHost(options.connect) as host:
         return pipeline.inspect_source(source, options, host)
+
+
+def pipeline_preflight(source: str, options: MigrateOptions) -> object:
+    from vm2kvmd import pipeline
+
+    return pipeline.preflight(source, options)
