@@ -1,0 +1,153 @@
+"""The real thing, end to end: a ``vm2kvmd`` process on a private bus with the
+real pipeline, the real ``vm2kvmctl``, the real libvirtd and qemu-img.
+
+``DaemonProcess`` runs ``python -m vm2kvmd.daemon --bus session``; ``ctl`` runs
+``python -m cli.main --bus session``.  ``write_vmx`` writes a Workstation-style
+VMX for disks made with ``tests.helpers.vmdk_factory``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.harness.processes import forget_service, register_service, stop_process, tail
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def bus_env(address: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DBUS_")}
+    env["DBUS_SESSION_BUS_ADDRESS"] = address
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+class DaemonProcess:
+    """``vm2kvmd --bus session`` as a child process; stopped with SIGTERM."""
+
+    def __init__(self, address: str, log_dir: Path) -> None:
+        self.address = address
+        self.log = log_dir / "vm2kvmd.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> DaemonProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vm2kvmd.daemon", "--bus", "session"],
+            cwd=REPO,
+            env=bus_env(self.address),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("wb"),
+        )
+        register_service(self.proc.pid)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"vm2kvmd exited at start:\n{tail(self.log)}")
+            if ctl(self.address, "jobs").status == 0:
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"vm2kvmd did not answer within 30 s:\n{tail(self.log)}")
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        finally:
+            stop_process(self.proc)
+            forget_service(self.proc.pid)
+        return self.proc.returncode
+
+
+@dataclass(frozen=True)
+class Run:
+    status: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+def ctl(address: str, *args: str, timeout: float = 120) -> Run:
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli.main", "--bus", "session", *args],
+        cwd=REPO,
+        env=bus_env(address),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+    return Run(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+
+@dataclass(frozen=True)
+class VmxDisk:
+    key: str  # scsi0:0, sata0:0, nvme0:0, ide0:0
+    file_name: str
+
+
+@dataclass(frozen=True)
+class VmxNic:
+    index: int
+    mac: str
+    model: str = "e1000"
+    connection: str = "nat"
+
+
+def write_vmx(
+    directory: Path,
+    name: str,
+    disks: Sequence[VmxDisk],
+    nics: Sequence[VmxNic] = (VmxNic(0, "00:0c:29:aa:bb:01"),),
+    *,
+    extra: str = "",
+    uuid: str = "56 4d 11 22 33 44 55 66-77 88 99 aa bb cc dd ee",
+    vcpus: int = 2,
+    memsize: int = 512,
+) -> Path:
+    lines = [
+        '.encoding = "UTF-8"',
+        'config.version = "8"',
+        'virtualHW.version = "19"',
+        f'displayName = "{name}"',
+        'guestOS = "debian11-64"',
+        f'numvcpus = "{vcpus}"',
+        'cpuid.coresPerSocket = "1"',
+        f'memsize = "{memsize}"',
+        f'uuid.bios = "{uuid}"',
+    ]
+    controllers = sorted({d.key.split(":")[0] for d in disks})
+    for ctrl in controllers:
+        lines.append(f'{ctrl}.present = "TRUE"')
+        if ctrl.startswith("scsi"):
+            lines.append(f'{ctrl}.virtualDev = "lsilogic"')
+    for d in disks:
+        lines += [f'{d.key}.present = "TRUE"', f'{d.key}.fileName = "{d.file_name}"']
+    for n in nics:
+        prefix = f"ethernet{n.index}"
+        lines += [
+            f'{prefix}.present = "TRUE"',
+            f'{prefix}.virtualDev = "{n.model}"',
+            f'{prefix}.connectionType = "{n.connection}"',
+            f'{prefix}.addressType = "generated"',
+            f'{prefix}.generatedAddress = "{n.mac}"',
+        ]
+    path = directory / f"{name}.vmx"
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path
