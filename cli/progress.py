@@ -43,10 +43,8 @@ class PlainView:
         self._console.print(f"{self._label}: {text}", highlight=False, markup=False, soft_wrap=True)
 
     def update(self, props: Mapping[str, Any]) -> None:
-        phase = props.get("Phase", "")
-        if phase and phase != self._phase:
-            self._phase = phase
-            self._line(f"phase {phase}")
+        # One PropertiesChanged can carry the end of a phase (disks, progress) and
+        # the next phase, which the daemon flushes at once: report in that order.
         disks = props.get("Disks", [])
         for key, target, total, _done in disks[self._disks :]:
             self._line(f"disk {key} -> {target} ({human_bytes(total)})")
@@ -57,6 +55,10 @@ class PlainView:
                 self._decile = decile
                 done, total = human_bytes(props.get("BytesDone")), human_bytes(props.get("Bytes"))
                 self._line(f"copied {decile * 10}% ({done} of {total})")
+        phase = props.get("Phase", "")
+        if phase and phase != self._phase:
+            self._phase = phase
+            self._line(f"phase {phase}")
 
     def note(self, text: str) -> None:
         self._line(text)

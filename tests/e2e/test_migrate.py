@@ -48,6 +48,11 @@ def test_every_qemu_subformat_migrates(
     run = ctl(daemon.address, "migrate", str(vmx), "--pool", dir_pool.name, "--name", domain_name)
     assert run.status == 0, run.err
     try:
+        # Without a terminal the CLI prints plain lines, in the order things happened.
+        lines = [line.split(": ", 1)[1] for line in run.err.splitlines() if line.startswith("job ")]
+        order = ["phase copy", "disk scsi0:0 -> ", "copied 100%", "phase define"]
+        found = [next(i for i, line in enumerate(lines) if line.startswith(o)) for o in order]
+        assert found == sorted(found), lines
         root = domain_xml(libvirt_conn, domain_name)
         target = root.xpath("/domain/devices/disk[@device='disk']/source/@file")
         assert len(target) == 1
