@@ -534,3 +534,39 @@ async def test_unusable_output_dir(source_vm: SourceVm, tmp_path: Path, kind: st
         await run_migration(str(source_vm.vmx), MigrateOptions(output_dir=str(out)), RecordingEvents())
     assert exc.value.code is ErrorCode.INVALID_OPTION
     assert exc.value.key == "output-dir"
+
+
+@dataclass
+class AllocationCheckingEvents(RecordingEvents):
+    """Also reads the target's allocation at every progress report."""
+
+    targets: list[str] = field(default_factory=list)
+    on_disk: list[tuple[int, int]] = field(default_factory=list)  # (reported done, allocated now)
+
+    def disks(self, items: Sequence[DiskProgress]) -> None:
+        super().disks(items)
+        self.targets = [item.target for item in items]
+
+    def disk_progress(self, index: int, done: int, total: int) -> None:
+        super().disk_progress(index, done, total)
+        if done < total:  # the final report is the total by definition
+            self.on_disk.append((done, Path(self.targets[index]).stat().st_blocks * 512))
+
+
+async def test_progress_counts_bytes_written_not_disk_walked(
+    tmp_path: Path, dir_pool: DirPool, test_network: str, cleanup_domain: str
+) -> None:
+    # 512 MiB whose only data are the last 96 MiB: qemu-img's percentage reaches
+    # ~80% before it writes anything; the bytes reported must not.
+    directory = tmp_path / "Tail Data"
+    directory.mkdir()
+    disk = make_filled_vmdk(directory, "tail.vmdk", 512 * MiB, writes=[(416 * MiB, 96 * MiB, 0x5C)])
+    source = write_source_vm(directory, [disk])
+    events = AllocationCheckingEvents()
+    await run_migration(str(source.vmx), _options(dir_pool, cleanup_domain, test_network), events)
+    assert events.on_disk, "no intermediate progress was reported"
+    for done, allocated in events.on_disk:
+        assert done <= allocated, events.on_disk
+    reports = events.progress[0]
+    assert [d for d, _ in reports] == sorted(d for d, _ in reports)
+    assert reports[-1][0] == reports[-1][1]

@@ -10,11 +10,12 @@ nothing that existed before is touched.  ``CancelledError`` stays a
 
 Progress is reported in bytes.  A disk's total is ``qemu-img measure``'s
 "required" size of its copy (allocated data plus format metadata, the same
-number the space check uses); ``done`` is qemu-img's percentage times that
-total.  qemu-img counts its percentage over the whole virtual disk, zero
-areas included, so ``done`` is an even spread of the total over the copy
-rather than bytes written so far; polling the target's allocation instead
-would jump (qcow2 metadata, out-of-order writes) and cost a syscall per tick.
+number the space check uses); ``done`` is how much the target file's
+allocation has grown, read at each qemu-img progress tick: the bytes really
+written.  qemu-img's own percentage walks the whole virtual disk and counts
+skipped zero areas as done, so on a mostly empty disk it races ahead and
+then stalls.  Targets that are not regular files (block devices) fall back
+to that percentage times the total.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -193,8 +195,8 @@ class _Migration:
         out = self.options.output_dir
         assert out is not None
         existing = check_output_targets(out, plan, xml_path)
-        stat = os.statvfs(existing)
-        available = stat.f_bavail * stat.f_frsize
+        fs = os.statvfs(existing)
+        available = fs.f_bavail * fs.f_frsize
         if needed > available:
             raise Vm2kvmError(
                 ErrorCode.NO_SPACE,
@@ -226,7 +228,7 @@ class _Migration:
             src,
             target,
             dst_format=disk.format,
-            on_progress=_progress_reporter(self.events, index, total),
+            on_progress=_progress_reporter(self.events, index, total, _WrittenBytes(target)),
             target_exists=self.host is not None,
             backing=backing,
         )
@@ -368,9 +370,43 @@ def _chain_paths(disk: PlannedDisk) -> tuple[str, list[str]]:
     return chain.top.path, [layer.path for layer in chain.layers[1:]]
 
 
-def _progress_reporter(events: JobEvents, index: int, total: int) -> Callable[[float], None]:
+class _WrittenBytes:
+    """What qemu-img has really written to a file target: the growth of its allocation.
+
+    qemu-img's ``-p`` percentage walks the virtual disk, so unallocated and zero
+    areas (skipped, never written) count as done; a mostly empty disk would
+    race to 90% and then crawl.  The target's allocated blocks are the bytes
+    actually copied.  Block-device targets (LVM) have no such measure: ``None``.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.base = self._allocated()
+
+    def _allocated(self) -> int | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return st.st_blocks * 512
+
+    def done(self) -> int | None:
+        if self.base is None:
+            return None
+        now = self._allocated()
+        return None if now is None else max(0, now - self.base)
+
+
+def _progress_reporter(
+    events: JobEvents, index: int, total: int, written: _WrittenBytes
+) -> Callable[[float], None]:
     def report(percent: float) -> None:
-        events.disk_progress(index, min(total, int(total * percent / 100)), total)
+        done = written.done()
+        if done is None:
+            done = int(total * percent / 100)
+        events.disk_progress(index, min(total, done), total)
 
     return report
 
