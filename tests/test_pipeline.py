@@ -24,10 +24,11 @@ from tests.harness.services import DirPool, child_pids, domain_macs, remove_doma
 from tests.helpers.vmdk_factory import MiB, images_equal, make_delta, make_vmdk, sha256_tree
 from vm2kvmd.adapters import qemu_img
 from vm2kvmd.adapters.libvirt_host import LibvirtHost
+from vm2kvmd.aio import in_thread
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline import DiskProgress, inspect_source, run_migration
-from vm2kvmd.pipeline.rollback import Rollback, in_thread
+from vm2kvmd.pipeline.rollback import Rollback
 
 STATIC_MAC = "00:50:56:3a:7e:10"
 GENERATED_MAC = "00:0c:29:9a:4b:31"

@@ -22,9 +22,10 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any
 
+from vm2kvmd.aio import settle
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 QEMU_IMG = "qemu-img"
@@ -33,7 +34,6 @@ QEMU_IMG = "qemu-img"
 _PROGRESS_RE = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 _CHUNK = 4096
 
-_T = TypeVar("_T")
 
 
 def image_opts(path: str, fmt: str = "vmdk", backing: Sequence[str] = ()) -> str:
@@ -176,24 +176,7 @@ async def _kill_and_reap(proc: asyncio.subprocess.Process, reader: asyncio.Task[
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
-    await _uncancellable(proc.wait())
+    await settle(proc.wait())
     if reader is not None:
         # The pipe reaches EOF once the process is gone.
-        await _uncancellable(reader)
-
-
-async def _uncancellable(aw: Awaitable[_T]) -> _T:
-    """Await ``aw`` to the end even if we are cancelled meanwhile; re-deliver the cancel after."""
-    task = asyncio.ensure_future(aw)
-    cancelled = False
-    while True:
-        try:
-            result = await asyncio.shield(task)
-            break
-        except asyncio.CancelledError:
-            if task.done():
-                raise
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    return result
+        await settle(reader)

@@ -30,12 +30,13 @@ from typing import Protocol
 
 from vm2kvmd.adapters import qemu_img
 from vm2kvmd.adapters.libvirt_host import LibvirtHost, PoolInfo
+from vm2kvmd.aio import in_thread, settle
 from vm2kvmd.core.model import Note
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.plan import DomainPlan, PlannedDisk
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline.inspection import InspectResult, inspect_with_host
-from vm2kvmd.pipeline.rollback import Rollback, in_thread, settle
+from vm2kvmd.pipeline.rollback import Rollback
 
 PHASES = ("inspect", "prepare", "copy", "define", "cleanup")
 

@@ -5,50 +5,16 @@ domain) records an undo action the moment it succeeds, from inside the worker
 thread that did it: a cancellation arriving while that thread runs cannot
 lose the record.  Undo runs newest first and never raises; what could not be
 undone is reported as log lines.
-
-Also here: the two asyncio helpers the pipeline needs so that blocking work
-and cleanup finish even when the job is cancelled half-way.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
-from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from collections.abc import Callable
 
 from vm2kvmd.adapters.libvirt_host import LibvirtHost
 from vm2kvmd.errors import Vm2kvmError
-
-_T = TypeVar("_T")
-_P = ParamSpec("_P")
-
-
-async def settle(aw: Awaitable[_T]) -> _T:
-    """Await ``aw`` to its end even if we are cancelled meanwhile, then re-deliver the cancel.
-
-    A thread cannot be interrupted: when the job is cancelled while
-    ``create_volume`` runs, we wait for it so the rollback sees the volume.
-    """
-    task = asyncio.ensure_future(aw)
-    cancelled = False
-    while True:
-        try:
-            result = await asyncio.shield(task)
-            break
-        except asyncio.CancelledError:
-            if task.done():
-                raise
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    return result
-
-
-async def in_thread(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-    """``asyncio.to_thread`` that, when cancelled, first lets the thread finish."""
-    return await settle(asyncio.to_thread(fn, *args, **kwargs))
 
 
 class Rollback:
