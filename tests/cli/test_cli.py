@@ -1,7 +1,7 @@
 """vm2kvmctl as a user runs it, against vm2kvmd on a private bus.
 
 The daemon runs in this process with an injected runner/inspector
-(``tests/service/test_support.py``); the CLI is a real subprocess
+(``tests/service/support.py``); the CLI is a real subprocess
 (``python -m cli.main``, and once the installed console script).
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.service.test_support import (
+from tests.service.support import (
     Disk,
     ScriptedRunner,
     StaticInspector,

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.harness.services import PrivateBus
+from tests.service.support import BusClient
 from tests.service.test_daemon_process import finish, running, wait_for_name
-from tests.service.test_support import BusClient
 from vm2kvmd.constants import BUS_NAME, MANAGER_IFACE, MANAGER_PATH
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.test_support import BusClient
+from tests.service.support import BusClient
 from vm2kvmd.constants import BUS_NAME, MANAGER_IFACE, MANAGER_PATH
 
 REPO = Path(__file__).resolve().parents[2]

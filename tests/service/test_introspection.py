@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from dbus_fast import introspection as intr
 
-from tests.service.test_support import BusClient, ScriptedRunner, serve_daemon
+from tests.service.support import BusClient, ScriptedRunner, serve_daemon
 from vm2kvmd.constants import (
     BUS_NAME,
     JOB_IFACE,

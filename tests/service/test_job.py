@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from dbus_fast.signature import Variant
 
-from tests.service.test_support import BusClient, Disk, ScriptedRunner, serve_daemon
+from tests.service.support import BusClient, Disk, ScriptedRunner, serve_daemon
 from vm2kvmd.constants import BUS_NAME, JOB_IFACE, MANAGER_PATH, error_name, job_path
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.errors import ErrorCode, Vm2kvmError

@@ -9,7 +9,7 @@ import pytest
 from dbus_fast import MessageType
 from dbus_fast.signature import Variant
 
-from tests.service.test_support import (
+from tests.service.support import (
     BusClient,
     ScriptedRunner,
     StaticInspector,
