@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -348,11 +350,30 @@ def test_read_vmx_five_mib(tmp_path: Path) -> None:
     assert str(5 * 1024 * 1024) in info.value.message and info.value.file == str(big)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
 def test_read_vmx_unreadable(tmp_path: Path) -> None:
     path = tmp_path / "secret.vmx"
     path.write_bytes(b'displayName = "x"\n')
     path.chmod(0)
-    with pytest.raises(Vm2kvmError) as info:
-        read_vmx(str(path))
-    assert info.value.code is ErrorCode.SOURCE_NOT_FOUND
+    if os.geteuid() != 0:
+        with pytest.raises(Vm2kvmError) as info:
+            read_vmx(str(path))
+        assert info.value.code is ErrorCode.SOURCE_NOT_FOUND
+        return
+    # Root reads any file: read it from a child that keeps uid 0 but loses the
+    # capabilities that override file modes.
+    caps = "-dac_override,-dac_read_search"
+    code = (
+        "import sys\n"
+        "from vm2kvmd.core.vmx import read_vmx\n"
+        "from vm2kvmd.errors import Vm2kvmError\n"
+        "try:\n    read_vmx(sys.argv[1])\nexcept Vm2kvmError as e:\n    print(e.code.value, e.file)\n"
+        "else:\n    print('read')\n"
+    )
+    out = subprocess.run(
+        ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    ).stdout.split()
+    assert out == [ErrorCode.SOURCE_NOT_FOUND.value, str(path)]
