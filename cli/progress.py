@@ -12,11 +12,12 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
 from rich.text import Text
 
@@ -67,6 +68,14 @@ class PlainView:
         pass
 
 
+class _BinarySpeedColumn(ProgressColumn):
+    """Rate in KiB/MiB per second, like the sizes beside it (rich's own column is decimal)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("?" if speed is None else f"{human_bytes(speed)}/s", style="progress.data.speed")
+
+
 class _Status:
     """The line above the bars; re-rendered on every refresh."""
 
@@ -88,7 +97,7 @@ class BarsView:
             BarColumn(),
             TaskProgressColumn(),
             DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
+            _BinarySpeedColumn(),
             TimeRemainingColumn(),
             console=console,
         )
