@@ -21,6 +21,7 @@ from typing import Any
 import libvirt
 import pytest
 import pytest_asyncio
+from blockbuster import blockbuster_ctx
 
 from tests.harness.services import (
     DEFAULT_URI,
@@ -152,6 +153,7 @@ def _no_leaked_processes(request: pytest.FixtureRequest) -> Iterator[None]:
     if inspect.iscoroutinefunction(getattr(request, "function", None)):
         # Set up here, so it is torn down after the test's other fixtures.
         request.getfixturevalue("_no_leaked_tasks")
+        request.getfixturevalue("_no_blocking_calls")
     yield
     deadline = time.monotonic() + 2.0
     while True:
@@ -167,6 +169,18 @@ def _no_leaked_processes(request: pytest.FixtureRequest) -> Iterator[None]:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
         pytest.fail(f"test leaked child processes: {description}", pytrace=False)
+
+
+@pytest.fixture
+def _no_blocking_calls(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail an async test in which our own code blocks the event loop (file I/O,
+    sleeps, subprocess waits...); test code itself may block, except when our
+    code calls it back (progress callbacks): mark such a test ``allow_blocking``."""
+    if request.node.get_closest_marker("allow_blocking"):
+        yield
+        return
+    with blockbuster_ctx(["vm2kvmd", "cli"]):
+        yield
 
 
 @pytest_asyncio.fixture

@@ -281,6 +281,7 @@ def _qemu_img_children() -> set[int]:
     return out
 
 
+@pytest.mark.allow_blocking  # the progress callback lists /proc
 async def test_cancel_kills_and_reaps_qemu_img(tmp_path: Path) -> None:
     src = make_vmdk(tmp_path, "big.vmdk", 512 * MiB, writes=[(0, 256 * MiB, 0xAB)])
     started = asyncio.Event()

@@ -554,6 +554,7 @@ class AllocationCheckingEvents(RecordingEvents):
             self.on_disk.append((done, Path(self.targets[index]).stat().st_blocks * 512))
 
 
+@pytest.mark.allow_blocking  # the event sink stats the target at each report
 async def test_progress_counts_bytes_written_not_disk_walked(
     tmp_path: Path, dir_pool: DirPool, test_network: str, cleanup_domain: str
 ) -> None:

@@ -238,17 +238,26 @@ async def test_leaks_task():
 
 def test_clean():
     subprocess.run(["true"], check=True)
+
+async def test_our_code_blocks_the_loop(tmp_path):
+    from vm2kvmd.core.vmx import read_vmx
+    path = tmp_path / "x.vmx"
+    path.write_text('displayName = "x"\\n')  # test code may block
+    read_vmx(str(path))  # our code may not, inside the event loop
 """
 
 
 def test_leak_checks_fail_leaky_tests(pytester: pytest.Pytester) -> None:
-    pytester.makeconftest("from tests.conftest import _no_leaked_processes, _no_leaked_tasks\n")
+    pytester.makeconftest(
+        "from tests.conftest import _no_blocking_calls, _no_leaked_processes, _no_leaked_tasks\n"
+    )
     pytester.makepyfile(test_leaky=LEAKY_TESTS)
     pytester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
     env_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     pytester._monkeypatch.setenv("PYTHONPATH", env_path)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=3, errors=2)
+    result.assert_outcomes(passed=3, errors=2, failed=1)
+    result.stdout.fnmatch_lines(["*BlockingError: Blocking call to *"])
     result.stdout.fnmatch_lines(["*test leaked child processes: * sleep 30*"])
     result.stdout.fnmatch_lines(["*test leaked asyncio tasks: *leaky-sleep*"])
 

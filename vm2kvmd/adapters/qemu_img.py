@@ -35,7 +35,6 @@ _PROGRESS_RE = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 _CHUNK = 4096
 
 
-
 def image_opts(path: str, fmt: str = "vmdk", backing: Sequence[str] = ()) -> str:
     """The ``--image-opts`` string opening ``path`` (and its explicit parents) read-only."""
     parts: list[str] = []

@@ -11,7 +11,7 @@ nothing that existed before is touched.  ``CancelledError`` stays a
 Progress is reported in bytes.  A disk's total is ``qemu-img measure``'s
 "required" size of its copy (allocated data plus format metadata, the same
 number the space check uses); ``done`` is how much the target file's
-allocation has grown, read at each qemu-img progress tick: the bytes really
+allocation has grown, polled five times a second: the bytes really
 written.  qemu-img's own percentage walks the whole virtual disk and counts
 skipped zero areas as done, so on a mostly empty disk it races ahead and
 then stalls.  Targets that are not regular files (block devices) fall back
@@ -21,10 +21,11 @@ to that percentage times the total.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -225,15 +226,39 @@ class _Migration:
         src, backing = _chain_paths(disk)
         self.events.log(f"copying {disk.source.address.key} ({src}) to {target}")
         self.events.disk_progress(index, 0, total)
-        await qemu_img.convert(
-            src,
-            target,
-            dst_format=disk.format,
-            on_progress=_progress_reporter(self.events, index, total, _WrittenBytes(target)),
-            target_exists=self.host is not None,
-            backing=backing,
-        )
+        written = _WrittenBytes(target)
+        by_allocation = await in_thread(written.start)
+
+        def on_percent(percent: float) -> None:
+            if not by_allocation:
+                self.events.disk_progress(index, min(total, int(total * percent / 100)), total)
+
+        follower = asyncio.create_task(self._follow(index, written, total)) if by_allocation else None
+        try:
+            await qemu_img.convert(
+                src,
+                target,
+                dst_format=disk.format,
+                on_progress=on_percent,
+                target_exists=self.host is not None,
+                backing=backing,
+            )
+        finally:
+            if follower is not None:
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follower
         self.events.disk_progress(index, total, total)
+
+    async def _follow(self, index: int, written: _WrittenBytes, total: int) -> None:
+        """Report the target's allocation growth while qemu-img writes it."""
+        last = -1
+        while True:
+            done = min(total, await asyncio.to_thread(written.done))
+            if done > last:
+                self.events.disk_progress(index, done, total)
+                last = done
+            await asyncio.sleep(_FOLLOW_INTERVAL)
 
     def _define(self, plan: DomainPlan, xml: str) -> str:
         host = self.host
@@ -371,45 +396,39 @@ def _chain_paths(disk: PlannedDisk) -> tuple[str, list[str]]:
     return chain.top.path, [layer.path for layer in chain.layers[1:]]
 
 
+# The job batches property changes to 10 a second; polling faster gains nothing.
+_FOLLOW_INTERVAL = 0.2
+
+
 class _WrittenBytes:
     """What qemu-img has really written to a file target: the growth of its allocation.
 
     qemu-img's ``-p`` percentage walks the virtual disk, so unallocated and zero
-    areas (skipped, never written) count as done; a mostly empty disk would
-    race to 90% and then crawl.  The target's allocated blocks are the bytes
-    actually copied.  Block-device targets (LVM) have no such measure: ``None``.
+    areas (skipped, never written) count as done.  The target's allocated
+    blocks are the bytes actually copied.  Block-device targets (LVM) have no
+    such measure.  Both methods block (``stat``): call them in a thread.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.base = self._allocated()
+        self.base = 0
 
     def _allocated(self) -> int | None:
         try:
             st = os.stat(self.path)
         except OSError:
             return None
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        return st.st_blocks * 512
+        return st.st_blocks * 512 if stat.S_ISREG(st.st_mode) else None
 
-    def done(self) -> int | None:
-        if self.base is None:
-            return None
+    def start(self) -> bool:
+        """Take the baseline; False when the target is not a regular file."""
+        base = self._allocated()
+        self.base = base or 0
+        return base is not None
+
+    def done(self) -> int:
         now = self._allocated()
-        return None if now is None else max(0, now - self.base)
-
-
-def _progress_reporter(
-    events: JobEvents, index: int, total: int, written: _WrittenBytes
-) -> Callable[[float], None]:
-    def report(percent: float) -> None:
-        done = written.done()
-        if done is None:
-            done = int(total * percent / 100)
-        events.disk_progress(index, min(total, done), total)
-
-    return report
+        return 0 if now is None else max(0, now - self.base)
 
 
 def _domain_exists(name: str) -> Vm2kvmError:
