@@ -75,6 +75,10 @@ class DiskLayer:
     adapter_type: str | None = None  # ddb.adapterType
     virtual_size: int = 0  # bytes
     notes: tuple[Note, ...] = ()  # paths followed outside the VM directory, Windows paths guessed
+    # The layer's bytes are [member_offset, member_offset + member_size) of ``path``
+    # (a disk inside an uncompressed OVA tar); None: the whole file.
+    member_offset: int | None = None
+    member_size: int | None = None
 
 
 @dataclass(frozen=True)
