@@ -91,6 +91,8 @@ def mapping_options(args: argparse.Namespace) -> dict[str, Variant]:
         ("format", "format"),
         ("connect", "connect"),
         ("domain_type", "domain-type"),
+        ("allocation", "allocation"),
+        ("snapshots", "snapshots"),
     ):
         if getattr(args, attr) is not None:
             options[key] = Variant("s", getattr(args, attr))
@@ -108,6 +110,8 @@ def mapping_options(args: argparse.Namespace) -> dict[str, Variant]:
         options["datastore"] = Variant("as", pairs)
     if args.allow_external_paths:
         options["allow-external-paths"] = Variant("b", True)
+    if getattr(args, "verify", False):  # migrate only
+        options["verify"] = Variant("b", True)
     return options
 
 
@@ -118,6 +122,17 @@ def _add_mapping_options(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--pool", help="libvirt storage pool for the disks (default: default)")
     target.add_argument("--output-dir", metavar="DIR", help="write disks and domain XML here; define nothing")
     group.add_argument("--format", choices=("qcow2", "raw"), help="disk image format (default: qcow2)")
+    group.add_argument(
+        "--allocation",
+        choices=("sparse", "preallocated"),
+        help="sparse: the disks take only their data (default); preallocated: all their space up front",
+    )
+    group.add_argument(
+        "--snapshots",
+        choices=("flatten", "keep"),
+        help="flatten: copy the disks as they are now (default); keep: one qcow2 per VMDK layer "
+        "and the VMware snapshots as libvirt snapshots",
+    )
     group.add_argument(
         "--network",
         action="append",
@@ -157,14 +172,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     inspect = commands.add_parser("inspect", parents=[common], help="show what a VM would become")
-    inspect.add_argument("source", metavar="SOURCE", help="the .vmx file")
+    inspect.add_argument("source", metavar="SOURCE", help="the .vmx, .ovf or .ova file")
     inspect.add_argument("--xml", action="store_true", help="print only the domain XML")
     _add_mapping_options(inspect)
     inspect.set_defaults(func=cmd_inspect)
 
     migrate = commands.add_parser("migrate", parents=[common], help="migrate a VM")
-    migrate.add_argument("source", metavar="SOURCE", help="the .vmx file")
+    migrate.add_argument("source", metavar="SOURCE", help="the .vmx, .ovf or .ova file")
     migrate.add_argument("--detach", action="store_true", help="start the job and exit")
+    migrate.add_argument(
+        "--verify",
+        action="store_true",
+        help="after copying, compare every disk with its source (reads the source again)",
+    )
     _add_mapping_options(migrate)
     migrate.set_defaults(func=cmd_migrate)
 

@@ -14,6 +14,7 @@ PACKAGES=(
     libnbd-bin nbdkit
     dbus python3-systemd python3-venv python3-lxml
     e2fsprogs fdisk
+    lvm2
 )
 VENV=.venv
 STAMP="$VENV/.vm2kvm-installed"

@@ -22,6 +22,7 @@ from tests.harness.disks import (
 from tests.harness.services import DirPool, child_pids, pid_alive
 from vm2kvmd.adapters import qemu_img
 from vm2kvmd.adapters.libvirt_host import LibvirtHost
+from vm2kvmd.core.qemu_source import Node
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 URI = "qemu:///system"
@@ -148,19 +149,27 @@ def test_unreachable_libvirt_is_libvirt_error(tmp_path: Path) -> None:
 # --- qemu-img -----------------------------------------------------------------
 
 
+def vmdk(path: Path | str, *parents: Path | str) -> Node:
+    """A VMDK (and its explicit parents, nearest first) as a read-only source node."""
+    node: Node = {"driver": "vmdk", "read-only": True, "file": {"driver": "file", "filename": str(path)}}
+    if parents:
+        node["backing"] = vmdk(*parents)
+    return node
+
+
 async def test_info_and_measure(tmp_path: Path) -> None:
     src = make_vmdk(tmp_path, "a.vmdk", 64 * MiB, writes=[(0, 8 * MiB, 0xAB)])
     info = await qemu_img.info(str(src))
     assert info["format"] == "vmdk"
     assert info["virtual-size"] == 64 * MiB
-    required = await qemu_img.measure(str(src), "qcow2")
+    required = await qemu_img.measure(vmdk(src), "qcow2")
     assert 8 * MiB <= required < 64 * MiB  # data plus qcow2 metadata, not the whole disk
-    assert await qemu_img.measure(str(src), "raw") == 64 * MiB
+    assert await qemu_img.measure(vmdk(src), "raw") == 64 * MiB
 
 
 async def test_measure_of_a_missing_file_is_copy_failed(tmp_path: Path) -> None:
     with pytest.raises(Vm2kvmError) as exc:
-        await qemu_img.measure(str(tmp_path / "gone.vmdk"), "qcow2")
+        await qemu_img.measure(vmdk(tmp_path / "gone.vmdk"), "qcow2")
     assert exc.value.code is ErrorCode.COPY_FAILED
     assert exc.value.file == str(tmp_path / "gone.vmdk")
     assert "driver=" not in exc.value.message  # our --image-opts string is not shown
@@ -171,7 +180,7 @@ async def test_convert_reports_monotonic_progress_to_100(tmp_path: Path) -> None
     dst = tmp_path / "dst.qcow2"
     seen: list[float] = []
     await qemu_img.convert(
-        str(src), str(dst), dst_format="qcow2", on_progress=seen.append, target_exists=False
+        vmdk(src), str(dst), dst_format="qcow2", on_progress=seen.append, target_exists=False
     )
     assert len(seen) > 2
     assert seen == sorted(seen) and len(set(seen)) == len(seen)
@@ -186,7 +195,7 @@ async def test_convert_into_existing_libvirt_volume(
     for fmt in ("qcow2", "raw"):
         path = host.create_volume(dir_pool.name, f"v.{fmt}", 32 * MiB, fmt)
         await qemu_img.convert(
-            str(src), path, dst_format=fmt, on_progress=lambda _p: None, target_exists=True
+            vmdk(src), path, dst_format=fmt, on_progress=lambda _p: None, target_exists=True
         )
         assert images_equal(src, path, "vmdk", fmt)
         assert virtual_size(path) == 32 * MiB
@@ -201,12 +210,11 @@ async def test_convert_delta_with_explicit_parent(tmp_path: Path) -> None:
     base.rename(moved / "renamed.vmdk")
     dst = tmp_path / "out.raw"
     await qemu_img.convert(
-        str(delta),
+        vmdk(delta, moved / "renamed.vmdk"),
         str(dst),
         dst_format="raw",
         on_progress=lambda _p: None,
         target_exists=False,
-        backing=[str(moved / "renamed.vmdk")],
     )
     data = dst.read_bytes()
     assert data[:MiB] == b"\x01" * MiB
@@ -222,7 +230,7 @@ async def test_convert_opens_the_source_read_only(tmp_path: Path) -> None:
     try:
         before = sha256_files(tmp_path)
         await qemu_img.convert(
-            str(src),
+            vmdk(src),
             str(tmp_path / "o.qcow2"),
             dst_format="qcow2",
             on_progress=lambda _p: None,
@@ -240,7 +248,7 @@ async def test_convert_of_a_bad_file_is_copy_failed_naming_it(tmp_path: Path) ->
     src.write_bytes(b"KDMV" + b"\xff" * 1020)  # sparse magic, garbage header
     with pytest.raises(Vm2kvmError) as exc:
         await qemu_img.convert(
-            str(src),
+            vmdk(src),
             str(tmp_path / "o.qcow2"),
             dst_format="qcow2",
             on_progress=lambda _p: None,
@@ -254,11 +262,11 @@ async def test_convert_of_a_bad_file_is_copy_failed_naming_it(tmp_path: Path) ->
 
 async def test_read_error_in_the_middle_of_a_copy_is_copy_failed(tmp_path: Path) -> None:
     src = make_unreadable_vmdk(tmp_path, "bad-grain.vmdk")
-    assert await qemu_img.measure(str(src), "qcow2") > 0  # it opens fine
+    assert await qemu_img.measure(vmdk(src), "qcow2") > 0  # it opens fine
     seen: list[float] = []
     with pytest.raises(Vm2kvmError) as exc:
         await qemu_img.convert(
-            str(src),
+            vmdk(src),
             str(tmp_path / "o.qcow2"),
             dst_format="qcow2",
             on_progress=seen.append,
@@ -293,7 +301,11 @@ async def test_cancel_kills_and_reaps_qemu_img(tmp_path: Path) -> None:
 
     task = asyncio.create_task(
         qemu_img.convert(
-            str(src), str(tmp_path / "o.qcow2"), dst_format="qcow2", on_progress=progress, target_exists=False
+            vmdk(src),
+            str(tmp_path / "o.qcow2"),
+            dst_format="qcow2",
+            on_progress=progress,
+            target_exists=False,
         )
     )
     await started.wait()
@@ -313,6 +325,10 @@ async def test_exception_in_progress_callback_kills_qemu_img(tmp_path: Path) -> 
 
     with pytest.raises(RuntimeError, match="consumer broke"):
         await qemu_img.convert(
-            str(src), str(tmp_path / "o.qcow2"), dst_format="qcow2", on_progress=progress, target_exists=False
+            vmdk(src),
+            str(tmp_path / "o.qcow2"),
+            dst_format="qcow2",
+            on_progress=progress,
+            target_exists=False,
         )
     assert not _qemu_img_children()

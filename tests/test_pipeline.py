@@ -26,6 +26,9 @@ from vm2kvmd.adapters import qemu_img
 from vm2kvmd.adapters.libvirt_host import LibvirtHost
 from vm2kvmd.aio import in_thread
 from vm2kvmd.core.options import MigrateOptions
+from vm2kvmd.core.paths import PathResolver
+from vm2kvmd.core.qemu_source import source_blockdev
+from vm2kvmd.core.vmdk import load_chain
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline import DiskProgress, inspect_source, run_migration
 from vm2kvmd.pipeline.rollback import Rollback
@@ -187,8 +190,8 @@ async def test_migrate_into_pool(
         done = [d for d, _ in seen]
         assert done == sorted(done) and done[0] == 0 and done[-1] == disk.total
     # The total is what qemu-img measure says the copy needs.
-    top, backing = str(source_vm.disks[0]), [str(source_vm.dir / "system.vmdk")]
-    assert events.announced[0].total == await qemu_img.measure(top, "qcow2", backing=backing)
+    chain = await in_thread(lambda: load_chain(str(source_vm.disks[0]), PathResolver(str(source_vm.dir))))
+    assert events.announced[0].total == await qemu_img.measure(source_blockdev(chain), "qcow2")
 
 
 async def test_migrate_to_output_dir(source_vm: SourceVm, tmp_path: Path) -> None:
@@ -354,12 +357,16 @@ def small_pool(libvirt_conn: Any, tmp_path: Path) -> Iterator[DirPool]:
 async def test_not_enough_space(
     source_vm: SourceVm, small_pool: DirPool, test_network: str, domain_name: str
 ) -> None:
-    options = _options(small_pool, domain_name, test_network, format="raw")  # raw needs 96 MiB
+    # Preallocated raw files take their whole capacity: 64 + 32 MiB.
+    options = _options(small_pool, domain_name, test_network, format="raw", allocation="preallocated")
+    events = RecordingEvents()
     with pytest.raises(Vm2kvmError) as exc:
-        await run_migration(str(source_vm.vmx), options, RecordingEvents())
+        await run_migration(str(source_vm.vmx), options, events)
     assert exc.value.code is ErrorCode.NO_SPACE
-    assert small_pool.name in exc.value.message and "96.0 MiB" in exc.value.message
+    assert small_pool.name in exc.value.message and "96.0 MiB (100663296 bytes)" in exc.value.message
+    assert "--allocation sparse" in str(exc.value)
     assert _pool_volumes(small_pool) == []
+    assert "copy" not in events.phases
 
 
 # --- failures half-way are rolled back ----------------------------------------------
@@ -379,9 +386,8 @@ async def test_read_error_while_copying_leaves_nothing(
         await run_migration(str(vm.vmx), _options(dir_pool, cleanup_domain, test_network), events)
     assert exc.value.code is ErrorCode.COPY_FAILED
     assert exc.value.file == str(bad)
-    # The first disk was copied completely, the second started: both volumes are gone.
-    assert events.progress[0][-1][0] == events.announced[0].total
-    assert 1 in events.progress
+    # Both disks were being copied (in parallel); both volumes are gone.
+    assert 0 in events.progress and 1 in events.progress
     assert events.phases[-1] == "cleanup"
     assert sum("removed volume" in line for line in events.logs) == 2
     assert _pool_volumes(dir_pool) == []

@@ -19,6 +19,9 @@ OBJECT_MANAGER_IFACE: Final = "org.freedesktop.DBus.ObjectManager"
 DEFAULT_LIBVIRT_URI: Final = "qemu:///system"
 DEFAULT_POOL: Final = "default"
 DEFAULT_NETWORK: Final = "default"
+# Where the daemon keeps per-job overlays (vm2kvmd --work-dir).  Not /tmp: that is often a
+# small tmpfs, and a guest conversion writes its changes into the overlays.
+DEFAULT_WORK_DIR: Final = "/var/tmp/vm2kvm"
 
 # XML namespace of our <metadata> element in generated domains.
 METADATA_NS: Final = "https://vm2kvm.org/xmlns/source/1"

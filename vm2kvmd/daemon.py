@@ -1,6 +1,6 @@
 """vm2kvmd: the D-Bus service that owns conversion jobs.
 
-    vm2kvmd [--bus system|session] [--connect URI] [--log-level LEVEL]
+    vm2kvmd [--bus system|session] [--connect URI] [--work-dir DIR] [--log-level LEVEL]
 
 Owns ``org.vm2kvm.Daemon1`` (exits 1 with one line when it cannot), serves
 until SIGTERM/SIGINT, then cancels running jobs, waits for them, releases the
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dbus_fast import DBusError, NameFlag, RequestNameReply
 
 from vm2kvmd import __version__
-from vm2kvmd.constants import BUS_NAME, DEFAULT_LIBVIRT_URI
+from vm2kvmd.constants import BUS_NAME, DEFAULT_LIBVIRT_URI, DEFAULT_WORK_DIR
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.errors import Vm2kvmError
 from vm2kvmd.service.bus import ServiceBus, connect
@@ -132,6 +132,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"default libvirt URI for jobs that do not name one (default: {DEFAULT_LIBVIRT_URI})",
     )
     parser.add_argument(
+        "--work-dir",
+        metavar="DIR",
+        default=DEFAULT_WORK_DIR,
+        help="directory for the jobs' temporary overlays, one subdirectory per job, removed when "
+        f"the job ends (default: {DEFAULT_WORK_DIR})",
+    )
+    parser.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
         default="info",
@@ -143,7 +150,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 async def serve(args: argparse.Namespace) -> int:
     try:
-        defaults = MigrateOptions(connect=args.connect)
+        defaults = MigrateOptions(connect=args.connect, work_dir=args.work_dir)
         defaults.validate()
     except Vm2kvmError as exc:
         print(f"vm2kvmd: error: {exc.describe()}", file=sys.stderr)

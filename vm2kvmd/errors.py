@@ -29,6 +29,8 @@ class ErrorCode(StrEnum):
     NO_SPACE = "NoSpace"
     LIBVIRT_ERROR = "LibvirtError"  # libvirt refused something; message carries libvirt's words
     COPY_FAILED = "CopyFailed"  # qemu-img failed
+    VERIFY_FAILED = "VerifyFailed"  # --verify: the copy differs from what it should hold
+    MANIFEST_MISMATCH = "ManifestMismatch"  # an OVF package's .mf digest differs, or lists a missing file
     NO_SUCH_JOB = "NoSuchJob"
     CANCELLED = "Cancelled"
     INTERNAL = "Internal"  # a bug; details only in the daemon log

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid as uuid_module
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,10 +118,12 @@ def write_vmx(
     nics: Sequence[VmxNic] = (VmxNic(0, "00:0c:29:aa:bb:01"),),
     *,
     extra: str = "",
-    uuid: str = "56 4d 11 22 33 44 55 66-77 88 99 aa bb cc dd ee",
+    uuid: str | None = None,
     vcpus: int = 2,
     memsize: int = 512,
 ) -> Path:
+    # A fresh UUID per VM: a fixed one would clash with domains of other runs on a shared libvirtd.
+    uuid = uuid or vmware_uuid(uuid_module.uuid4())
     lines = [
         '.encoding = "UTF-8"',
         'config.version = "8"',
@@ -151,3 +154,9 @@ def write_vmx(
     path = directory / f"{name}.vmx"
     path.write_text("\n".join(lines) + "\n" + extra)
     return path
+
+
+def vmware_uuid(value: uuid_module.UUID) -> str:
+    """VMware's spelling of a UUID: ``56 4d 11 22 33 44 55 66-77 88 ...``."""
+    pairs = [value.hex[i : i + 2] for i in range(0, 32, 2)]
+    return " ".join(pairs[:8]) + "-" + " ".join(pairs[8:])

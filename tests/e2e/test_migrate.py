@@ -5,13 +5,14 @@ Every test checks the source VM directory byte for byte before and after.
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from lxml import etree
 
-from tests.e2e.support import DaemonProcess, VmxDisk, VmxNic, ctl, write_vmx
+from tests.e2e.support import DaemonProcess, VmxDisk, VmxNic, ctl, vmware_uuid, write_vmx
 from tests.harness.disks import make_unreadable_vmdk
 from tests.harness.services import DirPool
 from tests.helpers.vmdk_factory import QEMU_SUBFORMATS, images_equal, make_vmdk, qemu_info, sha256_tree
@@ -42,7 +43,8 @@ def test_every_qemu_subformat_migrates(
     vmdir = tmp_path / "vm"
     vmdir.mkdir()
     disk = make_vmdk(vmdir, "disk", subformat, 48 * MiB)
-    vmx = write_vmx(vmdir, "One Disk", [VmxDisk("scsi0:0", disk.name)])
+    bios_uuid = uuid.uuid4()
+    vmx = write_vmx(vmdir, "One Disk", [VmxDisk("scsi0:0", disk.name)], uuid=vmware_uuid(bios_uuid))
     before = sha256_tree(vmdir)
 
     run = ctl(daemon.address, "migrate", str(vmx), "--pool", dir_pool.name, "--name", domain_name)
@@ -61,7 +63,7 @@ def test_every_qemu_subformat_migrates(
         assert qemu_info(Path(target[0]))["virtual-size"] == 48 * MiB
         assert images_equal(disk, Path(target[0]))
         assert root.xpath("/domain/devices/interface/mac/@address") == ["00:0c:29:aa:bb:01"]
-        assert root.xpath("/domain/uuid/text()") == ["564d1122-3344-5566-7788-99aabbccddee"]
+        assert root.xpath("/domain/uuid/text()") == [str(bios_uuid)]
     finally:
         undefine(libvirt_conn, domain_name)
     assert sha256_tree(vmdir) == before

@@ -25,6 +25,9 @@ from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 # Pool types whose volumes are files qemu-img can write as qcow2 or raw.
 FILE_POOL_TYPES = ("dir", "fs", "netfs")
+# Pool types whose volumes are block devices (LVM logical volumes): raw only, fully
+# allocated, and not zeroed when created.
+BLOCK_POOL_TYPES = ("logical",)
 
 _handler_lock = threading.Lock()
 _handler_registered = False
@@ -52,6 +55,16 @@ class PoolInfo:
     type: str  # dir, fs, netfs, logical, ...
     path: str  # <target><path>
     available: int  # bytes free, as libvirt last saw it (refresh first)
+
+    @property
+    def block(self) -> bool:
+        """Its volumes are block devices (``BLOCK_POOL_TYPES``)."""
+        return self.type in BLOCK_POOL_TYPES
+
+    @property
+    def usable(self) -> bool:
+        """vm2kvm can write its volumes: a file pool with a directory, or a block pool."""
+        return bool(self.path) and (self.type in FILE_POOL_TYPES or self.block)
 
 
 def _message(err: libvirt.libvirtError) -> str:
@@ -157,28 +170,43 @@ class LibvirtHost:
             raise Vm2kvmError(ErrorCode.LIBVIRT_ERROR, _message(err)) from err
         return True
 
-    def create_volume(self, pool: str, name: str, capacity: int, fmt: str) -> str:
-        """Create an empty (all-zero, sparse) volume and return its path."""
+    def create_volume(
+        self, pool: str, name: str, capacity: int, fmt: str | None, *, preallocate: bool = False
+    ) -> str:
+        """Create a volume of ``capacity`` bytes and return its path.
+
+        File volumes are sparse and read as zeros, unless ``preallocate``:
+        then raw files get all their blocks, qcow2 files their metadata and
+        all their clusters (``preallocation=falloc``).  ``fmt`` None: no
+        format (a logical volume).  Logical volumes always get ``allocation``
+        = ``capacity``: with less libvirt makes a sparse snapshot volume.
+        Their content is whatever the disk held before.
+        """
         p = self._lookup_pool(pool)
         if self.volume_exists(pool, name):
             raise _volume_exists(pool, name)
+        allocation = capacity if preallocate or fmt is None else 0
+        target = f"<target><format type='{escape(fmt)}'/></target>" if fmt else ""
         xml = (
             "<volume>"
             f"<name>{escape(name)}</name>"
             f"<capacity unit='bytes'>{int(capacity)}</capacity>"
-            "<allocation unit='bytes'>0</allocation>"
-            f"<target><format type='{escape(fmt)}'/></target>"
+            f"<allocation unit='bytes'>{int(allocation)}</allocation>"
+            f"{target}"
             "</volume>"
         )
+        # libvirt preallocates raw files by their allocation; qcow2 only with this flag.
+        flags = libvirt.VIR_STORAGE_VOL_CREATE_PREALLOC_METADATA if preallocate and fmt == "qcow2" else 0
         try:
-            vol = p.createXML(xml, 0)
+            vol = p.createXML(xml, flags)
             return str(vol.path())
         except libvirt.libvirtError as err:
             if err.get_error_code() == libvirt.VIR_ERR_STORAGE_VOL_EXIST:
                 raise _volume_exists(pool, name) from err
             raise Vm2kvmError(
                 ErrorCode.LIBVIRT_ERROR,
-                f"cannot create volume {name!r} in pool {pool!r}: {_message(err)}",
+                f"cannot create volume {name!r} ({capacity} bytes) in pool {pool!r}: {_message(err)}",
+                value=pool,
             ) from err
 
     def delete_volume(self, pool: str, name: str) -> None:

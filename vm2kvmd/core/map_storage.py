@@ -58,12 +58,15 @@ class TargetNamer:
         return self.used.get(_PREFIX[bus], 0)
 
 
-def volume_name(domain_name: str, index: int, fmt: str) -> str:
+def volume_name(domain_name: str, index: int, fmt: str, *, block: bool = False) -> str:
     """The file name of disk ``index`` of ``domain_name``: ``web01-disk1.qcow2``.
 
     Only ``[A-Za-z0-9._+-]`` survive, so the name is safe in any file system,
     any storage pool and any shell; the disk index makes it unique per disk.
+    A logical volume (``block``) has no format, so its name has no extension.
     """
+    if block:
+        return f"{file_safe(domain_name)}-disk{index}"
     ext = _EXTENSION.get(fmt, fmt)
     return f"{file_safe(domain_name)}-disk{index}.{ext}"
 
@@ -94,6 +97,8 @@ def plan_disks(
     caps: GuestCaps,
     namer: TargetNamer,
     notes: list[Note],
+    *,
+    block: bool = False,
 ) -> tuple[PlannedDisk, ...]:
     bus = storage_bus(caps.disk_bus, caps.machine, "disks", notes)
     planned: list[PlannedDisk] = []
@@ -114,7 +119,7 @@ def plan_disks(
         if disk.chain is None:
             why = disk.problem or f"disk {disk.file_name} is missing"
             notes.append(Note(f"planned with size 0 because: {why}", key))
-        vol = volume_name(domain_name, number, disk_format)
+        vol = volume_name(domain_name, number, disk_format, block=block)
         planned.append(
             PlannedDisk(
                 source=disk,
@@ -127,6 +132,7 @@ def plan_disks(
                 # The first disk in source order boots, as VMware's BIOS does by
                 # default; bios.bootOrder/bios.hddOrder are not read (see notes).
                 boot_order=1 if number == 1 else None,
+                block=block,
             )
         )
     return tuple(planned)

@@ -201,7 +201,9 @@ def plan_domain(vm: SourceVM, opts: PlanOptions, caps: GuestCaps) -> DomainPlan:
     secure_boot = _plan_secure_boot(vm, caps.machine, notes)
 
     namer = TargetNamer()
-    disks = plan_disks(vm.disks, name, opts.target_dir, opts.disk_format, caps, namer, notes)
+    disks = plan_disks(
+        vm.disks, name, opts.target_dir, opts.disk_format, caps, namer, notes, block=opts.block_volumes
+    )
     cdroms = plan_cdroms(vm.cdroms, caps, namer, notes)
     floppies = plan_floppies(vm.floppies, namer, notes)
     nics = plan_nics(vm.nics, opts, caps, notes)

@@ -10,11 +10,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from vm2kvmd.constants import DEFAULT_LIBVIRT_URI, DEFAULT_POOL
+from vm2kvmd.constants import DEFAULT_LIBVIRT_URI, DEFAULT_POOL, DEFAULT_WORK_DIR
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 FORMATS = ("qcow2", "raw")
 DOMAIN_TYPES = ("kvm", "qemu")
+SNAPSHOT_MODES = ("flatten", "keep")
+_STRING_OPTIONS = frozenset(
+    {"name", "pool", "output-dir", "format", "connect", "domain-type", "allocation", "snapshots"}
+)
+ALLOCATIONS = ("sparse", "preallocated")
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,11 @@ class MigrateOptions:
     domain_type: str = "kvm"
     datastores: tuple[tuple[str, str], ...] = ()  # "[name] path" -> directory
     allow_external_paths: bool = False  # follow disk paths outside the VM directory
+    verify: bool = False  # after copying, compare every target with its source (qemu-img compare)
+    snapshots: str = "flatten"  # or "keep": one qcow2 volume per VMDK layer, libvirt snapshot metadata
+    allocation: str = "sparse"  # or "preallocated": the target disks get all their space up front
+    # Not a caller option (from_mapping refuses it): the daemon's directory for per-job overlays.
+    work_dir: str = DEFAULT_WORK_DIR
 
     @property
     def effective_pool(self) -> str | None:
@@ -42,7 +52,7 @@ class MigrateOptions:
         opts = defaults or cls()
         changes: dict[str, Any] = {}
         for key, value in raw.items():
-            if key in ("name", "pool", "output-dir", "format", "connect", "domain-type"):
+            if key in _STRING_OPTIONS:
                 text = _expect_str(key, value)
                 attr = key.replace("-", "_")
                 changes[attr] = text
@@ -50,17 +60,17 @@ class MigrateOptions:
                 pairs = tuple(_parse_pair(key, item) for item in _expect_str_list(key, value))
                 attr = {"network": "networks", "bridge": "bridges", "datastore": "datastores"}[key]
                 changes[attr] = pairs
-            elif key == "allow-external-paths":
+            elif key in ("allow-external-paths", "verify"):
                 if not isinstance(value, bool):
                     raise _bad(key, value, "must be a boolean")
-                changes["allow_external_paths"] = value
+                changes[key.replace("-", "_")] = value
             else:
                 raise Vm2kvmError(
                     ErrorCode.INVALID_OPTION,
                     f"unknown option {key!r}",
                     key=key,
-                    hint="known options: name, pool, output-dir, format, network, bridge, "
-                    "connect, domain-type, datastore, allow-external-paths",
+                    hint="known options: name, pool, output-dir, format, allocation, network, bridge, "
+                    "connect, domain-type, datastore, allow-external-paths, snapshots, verify",
                 )
         result = replace(opts, **changes)
         result.validate()
@@ -77,6 +87,8 @@ class MigrateOptions:
             ("format", "format"),
             ("connect", "connect"),
             ("domain_type", "domain-type"),
+            ("allocation", "allocation"),
+            ("snapshots", "snapshots"),
         ):
             if getattr(self, attr) != getattr(base, attr):
                 out[key] = getattr(self, attr)
@@ -86,13 +98,31 @@ class MigrateOptions:
                 out[key] = [f"{a}={b}" for a, b in pairs]
         if self.allow_external_paths:
             out["allow-external-paths"] = True
+        if self.verify:
+            out["verify"] = True
         return out
+
+    def _validate_snapshots(self) -> None:
+        if self.snapshots not in SNAPSHOT_MODES:
+            raise _bad("snapshots", self.snapshots, "must be one of " + ", ".join(SNAPSHOT_MODES))
+        if self.snapshots != "keep":
+            return
+        # The layers are chained by qcow2 backing files, and the snapshots live in libvirt.
+        if self.format != "qcow2":
+            raise _snapshots_conflict(f"needs --format qcow2 (backing files), not {self.format}")
+        if self.output_dir:
+            raise _snapshots_conflict("needs a libvirt storage pool: snapshots are libvirt metadata")
 
     def validate(self) -> None:
         if self.format not in FORMATS:
             raise _bad("format", self.format, "must be one of " + ", ".join(FORMATS))
         if self.domain_type not in DOMAIN_TYPES:
             raise _bad("domain-type", self.domain_type, "must be one of " + ", ".join(DOMAIN_TYPES))
+        if self.allocation not in ALLOCATIONS:
+            raise _bad("allocation", self.allocation, "must be one of " + ", ".join(ALLOCATIONS))
+        if not self.work_dir.startswith("/"):
+            raise _bad("work-dir", self.work_dir, "must be an absolute path")
+        self._validate_snapshots()
         if self.pool and self.output_dir:
             raise Vm2kvmError(
                 ErrorCode.INVALID_OPTION,
@@ -109,6 +139,16 @@ class MigrateOptions:
             if vmnet in seen:
                 raise _bad("network", vmnet, "is mapped twice (by --network/--bridge)")
             seen.add(vmnet)
+
+
+def _snapshots_conflict(why: str) -> Vm2kvmError:
+    return Vm2kvmError(
+        ErrorCode.INVALID_OPTION,
+        f"snapshots keep {why}",
+        key="snapshots",
+        value="keep",
+        hint="use --snapshots flatten (the default) to migrate the current state only",
+    )
 
 
 def _bad(key: str, value: object, why: str) -> Vm2kvmError:

@@ -18,6 +18,7 @@ class PlanOptions:
 
     target_dir: str  # directory the disk volumes will live in (pool path or output dir)
     disk_format: str = "qcow2"
+    block_volumes: bool = False  # target_dir holds block devices (an LVM pool): raw, no file name extension
     name: str | None = None  # override of the domain name
     domain_type: str = "kvm"
     networks: tuple[tuple[str, str], ...] = ()  # VMware network -> libvirt network
@@ -37,6 +38,7 @@ class PlannedDisk:
     format: str  # qcow2 or raw
     capacity: int  # bytes (the source's virtual size)
     boot_order: int | None = None
+    block: bool = False  # target_path is a block device (a logical volume), not a file
 
 
 @dataclass(frozen=True)

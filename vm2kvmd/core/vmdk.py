@@ -11,9 +11,12 @@ Choices worth knowing:
   there, its chain is not); a missing extent is ``DISK_MISSING``.
 - A layer without ``parentFileNameHint`` is a base, whatever its parentCID
   says: qemu reads it that way too.
-- ``virtual_size`` counts every extent, including ZERO, RDONLY and NOACCESS
-  ones.  qemu 7.2 silently skips those extents (and shifts the ones after
-  them), so copying code must compare qemu's size with ours.
+- ``virtual_size`` counts every extent, including ZERO and RDONLY ones.
+  qemu 7.2 silently skips those extents (and shifts the ones after them);
+  ``core.qemu_source`` gives such a layer a descriptor view qemu reads
+  right, and the pipeline still compares qemu's size with ours.
+- A NOACCESS extent is ``UNSUPPORTED_DISK``: the guest cannot read it under
+  VMware either, and there is no content to copy for it.
 """
 
 from __future__ import annotations
@@ -27,7 +30,13 @@ from dataclasses import dataclass
 
 from vm2kvmd.core.model import DiskChain, DiskLayer, Extent, Note
 from vm2kvmd.core.paths import PathResolver
-from vm2kvmd.core.vmdk_header import SECTOR, SparseHeader, read_descriptor, read_sparse_header
+from vm2kvmd.core.vmdk_header import (
+    SECTOR,
+    SparseHeader,
+    read_descriptor,
+    read_member_descriptor,
+    read_sparse_header,
+)
 from vm2kvmd.core.vmdk_header import read_descriptor_and_header as _read_descriptor_and_header
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
@@ -39,6 +48,7 @@ __all__ = [
     "ParsedDescriptor",
     "load_chain",
     "load_layer",
+    "load_member_layer",
     "parse_descriptor",
     "read_descriptor",
 ]
@@ -62,7 +72,8 @@ SUPPORTED_CREATE_TYPES = frozenset(
         "streamOptimized",
         "vmfs",
         # The VMDK spec names these for thin/thick VMFS disks; ESXi itself
-        # writes "vmfs" plus ddb.thinProvisioned.  qemu 7.2 refuses them.
+        # writes "vmfs" plus ddb.thinProvisioned.  qemu 7.2 refuses them;
+        # QEMU reads them through a descriptor view (core.qemu_source).
         "vmfsThin",
         "vmfsPreallocated",
         "vmfsEagerZeroedThick",
@@ -318,6 +329,17 @@ def _load_extent(
 ) -> Extent:
     if ext.kind not in _EXTENT_KINDS:
         raise _unsupported_extent(ext, descriptor, key)
+    if ext.access == "NOACCESS":
+        raise Vm2kvmError(
+            ErrorCode.UNSUPPORTED_DISK,
+            f"extent line {ext.line} is NOACCESS: VMware gives the guest no access to its "
+            f"{ext.sectors} sectors, so there is nothing to copy for them",
+            file=descriptor,
+            key=key,
+            value=ext.file_name or ext.kind,
+            hint="make the extent RW or RDONLY in the descriptor if its data is valid, "
+            "or clone the disk with vmware-vdiskmanager or vmkfstools first",
+        )
     if ext.file_name is None:
         return Extent(ext.access, ext.sectors, ext.kind, None, None, 0)
     if _URL_RE.match(ext.file_name):
@@ -462,3 +484,42 @@ def load_chain(path: str, resolver: PathResolver, *, key: str | None = None) -> 
         layers.append(parent)
         seen.add(parent.path)
     return DiskChain(tuple(layers))
+
+
+def load_member_layer(path: str, offset: int, size: int, *, name: str, key: str | None = None) -> DiskLayer:
+    """A single-file VMDK stored as bytes ``[offset, offset+size)`` of ``path`` (a member of an OVA tar).
+
+    The layer's ``path`` is the archive, its ``member_offset``/``member_size``
+    the byte range; QEMU opens it through a raw offset node
+    (``core.qemu_source``).  ``name`` is the member's name, for messages.
+    Raises what ``load_layer`` raises; a parent (``parentFileNameHint``) is
+    UNSUPPORTED_DISK: an OVF package holds whole disks, not snapshot chains.
+    """
+    real = os.path.realpath(path)
+    label = f"{real} member {name}"
+    text, header = read_member_descriptor(real, offset, size, label=label, key=key)
+    parsed = parse_descriptor(text, label)
+    _check_create_type(parsed.create_type, label)
+    if parsed.parent_hint is not None:
+        raise Vm2kvmError(
+            ErrorCode.UNSUPPORTED_DISK,
+            f"the disk is a snapshot of {parsed.parent_hint!r}; a package holds whole disks",
+            file=label,
+            key=key,
+            value=parsed.parent_hint,
+            hint="consolidate the VM's snapshots in VMware and export it again",
+        )
+    extent = _embedded_extent(parsed, header, label)
+    return DiskLayer(
+        path=real,
+        create_type=parsed.create_type,
+        cid=parsed.cid,
+        parent_cid=parsed.parent_cid,
+        parent_hint=None,
+        extents=(dataclasses.replace(extent, path=real),),
+        embedded=True,
+        adapter_type=parsed.adapter_type,
+        virtual_size=parsed.sectors * SECTOR,
+        member_offset=offset,
+        member_size=size,
+    )

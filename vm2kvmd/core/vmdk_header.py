@@ -15,6 +15,7 @@ memory.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import os
 import re
 import stat
@@ -298,3 +299,56 @@ def read_descriptor(path: str) -> tuple[str, bool]:
     """Descriptor text of a VMDK and whether it was embedded in a sparse file."""
     text, header = read_descriptor_and_header(path)
     return text, header is not None
+
+
+def read_member_descriptor(
+    path: str, offset: int, size: int, *, label: str, key: str | None = None
+) -> tuple[str, SparseHeader]:
+    """Embedded descriptor and header of a hosted sparse VMDK stored at ``[offset, offset+size)`` of ``path``.
+
+    For a disk inside an uncompressed OVA tar: every offset in the header is
+    relative to the member's start, and every bound is the member's end, not
+    the file's.  ``label`` names the member in errors.  Only a hosted sparse
+    file (streamOptimized, monolithicSparse) carries its descriptor inside; a
+    text descriptor or any other file is an error.
+    """
+    fd = open_regular(path, key=key)
+    try:
+        end = _file_size(fd, path)
+        # Tar members start on 512-byte blocks, so the header's sector offsets shift exactly.
+        if offset < 0 or offset % SECTOR or size <= 0 or offset + size > end:
+            raise _invalid(
+                f"member of {size} bytes at offset {offset} is not a sector-aligned range of the file "
+                f"({end} bytes)",
+                label,
+                hint="the package is truncated (an incomplete download?); copy it again",
+            )
+        first = _pread(fd, SECTOR, offset, label)
+        header = parse_sparse_header(first, label)
+        if header is None or header.magic != "KDMV":
+            found = "a text descriptor" if first.lstrip().startswith(b"#") else "not a sparse VMDK"
+            raise Vm2kvmError(
+                ErrorCode.UNSUPPORTED_DISK,
+                "a disk inside a package must be a single-file sparse VMDK (streamOptimized); "
+                f"this is {found}",
+                file=label,
+                key=key,
+                hint="unpack the package and migrate its .ovf, or re-export it with ovftool",
+            )
+        desc_end = (header.descriptor_offset + header.descriptor_size) * SECTOR
+        if desc_end > size:
+            raise _invalid(
+                f"member is truncated: {size} bytes, the embedded descriptor ends at {desc_end}",
+                label,
+                hint="the package is damaged or incomplete; copy it again",
+            )
+        # The header counts from the member's start; _read_embedded from the file's.
+        in_file = header
+        if header.descriptor_offset:
+            shifted = header.descriptor_offset + offset // SECTOR
+            in_file = dataclasses.replace(header, descriptor_offset=shifted)
+        text = _read_embedded(fd, in_file, offset + size, label)
+    finally:
+        os.close(fd)
+    _check_overhead(header, size, label)
+    return text, header

@@ -1,7 +1,8 @@
 """The migration pipeline: the pure core driven through the libvirt and qemu-img adapters.
 
 ``inspect_source`` (blocking) reads and plans; ``preflight`` (blocking) runs
-every check that needs no copy; ``run_migration`` (async) does the whole job.
+every check that needs no copy; ``run_migration`` (async) does the whole job,
+with optional ``BeforeCopy`` hooks on the disks' overlays.
 The D-Bus service and the demo call only these.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 from vm2kvmd.pipeline.inspection import PLACEHOLDER_DIR, InspectResult, inspect_source
 from vm2kvmd.pipeline.migrate import (
     PHASES,
+    BeforeCopy,
     DiskProgress,
     JobEvents,
     MigrationResult,
@@ -20,6 +22,7 @@ from vm2kvmd.pipeline.migrate import (
 __all__ = [
     "PHASES",
     "PLACEHOLDER_DIR",
+    "BeforeCopy",
     "DiskProgress",
     "InspectResult",
     "JobEvents",

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from vm2kvmd.adapters.libvirt_host import FILE_POOL_TYPES, LibvirtHost
+from vm2kvmd.adapters.libvirt_host import LibvirtHost
 from vm2kvmd.constants import DEFAULT_NETWORK
 from vm2kvmd.core.domainxml import render_domain_xml
 from vm2kvmd.core.guestcaps import GuestCaps
@@ -20,8 +20,10 @@ from vm2kvmd.core.mapping import plan_domain
 from vm2kvmd.core.model import CharPort, Note, RemovableDrive, SourceDisk, SourceVM
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.plan import DomainPlan, PlannedCharPort, PlannedDisk, PlannedRemovable, PlanOptions
-from vm2kvmd.core.source_vm import load_source_vm
-from vm2kvmd.errors import ErrorCode, Vm2kvmError
+from vm2kvmd.core.snapshot_plan import snapshot_notes
+from vm2kvmd.errors import Vm2kvmError
+from vm2kvmd.pipeline.targets import pool_layout
+from vm2kvmd.sources import load_source
 
 # Where disk paths point in an inspection whose pool cannot be looked up.
 PLACEHOLDER_DIR = "/var/lib/libvirt/images"
@@ -207,29 +209,32 @@ def inspect_with_host(
     With ``output_dir`` the host is not asked anything: the XML is written
     for the user to define, maybe elsewhere, and the disks go to a directory.
     """
-    vm = load_source_vm(
+    vm = load_source(
         source,
         datastores=dict(options.datastores) or None,
         allow_external=options.allow_external_paths,
     )
-    notes: list[Note] = []
+    # The .vmsd next to the VMX: how many snapshots are flattened or kept.
+    notes: list[Note] = list(snapshot_notes(vm, options.snapshots, strict=strict))
     if host is not None and not options.output_dir and not strict:
         try:
             host.connection()
         except Vm2kvmError as err:
             notes.append(Note(f"{err}; pool, name and UUID checks skipped"))
             host = None
+    disk_format, block = options.format, False
     if options.output_dir or host is None:
         host = None
         target_dir = options.output_dir or PLACEHOLDER_DIR
         if not options.output_dir:
             notes.append(Note(f"disk paths use {PLACEHOLDER_DIR} as a placeholder (no libvirt host)"))
     else:
-        target_dir = _pool_dir(host, options, notes, strict=strict)
+        target_dir, disk_format, block = _pool_dir(host, options, notes, strict=strict)
 
     plan_options = PlanOptions(
         target_dir=target_dir,
-        disk_format=options.format,
+        disk_format=disk_format,
+        block_volumes=block,
         name=options.name,
         domain_type=options.domain_type,
         networks=options.networks,
@@ -256,28 +261,23 @@ def _ask(check: Callable[[str], bool], arg: str, notes: list[Note], *, strict: b
         return False
 
 
-def _pool_dir(host: LibvirtHost, options: MigrateOptions, notes: list[Note], *, strict: bool) -> str:
+def _pool_dir(
+    host: LibvirtHost, options: MigrateOptions, notes: list[Note], *, strict: bool
+) -> tuple[str, str, bool]:
+    """The pool's directory, the disk format and whether its volumes are block devices."""
     pool_name = options.effective_pool
     assert pool_name is not None  # no output_dir
     try:
         pool = host.pool(pool_name)
+        disk_format, block, note = pool_layout(pool, options)
     except Vm2kvmError as err:
         if strict:
             raise
         notes.append(Note(f"{err}; disk paths use {PLACEHOLDER_DIR} as a placeholder", "pool"))
-        return PLACEHOLDER_DIR
-    if pool.type not in FILE_POOL_TYPES or not pool.path:
-        wrong_type = Vm2kvmError(
-            ErrorCode.INVALID_OPTION,
-            f"storage pool {pool_name!r} is of type {pool.type!r}; vm2kvm writes disk images "
-            f"into pools of type {', '.join(FILE_POOL_TYPES)}",
-            key="pool",
-            value=pool_name,
-        )
-        if strict:
-            raise wrong_type
-        notes.append(Note(str(wrong_type), "pool"))
-    return pool.path or PLACEHOLDER_DIR
+        return PLACEHOLDER_DIR, options.format, False
+    if note:
+        notes.append(Note(note, "pool"))
+    return pool.path, disk_format, block
 
 
 def _host_notes(host: LibvirtHost, plan: DomainPlan, notes: list[Note]) -> None:

@@ -10,6 +10,7 @@ undone is reported as log lines.
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from collections.abc import Callable
 
@@ -40,7 +41,8 @@ class Rollback:
                 host.delete_volume(pool, name)
             except Vm2kvmError:
                 # libvirt lost track of it (a pool refresh raced us): the file is still ours.
-                if not os.path.lexists(path):
+                # A block device node is not: only libvirt (lvremove) can remove a logical volume.
+                if not stat.S_ISREG(os.lstat(path).st_mode):
                     raise
                 os.unlink(path)
 

@@ -23,7 +23,7 @@ def _letters_index(target_dev: str) -> int:
 
 
 def _disk(parent: etree._Element, disk: PlannedDisk) -> None:
-    el = sub(parent, "disk", type="file", device="disk")
+    el = sub(parent, "disk", type="block" if disk.block else "file", device="disk")
     sub(
         el,
         "driver",
@@ -31,7 +31,10 @@ def _disk(parent: etree._Element, disk: PlannedDisk) -> None:
         type=disk.format,
         cache="writethrough" if disk.source.write_through else None,
     )
-    sub(el, "source", file=disk.target_path)
+    if disk.block:
+        sub(el, "source", dev=disk.target_path)
+    else:
+        sub(el, "source", file=disk.target_path)
     sub(el, "target", dev=disk.target_dev, bus=disk.bus)
     if disk.boot_order is not None:
         sub(el, "boot", order=disk.boot_order)

@@ -1,0 +1,38 @@
+"""How a migration reports to its job: phases, disks, per-disk progress in bytes, log lines."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+# "verify" only with MigrateOptions.verify; "cleanup" only when rolling back.
+PHASES = ("inspect", "prepare", "copy", "verify", "define", "cleanup")
+
+
+@dataclass(frozen=True)
+class DiskProgress:
+    """A disk announced before copying."""
+
+    key: str  # the source device, "scsi0:0"
+    target: str  # the volume path / file written
+    total: int  # bytes the copy will write (see pipeline.copy)
+
+
+class JobEvents(Protocol):
+    """How a migration reports; called from the event loop, never from a thread."""
+
+    def phase(self, name: str) -> None: ...  # one of PHASES; "cleanup" only when rolling back
+    def disks(self, items: Sequence[DiskProgress]) -> None: ...
+    def disk_progress(self, index: int, done: int, total: int) -> None: ...  # any order across disks
+    def log(self, message: str) -> None: ...
+
+
+def human(size: int) -> str:
+    """``1.5 GiB``: sizes in messages (the exact byte count goes next to it where it matters)."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{size} B"
+        value /= 1024
+    raise AssertionError("unreachable")
