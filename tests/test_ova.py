@@ -262,7 +262,6 @@ def duplicate_member(pkg: Package) -> Path:
 
 
 BROKEN: dict[str, tuple[Callable[[Package], Path], ErrorCode, tuple[str, ...]]] = {
-    "gzip": (gzip_ova, ErrorCode.INVALID_SOURCE, ("compressed with gzip", "uncompressed tar")),
     "xz": (xz_ova, ErrorCode.INVALID_SOURCE, ("compressed with xz",)),
     "truncated in a disk": (
         cut_in_disk,
@@ -346,13 +345,21 @@ def test_a_truncated_member_is_an_invalid_disk(tmp_path: Path) -> None:
     assert found.problem_code is ErrorCode.INVALID_DISK, found.problem
 
 
-def test_a_gzip_member_is_unsupported(tmp_path: Path) -> None:
+def test_a_gzip_member_is_extracted_at_migration(tmp_path: Path) -> None:
     disk = make_vmdk(tmp_path / "other", "x", "streamOptimized", 8 * MiB)
     data = gzip.compress(disk.read_bytes())
     vm = load_source(str(_package_with(tmp_path, data, size=len(data), attrs=' ovf:compression="gzip"')))
     (found,) = vm.disks
-    assert found.problem_code is ErrorCode.UNSUPPORTED_DISK
-    assert found.problem and "compressed" in found.problem
+    assert found.problem_code is None and found.chain is None and found.extracted_at_migration
+    assert found.problem and "compressed: extracted at migration" in found.problem
+
+
+def test_a_gzip_ova_is_inspected(tmp_path: Path) -> None:
+    """Compressed as a whole: read (the descriptor only); tests/test_ova_compressed.py migrates it."""
+    vm = load_source(str(gzip_ova(make_ova(tmp_path, (("scsi", "streamOptimized", 8 * MiB),)))))
+    (found,) = vm.disks
+    assert found.extracted_at_migration and found.extracted_capacity == 8 * MiB
+    assert "compressed with gzip" in notes(vm)
 
 
 def test_links_in_the_archive_are_never_followed(tmp_path: Path) -> None:

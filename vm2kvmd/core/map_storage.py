@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from vm2kvmd.core.guestcaps import GuestCaps
-from vm2kvmd.core.model import MediaKind, Note, RemovableDrive, SourceDisk
+from vm2kvmd.core.model import EXTRACTED_AT_MIGRATION, MediaKind, Note, RemovableDrive, SourceDisk
 from vm2kvmd.core.plan import PlannedDisk, PlannedRemovable
 
 # libvirt's target prefix per bus; SATA and SCSI both use "sd" and share letters.
@@ -116,7 +116,11 @@ def plan_disks(
                     key,
                 )
             )
-        if disk.chain is None:
+        if disk.chain is None and disk.extracted_capacity is not None:
+            notes.append(
+                Note(f"{disk.file_name} is {EXTRACTED_AT_MIGRATION}; size from the DiskSection", key)
+            )
+        elif disk.chain is None:
             why = disk.problem or f"disk {disk.file_name} is missing"
             notes.append(Note(f"planned with size 0 because: {why}", key))
         vol = volume_name(domain_name, number, disk_format, block=block)
@@ -128,7 +132,9 @@ def plan_disks(
                 volume_name=vol,
                 target_path=posixpath.join(target_dir, vol),
                 format=disk_format,
-                capacity=disk.chain.virtual_size if disk.chain is not None else 0,
+                capacity=(
+                    disk.chain.virtual_size if disk.chain is not None else disk.extracted_capacity or 0
+                ),
                 # The first disk in source order boots, as VMware's BIOS does by
                 # default; bios.bootOrder/bios.hddOrder are not read (see notes).
                 boot_order=1 if number == 1 else None,

@@ -136,6 +136,9 @@ class Controller:
     pci_slot: int | None = None
 
 
+EXTRACTED_AT_MIGRATION = "compressed: extracted at migration"
+
+
 @dataclass(frozen=True)
 class SourceDisk:
     address: DeviceAddress
@@ -146,10 +149,17 @@ class SourceDisk:
     problem: str | None = None  # why ``chain`` is None, one line naming the file
     problem_code: ErrorCode | None = None  # the code migrate fails with for this disk
     write_through: bool = False
+    # Stored compressed in its package: no chain until the migration job extracts it.  The
+    # capacity (bytes) the descriptor gives, 0 when it gives none; ``problem`` says so.
+    extracted_capacity: int | None = None
 
     @property
     def missing(self) -> bool:
-        return self.chain is None
+        return self.chain is None and self.extracted_capacity is None
+
+    @property
+    def extracted_at_migration(self) -> bool:
+        return self.extracted_capacity is not None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vm2kvmd.core.model import (
+    EXTRACTED_AT_MIGRATION,
     Bus,
     Controller,
     DeviceAddress,
@@ -45,6 +46,11 @@ from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 KNOWN_STORAGE_TYPES = frozenset({IDE, SCSI, OTHER_STORAGE, DISK, CD, DVD, FLOPPY})
 OvfDiskLoader = Callable[[OvfFile, str], DiskChain]  # (the file, the Item's locator) -> chain
+
+
+class ExtractedAtMigration(Exception):
+    """Raised by a disk loader for a file stored compressed: the migration job extracts it first."""
+
 
 _SCSI_MODELS = {
     "lsilogic": "lsilogic",
@@ -209,7 +215,8 @@ def _file_of(ctx: OvfContext, item: OvfItem) -> tuple[OvfFile, int | None]:
 
 
 def _check_unpacked(ctx: OvfContext, file: OvfFile) -> None:
-    if file.compression not in (None, "identity"):
+    # gzip is for the package loader to handle (an OVA extracts it at migration).
+    if file.compression not in (None, "identity", "gzip"):
         raise _NoContent(
             file.href,
             f"the disk file is stored compressed (ovf:compression={file.compression!r})",
@@ -239,6 +246,20 @@ def _disk(ctx: OvfContext, item: OvfItem, address: DeviceAddress, load_disk: Ovf
     ctx.ignored_config(item, ("backing.diskMode", "backing.writeThrough"))
     try:
         chain = load_disk(file, item.locator)
+    except ExtractedAtMigration:
+        if capacity is None:
+            ctx.note(f"{file.href} is compressed and the DiskSection gives no capacity", item.label)
+        return SourceDisk(
+            address,
+            file.href,
+            None,
+            mode,
+            None,
+            f"{file.href}: {EXTRACTED_AT_MIGRATION}",
+            None,
+            write_through,
+            extracted_capacity=capacity or 0,
+        )
     except Vm2kvmError as err:
         return SourceDisk(address, file.href, None, mode, None, err.describe(), err.code, write_through)
     except (OSError, ValueError, UnicodeError, OverflowError) as err:

@@ -17,7 +17,7 @@ from vm2kvmd.constants import DEFAULT_NETWORK
 from vm2kvmd.core.domainxml import render_domain_xml
 from vm2kvmd.core.guestcaps import GuestCaps
 from vm2kvmd.core.mapping import plan_domain
-from vm2kvmd.core.model import CharPort, Note, RemovableDrive, SourceDisk, SourceVM
+from vm2kvmd.core.model import EXTRACTED_AT_MIGRATION, CharPort, Note, RemovableDrive, SourceDisk, SourceVM
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.plan import DomainPlan, PlannedCharPort, PlannedDisk, PlannedRemovable, PlanOptions
 from vm2kvmd.core.snapshot_plan import snapshot_notes
@@ -139,7 +139,8 @@ def _disk_json(disk: SourceDisk, planned: PlannedDisk | None) -> dict[str, Any]:
         "missing": disk.missing,
         "problem": disk.problem,
         "problem_code": disk.problem_code.value if disk.problem_code else None,
-        "virtual_size": chain.virtual_size if chain else None,
+        "virtual_size": chain.virtual_size if chain else disk.extracted_capacity,
+        "compressed": EXTRACTED_AT_MIGRATION if disk.extracted_at_migration else None,
         "create_type": chain.top.create_type if chain else None,
         "chain": [layer.path for layer in chain.layers] if chain else [],
         "files": list(chain.files) if chain else [],
@@ -202,14 +203,20 @@ def inspect_source(source: str, options: MigrateOptions, host: LibvirtHost | Non
 
 
 def inspect_with_host(
-    source: str, options: MigrateOptions, host: LibvirtHost | None, *, strict: bool
+    source: str,
+    options: MigrateOptions,
+    host: LibvirtHost | None,
+    *,
+    strict: bool,
+    loaded: SourceVM | None = None,
 ) -> InspectResult:
     """``inspect_source``; with ``strict`` (migration) a missing pool or libvirt error raises.
 
     With ``output_dir`` the host is not asked anything: the XML is written
     for the user to define, maybe elsewhere, and the disks go to a directory.
+    ``loaded``: the VM already read (a compressed package extracted by the job).
     """
-    vm = load_source(
+    vm = loaded or load_source(
         source,
         datastores=dict(options.datastores) or None,
         allow_external=options.allow_external_paths,

@@ -23,6 +23,7 @@ Source files are only ever opened read-only (every QEMU node says so).
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -42,7 +43,9 @@ from vm2kvmd.pipeline.rollback import Rollback
 from vm2kvmd.pipeline.sources import QemuSource, SourceViews, open_source
 from vm2kvmd.pipeline.targets import DirTarget, DiskSizes, PoolTarget, Target
 from vm2kvmd.pipeline.verify import verify_disk
-from vm2kvmd.sources import verify_source
+from vm2kvmd.sources import extracted_at_migration, verify_source
+from vm2kvmd.sources.extract import extract_package
+from vm2kvmd.sources.package import load_vm
 
 __all__ = [
     "PHASES",
@@ -142,14 +145,18 @@ class _Migration:
     async def run(self) -> MigrationResult:
         self.events.phase("inspect")
         inspected = await in_thread(inspect_with_host, self.source, self.options, self.host, strict=True)
-        _refuse_broken_disks(inspected)
-        # An OVF package's manifest, hashed once per job and before the first byte is converted.
-        await verify_source(
-            self.source,
-            self.events.log,
-            datastores=dict(self.options.datastores) or None,
-            allow_external=self.options.allow_external_paths,
-        )
+        _refuse_broken_disks(inspected, extracting=True)
+        if await in_thread(extracted_at_migration, self.source, inspected.vm):
+            # A compressed OVA: extracted into the work area, its manifest checked on the way.
+            inspected = await self._extract(inspected)
+        else:
+            # An OVF package's manifest, hashed once per job and before the first byte is converted.
+            await verify_source(
+                self.source,
+                self.events.log,
+                datastores=dict(self.options.datastores) or None,
+                allow_external=self.options.allow_external_paths,
+            )
         plan = inspected.plan
         disks = list(plan.disks)
 
@@ -197,11 +204,28 @@ class _Migration:
         assert pool is not None
         return pool
 
+    async def _extract(self, inspected: InspectResult) -> InspectResult:
+        """Decompress a compressed OVA into the work area and read the VM again from there."""
+        self.area = await in_thread(WorkArea.create, self.options.work_dir)
+        dest = os.path.join(self.area.path, "source")
+        await in_thread(os.mkdir, dest, 0o700)
+        # Removed with the work area in any case; on failure the cleanup says so first.
+        self.rollback.add(f"extracted source files in {dest}", lambda: shutil.rmtree(dest))
+        members = [d.file_name for d in inspected.vm.disks if d.extracted_at_migration]
+        package = await extract_package(self.source, dest, members, self.events.log)
+        vm = await in_thread(load_vm, package)
+        inspected = await in_thread(
+            inspect_with_host, self.source, self.options, self.host, strict=True, loaded=vm
+        )
+        _refuse_broken_disks(inspected, extracting=False)
+        return inspected
+
     # --- prepare ------------------------------------------------------------------
 
     async def _overlays(self, disks: list[PlannedDisk]) -> list[Overlay]:
         """The job's work area, the sources as QEMU opens them, and an overlay over each."""
-        self.area = await in_thread(WorkArea.create, self.options.work_dir)
+        if self.area is None:
+            self.area = await in_thread(WorkArea.create, self.options.work_dir)
         self.views = SourceViews(self.area.path)  # descriptor views live in the work area too
         sources: list[tuple[str, QemuSource]] = []
         for disk in disks:
@@ -313,8 +337,11 @@ def preflight(source: str, options: MigrateOptions) -> InspectResult:
         return inspected
 
 
-def _refuse_broken_disks(inspected: InspectResult) -> None:
+def _refuse_broken_disks(inspected: InspectResult, *, extracting: bool = True) -> None:
+    """``extracting``: a compressed disk is fine (the job extracts it before it is read)."""
     for disk in inspected.vm.disks:
+        if extracting and disk.extracted_at_migration and disk.problem_code is None:
+            continue
         if disk.chain is None or disk.problem_code is not None:
             # ``problem`` already names the file and key it is about; say which disk it is.
             raise Vm2kvmError(

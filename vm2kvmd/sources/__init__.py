@@ -19,11 +19,11 @@ from vm2kvmd.aio import settle
 from vm2kvmd.core.model import SourceVM
 from vm2kvmd.core.source_vm import load_source_vm
 from vm2kvmd.errors import Vm2kvmError
-from vm2kvmd.sources.ova import OvaPackage
+from vm2kvmd.sources.ova import GzipOvaPackage, OvaPackage, is_gzip
 from vm2kvmd.sources.ovf_files import OvfFilesPackage
 from vm2kvmd.sources.package import Package, load_vm, verify
 
-__all__ = ["load_source", "open_package", "source_kind", "verify_source"]
+__all__ = ["extracted_at_migration", "load_source", "open_package", "source_kind", "verify_source"]
 
 
 def source_kind(path: str) -> str:
@@ -38,7 +38,8 @@ def open_package(
     """The OVF package at ``path``; None for a VMX."""
     kind = source_kind(path)
     if kind == "ova":
-        return OvaPackage(os.path.abspath(path))
+        path = os.path.abspath(path)
+        return GzipOvaPackage(path) if is_gzip(path) else OvaPackage(path)
     if kind == "ovf":
         return OvfFilesPackage(path, datastores=datastores, allow_external=allow_external)
     return None
@@ -52,6 +53,13 @@ def load_source(
     if package is None:
         return load_source_vm(path, datastores=datastores, allow_external=allow_external)
     return load_vm(package)
+
+
+def extracted_at_migration(path: str, vm: SourceVM) -> bool:
+    """Whether the job must extract the package first (blocking): a compressed ``.ova``."""
+    if source_kind(path) != "ova":
+        return False
+    return is_gzip(os.path.abspath(path)) or any(d.extracted_at_migration for d in vm.disks)
 
 
 async def verify_source(

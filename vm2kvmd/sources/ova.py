@@ -1,4 +1,4 @@
-"""``.ova`` files: an uncompressed tar of an OVF package, read in place, never extracted.
+"""``.ova`` files: a tar of an OVF package, read in place; compressed ones extracted by the job.
 
 ``index_ova`` walks the tar headers (Python's ``tarfile`` seeks from header
 to header; it reads no data) and records each regular member's data offset
@@ -7,10 +7,16 @@ the ``.ova`` and whose ``member_offset``/``member_size`` is the member's byte
 range, which QEMU opens through a raw offset node (``core.qemu_source``).
 Nothing is written anywhere, not even to a work directory.
 
-Refused, with a hint (an extraction step may come later):
-- a compressed archive (gzip, bzip2, xz, zstd: the tar itself compressed) and
-  members stored with ``ovf:compression``/``ovf:chunkSize`` (the latter two
-  become disk problems, see ``core.ovf_hardware``);
+Compressed with gzip (the whole ``.ova`` a gzip stream of the tar, or disk
+members with ``ovf:compression="gzip"``): ``GzipOvaPackage`` reads only the
+descriptor, streaming through gzip to it; such disks are
+``ExtractedAtMigration`` (their capacity from the DiskSection), and the
+migration job extracts them into its work directory (``sources.extract``)
+and continues with an ``ExtractedOvaPackage``.
+
+Refused, with a hint:
+- an archive compressed with bzip2, xz or zstd, and members stored with
+  ``ovf:chunkSize`` (a disk problem, see ``core.ovf_storage``);
 - anything that is not a tar, sparse or duplicate members, a member whose data
   runs past the end of the file (a truncated download).
 Tolerated with a note: a descriptor that is not the first member (the OVF
@@ -20,21 +26,25 @@ followed), a missing end-of-archive marker.
 
 from __future__ import annotations
 
+import gzip
 import os
 import tarfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import BinaryIO
 
 from vm2kvmd.core.model import DiskChain, Note
-from vm2kvmd.core.ovf import OvfFile
+from vm2kvmd.core.ovf import MAX_OVF_BYTES, OvfEnvelope, OvfFile
+from vm2kvmd.core.ovf_storage import ExtractedAtMigration
 from vm2kvmd.core.vmdk import load_member_layer
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.sources.files import Located, open_read_only, stat_source
 from vm2kvmd.sources.package import Package
 
 BLOCK = 512
+GZIP_MAGIC = b"\x1f\x8b"
 _COMPRESSION_MAGIC = (
     (b"\x1f\x8b", "gzip"),
     (b"BZh", "bzip2"),
@@ -193,4 +203,119 @@ class OvaPackage(Package):
                 hint="the OVA is incomplete or damaged; copy it again",
             )
         self.check_size(file, loc, key)
+        if file.compression == "gzip":
+            raise ExtractedAtMigration(file.href)  # after the size check: the member is what is stored
         return DiskChain((load_member_layer(self.path, loc.offset, loc.size, name=file.href, key=key),))
+
+
+def is_gzip(path: str) -> bool:
+    """Whether the file at ``path`` is a gzip stream (blocking)."""
+    stat_source(path, "OVA file")  # a directory or a missing file is named as such
+    fd = open_read_only(path, "OVA file")
+    try:
+        return os.pread(fd, len(GZIP_MAGIC), 0) == GZIP_MAGIC
+    finally:
+        os.close(fd)
+
+
+def _gzip_descriptor(path: str) -> tuple[str, bytes, bool]:
+    """The first ``.ovf`` member of the gzip'd tar at ``path``: (name, bytes, was it the first member).
+
+    Streams through gzip: only what precedes the descriptor is decompressed.
+    """
+    fd = open_read_only(path, "OVA file")
+    first = True
+    try:
+        with (
+            os.fdopen(fd, "rb") as raw,
+            gzip.GzipFile(fileobj=raw, mode="rb") as stream,
+            tarfile.open(fileobj=stream, mode="r|") as tar,
+        ):
+            for info in tar:
+                name = _name(info)
+                if info.isreg() and name.lower().endswith(".ovf"):
+                    if info.size > MAX_OVF_BYTES:
+                        raise _invalid(
+                            path,
+                            f"the descriptor {name} of {info.size} bytes is larger than the "
+                            f"{MAX_OVF_BYTES} allowed",
+                            "this is not an OVF descriptor a VMware tool wrote",
+                        )
+                    member = tar.extractfile(info)
+                    assert member is not None
+                    return name, member.read(), first
+                first = False
+    except (OSError, EOFError, zlib.error, tarfile.TarError) as err:
+        raise _invalid(
+            path,
+            f"damaged gzip data in the compressed archive: {err}",
+            "the download or copy is damaged; copy the OVA again",
+        ) from None
+    raise _invalid(
+        path,
+        "the compressed archive holds no .ovf descriptor",
+        "an OVA is a tar of an .ovf and its disks; the file is damaged or not an OVA",
+    )
+
+
+class GzipOvaPackage(Package):
+    """An ``.ova`` compressed as a whole with gzip, for ``inspect``: the descriptor only.
+
+    Every disk is ``ExtractedAtMigration``; nothing is located (the manifest
+    and the disks are read by the job, after extracting: ``sources.extract``).
+    """
+
+    def __init__(self, path: str) -> None:
+        stat_source(path, "OVA file")
+        name, data, first = _gzip_descriptor(path)
+        super().__init__(path, Located(path, 0, len(data), f"{path} member {name}"), name)
+        self._descriptor = data
+        self.notes.append(
+            Note(
+                "the archive is compressed with gzip; it is decompressed into the work directory at migration"
+            )
+        )
+        if not first:
+            self.notes.append(
+                Note(f"the descriptor {name} is not the archive's first member, as OVF requires; read anyway")
+            )
+
+    def descriptor_bytes(self) -> bytes:
+        return self._descriptor
+
+    def manifest_notes(self, env: OvfEnvelope) -> list[Note]:
+        return [Note(f"a compressed archive's manifest ({self.stem}.mf), if any, is checked at migration")]
+
+    def locate(self, name: str) -> Located | None:
+        return None
+
+    def load_disk(self, file: OvfFile, key: str) -> DiskChain:
+        raise ExtractedAtMigration(file.href)
+
+
+class ExtractedOvaPackage(OvaPackage):
+    """A (decompressed) ``.ova`` whose gzip'd disk members were extracted to plain files.
+
+    ``path`` is the plain tar (the user's ``.ova``, or its decompressed copy
+    in the job's work directory); ``source`` the ``.ova`` the user named;
+    ``extracted`` maps a member's name to its decompressed file.
+    """
+
+    def __init__(self, path: str, source: str, extracted: Mapping[str, str]) -> None:
+        super().__init__(path)
+        self._source = source
+        self.extracted = dict(extracted)
+
+    @property
+    def source_path(self) -> str:
+        return self._source
+
+    def load_disk(self, file: OvfFile, key: str) -> DiskChain:
+        target = self.extracted.get(file.href)
+        if file.compression != "gzip" or target is None:
+            return super().load_disk(file, key)
+        loc = self.locate(file.href)
+        assert loc is not None  # it was extracted from there
+        self.check_size(file, loc, key)
+        size = stat_source(target, "extracted disk").st_size
+        return DiskChain((load_member_layer(target, 0, size, name=file.href, key=key),))

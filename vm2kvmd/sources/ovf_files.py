@@ -56,6 +56,15 @@ class OvfFilesPackage(Package):
         return _located(self.resolver.resolve(name, file=self.path).path, name)
 
     def load_disk(self, file: OvfFile, key: str) -> DiskChain:
+        if file.compression == "gzip":
+            raise Vm2kvmError(
+                ErrorCode.UNSUPPORTED_DISK,
+                f"the disk file {file.href!r} is stored compressed (ovf:compression='gzip')",
+                file=self.path,
+                key=key,
+                hint="decompress it (gzip -dc) next to the .ovf and remove ovf:compression, "
+                "or migrate the package as an .ova, which is extracted at migration",
+            )
         resolved = self.resolver.resolve(file.href, key=key, file=self.path)
         loc = _located(resolved.path, file.href)
         if loc is None:

@@ -41,6 +41,19 @@ class Package(ABC):
         """The disk stored in ``file``; ``key`` is the Item naming it.  Raises ``Vm2kvmError``."""
 
     @property
+    def source_path(self) -> str:
+        """The package the user named (an extracted package says where it came from)."""
+        return self.path
+
+    def descriptor_bytes(self) -> bytes:
+        """The descriptor (blocking)."""
+        return read_range(self.descriptor, MAX_OVF_BYTES, "OVF descriptor")
+
+    def manifest_notes(self, env: OvfEnvelope) -> list[Note]:
+        """What ``inspect`` says about the manifest and certificate."""
+        return _manifest_notes(self, env)
+
+    @property
     def manifest(self) -> Located | None:
         return self.locate(f"{self.stem}.mf")
 
@@ -84,10 +97,9 @@ def _manifest_notes(pkg: Package, env: OvfEnvelope) -> list[Note]:
 
 def load_vm(pkg: Package) -> SourceVM:
     """The VM the package describes, with every disk loaded (or its problem recorded)."""
-    data = read_range(pkg.descriptor, MAX_OVF_BYTES, "OVF descriptor")
-    env = parse_ovf(data, pkg.descriptor.label)
-    vm = build_source_vm(env, pkg.load_disk, source_path=pkg.path)
-    return dataclasses.replace(vm, notes=(*pkg.notes, *_manifest_notes(pkg, env), *vm.notes))
+    env = parse_ovf(pkg.descriptor_bytes(), pkg.descriptor.label)
+    vm = build_source_vm(env, pkg.load_disk, source_path=pkg.source_path)
+    return dataclasses.replace(vm, notes=(*pkg.notes, *pkg.manifest_notes(env), *vm.notes))
 
 
 def verify(pkg: Package, stop: threading.Event, log: Callable[[str], None]) -> None:
