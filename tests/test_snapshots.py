@@ -773,3 +773,14 @@ async def test_before_copy_hooks_change_the_current_state_only(
     assert await asyncio.to_thread(read_virtual, top, 0, 4) == b"\x5a" * 4
     for vmdk, name in ((linear_vm.layers[0], "sys"), (linear_vm.layers[1], "sys-000001")):
         assert images_equal(vmdk, pool / f"{cleanup_domain}-disk1-{name}.qcow2", fmt_a="vmdk", fmt_b="qcow2")
+
+
+def test_keep_refuses_an_ova(tmp_path: Path, dir_pool: DirPool, domain_name: str) -> None:
+    ova = tmp_path / "appliance.ova"
+    ova.write_bytes(b"not read: the option is refused first")
+    options = MigrateOptions(name=domain_name, pool=dir_pool.name, snapshots="keep")
+    with pytest.raises(Vm2kvmError) as err:
+        preflight(str(ova), options)
+    assert err.value.code is ErrorCode.INVALID_OPTION
+    assert "--snapshots keep needs a .vmx source" in str(err.value)
+    assert ova.read_bytes() == b"not read: the option is refused first"

@@ -71,6 +71,15 @@ def plan_keep_migration(source: str, options: MigrateOptions, host: LibvirtHost)
     disk or ``.vmsd``; a chain or snapshot tree that does not hold together;
     name, pool, any layer's volume or a network taken or missing.
     """
+    if not source.lower().endswith(".vmx"):
+        # Snapshots live in a VMX's .vmsd; an OVF package exports one disk state only.
+        raise Vm2kvmError(
+            ErrorCode.INVALID_OPTION,
+            "--snapshots keep needs a .vmx source: OVF and OVA packages carry no snapshots",
+            key="snapshots",
+            value=options.snapshots,
+            hint="leave --snapshots at its default (flatten)",
+        )
     inspected = inspect_with_host(source, options, host, strict=True)
     vm = inspected.vm
     for disk in vm.disks:
