@@ -22,6 +22,7 @@ from tests.harness.disks import make_unreadable_vmdk
 from tests.harness.disks import make_vmdk as make_filled_vmdk
 from tests.harness.services import DirPool, child_pids, domain_macs, remove_domain
 from tests.helpers.vmdk_factory import MiB, images_equal, make_delta, make_vmdk, sha256_tree
+from tests.pipeline.support import RecordingEvents
 from vm2kvmd.adapters import qemu_img
 from vm2kvmd.adapters.libvirt_host import LibvirtHost
 from vm2kvmd.aio import in_thread
@@ -35,26 +36,6 @@ from vm2kvmd.pipeline.rollback import Rollback
 
 STATIC_MAC = "00:50:56:3a:7e:10"
 GENERATED_MAC = "00:0c:29:9a:4b:31"
-
-
-@dataclass
-class RecordingEvents:
-    phases: list[str] = field(default_factory=list)
-    announced: list[DiskProgress] = field(default_factory=list)
-    progress: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
-    logs: list[str] = field(default_factory=list)
-
-    def phase(self, name: str) -> None:
-        self.phases.append(name)
-
-    def disks(self, items: Sequence[DiskProgress]) -> None:
-        self.announced = list(items)
-
-    def disk_progress(self, index: int, done: int, total: int) -> None:
-        self.progress.setdefault(index, []).append((done, total))
-
-    def log(self, message: str) -> None:
-        self.logs.append(message)
 
 
 @dataclass

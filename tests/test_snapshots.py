@@ -13,7 +13,7 @@ import re
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,34 +32,15 @@ from tests.helpers.vmdk_factory import (
     rewrite_descriptor,
     sha256_tree,
 )
+from tests.pipeline.support import RecordingEvents as Events
 from vm2kvmd.adapters import libvirt_snapshots, qemu_img_layers
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
-from vm2kvmd.pipeline import DiskProgress, inspect_source, preflight, run_migration
+from vm2kvmd.pipeline import inspect_source, preflight, run_migration
 from vm2kvmd.pipeline.overlay import Overlay
 from vm2kvmd.pipeline.snapshots import run_keep_migration
 
 SIZE = 64 * MiB
-
-
-@dataclass
-class Events:
-    phases: list[str] = field(default_factory=list)
-    announced: list[DiskProgress] = field(default_factory=list)
-    progress: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
-    logs: list[str] = field(default_factory=list)
-
-    def phase(self, name: str) -> None:
-        self.phases.append(name)
-
-    def disks(self, items: Sequence[DiskProgress]) -> None:
-        self.announced = list(items)
-
-    def disk_progress(self, index: int, done: int, total: int) -> None:
-        self.progress.setdefault(index, []).append((done, total))
-
-    def log(self, message: str) -> None:
-        self.logs.append(message)
 
 
 @dataclass(frozen=True)

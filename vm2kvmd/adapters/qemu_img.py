@@ -281,7 +281,7 @@ async def _run(args: list[str], label: str) -> bytes:
     if proc.returncode != 0:
         line = _last_line(err, proc.returncode or 0)
         # Show the file, not our --image-opts string, in the message.
-        line = re.sub(r"'driver=[^']*'", f"'{label}'", line)
+        line = re.sub(r"'(?:driver=|json:)[^']*'", f"'{label}'", line)
         raise Vm2kvmError(ErrorCode.COPY_FAILED, f"qemu-img {args[0]} failed: {line}", file=label)
     return out
 

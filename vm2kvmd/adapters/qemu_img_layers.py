@@ -16,27 +16,19 @@ Converting each delta on its own and then ``qemu-img rebase -u`` would be
 wrong: a delta opened without its parent reads unallocated grains as zero, so
 convert cannot tell "not written here" from "zeroes written here".
 
-Every subprocess is owned by the coroutine that started it: on any
-exception, including ``CancelledError``, it is killed and reaped first.
+The subprocess plumbing (progress, kill and reap on any exception) is
+``adapters.qemu_img``'s.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from vm2kvmd.aio import settle
+from vm2kvmd.adapters.qemu_img import _last_line, _run, _run_with_progress
 from vm2kvmd.core.qemu_source import image_opts, json_filename, node_file
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
-
-QEMU_IMG = "qemu-img"
-
-_PROGRESS_RE = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
-_CHUNK = 4096
 
 
 async def measure_layer(layer: Mapping[str, Any]) -> int:
@@ -69,78 +61,17 @@ async def convert_layer(
     args = ["convert", "-p", "-W", "-m", "8", "--image-opts", opts, "-O", "qcow2", "-n"]
     args += ["-B", backing, "-F", "qcow2"] if backing else ["--target-is-zero"]
     args.append(dst)
-    proc = await asyncio.create_subprocess_exec(
-        QEMU_IMG,
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    stderr_task = asyncio.create_task(proc.stderr.read())
-    last = -1.0
-    try:
-        buf = b""
-        while chunk := await proc.stdout.read(_CHUNK):
-            buf += chunk
-            *lines, buf = re.split(rb"[\r\n]", buf)  # a chunk may end inside "(12.3"
-            for line in lines:
-                for match in _PROGRESS_RE.finditer(line):
-                    value = min(float(match.group(1)), 100.0)
-                    if value > last:
-                        last = value
-                        on_progress(value)
-        returncode = await proc.wait()
-        stderr = await stderr_task
-    except BaseException:
-        await _kill_and_reap(proc, stderr_task)
-        raise
+    returncode, _, stderr = await _run_with_progress(args, on_progress)
     # qemu 7.2 reports some refusals (--target-is-zero with a backing) on stderr with status 0.
     if returncode != 0 or _errors(stderr):
         line = _last_line(stderr, returncode).replace(opts, label)
         raise Vm2kvmError(
             ErrorCode.COPY_FAILED, f"qemu-img could not copy the layer to {dst}: {line}", file=label
         )
-    if last < 100.0:
-        on_progress(100.0)
+    on_progress(100.0)
 
 
 def _errors(stderr: bytes) -> bool:
     return any(
         line.strip() and "warning:" not in line for line in stderr.decode(errors="replace").splitlines()
     )
-
-
-async def _run(args: list[str], label: str) -> bytes:
-    proc = await asyncio.create_subprocess_exec(
-        QEMU_IMG,
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await proc.communicate()
-    except BaseException:
-        await _kill_and_reap(proc, None)
-        raise
-    if proc.returncode != 0:
-        line = re.sub(r"'json:[^']*'", f"'{label}'", _last_line(err, proc.returncode or 0))
-        raise Vm2kvmError(ErrorCode.COPY_FAILED, f"qemu-img {args[0]} failed: {line}", file=label)
-    return out
-
-
-def _last_line(stderr: bytes, returncode: int) -> str:
-    lines = [ln.strip() for ln in stderr.decode(errors="replace").splitlines() if ln.strip()]
-    if not lines:
-        return f"exit status {returncode}"
-    return lines[-1].removeprefix("qemu-img:").strip()
-
-
-async def _kill_and_reap(proc: asyncio.subprocess.Process, reader: asyncio.Task[bytes] | None) -> None:
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-    await settle(proc.wait())
-    if reader is not None:
-        await settle(reader)
