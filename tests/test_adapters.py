@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,13 @@ def test_create_and_delete_volume(host: LibvirtHost, dir_pool: DirPool, fmt: str
     assert path == str(dir_pool.path / f"disk.{fmt}")
     assert virtual_size(path) == 48 * MiB
     assert host.volume_exists(dir_pool.name, f"disk.{fmt}")
+    if fmt == "qcow2":  # qcow2 v3: zero clusters, so written zeroes stay sparse
+        info = json.loads(
+            subprocess.run(
+                ["qemu-img", "info", "--output=json", path], capture_output=True, check=True
+            ).stdout
+        )
+        assert info["format-specific"]["data"]["compat"] == "1.1"
 
     with pytest.raises(Vm2kvmError) as exc:
         host.create_volume(dir_pool.name, f"disk.{fmt}", 48 * MiB, fmt)

@@ -186,7 +186,13 @@ class LibvirtHost:
         if self.volume_exists(pool, name):
             raise _volume_exists(pool, name)
         allocation = capacity if preallocate or fmt is None else 0
-        target = f"<target><format type='{escape(fmt)}'/></target>" if fmt else ""
+        target = ""
+        if fmt == "qcow2":
+            # Without <compat> libvirt 9.0 writes qcow2 v2 (compat 0.10): no zero clusters, so
+            # zeroes a guest later writes or discards take real space.
+            target = "<target><format type='qcow2'/><compat>1.1</compat></target>"
+        elif fmt:
+            target = f"<target><format type='{escape(fmt)}'/></target>"
         xml = (
             "<volume>"
             f"<name>{escape(name)}</name>"
