@@ -196,8 +196,8 @@ async def test_mismatch_fails_the_job_and_rolls_back(
     before = await asyncio.to_thread(sha256_tree, source.parent)
     real_copy = migrate_module.copy_disks
 
-    async def copy_then_corrupt(copies: Sequence[Any], *args: Any) -> None:
-        await real_copy(copies, *args)
+    async def copy_then_corrupt(copies: Sequence[Any], *args: Any, **kwargs: Any) -> None:
+        await real_copy(copies, *args, **kwargs)
         for copy in copies:  # as a bad disk or a buggy copy would
             await asyncio.to_thread(_poke, Path(copy.target), 1 * MiB + 100)
 

@@ -22,6 +22,21 @@ DEFAULT_NETWORK: Final = "default"
 # Where the daemon keeps per-job overlays (vm2kvmd --work-dir).  Not /tmp: that is often a
 # small tmpfs, and a guest conversion writes its changes into the overlays.
 DEFAULT_WORK_DIR: Final = "/var/tmp/vm2kvm"
+DEFAULT_STATE_DIR: Final = "/var/lib/vm2kvm"
+DEFAULT_CONFIG_PATH: Final = "/etc/vm2kvm/vm2kvmd.conf"
+# Disks of one VM copied at once: overlaps one disk's reads with another's writes.
+DEFAULT_DISK_PARALLELISM: Final = 2
+DEFAULT_MAX_PARALLEL_JOBS: Final = 2
+
+# journald MESSAGE_IDs (128-bit, lower-case hex, no dashes, as sd-id128 prints them) of the job
+# lifecycle messages; fixed forever so admins can `journalctl MESSAGE_ID=...` (docs/logging.md).
+MESSAGE_ID_JOB_STARTED: Final = "14da782597374c038b4fa2964f9fa6ce"
+MESSAGE_ID_JOB_FINISHED: Final = "8b7d29bb585d4a1f94ea3e35f484ee56"
+MESSAGE_ID_JOB_FAILED: Final = "3a8bc417c8c841458604fed35c225afc"
+MESSAGE_ID_JOB_CANCELLED: Final = "b940932567d64bfe8203f964753f5a12"
+# Structured journal fields on every job log line.
+FIELD_JOB_ID: Final = "VM2KVM_JOB_ID"
+FIELD_PHASE: Final = "VM2KVM_PHASE"
 
 # XML namespace of our <metadata> element in generated domains.
 METADATA_NS: Final = "https://vm2kvm.org/xmlns/source/1"

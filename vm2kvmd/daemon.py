@@ -1,10 +1,13 @@
 """vm2kvmd: the D-Bus service that owns conversion jobs.
 
-    vm2kvmd [--bus system|session] [--connect URI] [--work-dir DIR] [--log-level LEVEL]
+    vm2kvmd [--bus system|session] [--config FILE] [--connect URI] [--work-dir DIR]
+            [--log-level LEVEL]
 
-Owns ``org.vm2kvm.Daemon1`` (exits 1 with one line when it cannot), serves
+Reads ``/etc/vm2kvm/vm2kvmd.conf`` (or ``--config FILE``; flags override it),
+owns ``org.vm2kvm.Daemon1`` (exits 1 with one line when it cannot), serves
 until SIGTERM/SIGINT, then cancels running jobs, waits for them, releases the
-name and exits 0.  Logs go to stderr.
+name and exits 0.  Logs go to journald, with structured fields, when its
+socket exists, else to stderr (docs/logging.md).
 """
 
 from __future__ import annotations
@@ -13,14 +16,17 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
 from dbus_fast import DBusError, NameFlag, RequestNameReply
 
 from vm2kvmd import __version__
-from vm2kvmd.constants import BUS_NAME, DEFAULT_LIBVIRT_URI, DEFAULT_WORK_DIR
+from vm2kvmd.config import ConfigError, DaemonConfig, load_config
+from vm2kvmd.constants import BUS_NAME, DEFAULT_CONFIG_PATH
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.errors import Vm2kvmError
 from vm2kvmd.service.bus import ServiceBus, connect
@@ -29,6 +35,8 @@ from vm2kvmd.service.manager import Manager
 log = logging.getLogger("vm2kvmd")
 
 SHUTDOWN_TIMEOUT = 60.0  # seconds jobs get to clean up after being cancelled
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+STDERR_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class StartupError(Exception):
@@ -38,8 +46,16 @@ class StartupError(Exception):
 class Daemon:
     """A ``Manager`` on a bus connection that owns ``org.vm2kvm.Daemon1``."""
 
-    def __init__(self, manager: Manager, *, bus: str = "system", address: str | None = None) -> None:
+    def __init__(
+        self,
+        manager: Manager,
+        *,
+        bus: str = "system",
+        address: str | None = None,
+        config: DaemonConfig | None = None,
+    ) -> None:
         self.manager = manager
+        self.config = config or DaemonConfig()
         self.bus_kind = bus
         self._address = address
         self._bus: ServiceBus | None = None
@@ -126,17 +142,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="bus to serve on (default: system; address from DBUS_*_BUS_ADDRESS)",
     )
     parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"configuration file (TOML; default: {DEFAULT_CONFIG_PATH}, which may be absent)",
+    )
+    parser.add_argument(
         "--connect",
         metavar="URI",
-        default=DEFAULT_LIBVIRT_URI,
-        help=f"default libvirt URI for jobs that do not name one (default: {DEFAULT_LIBVIRT_URI})",
+        help="default libvirt URI for jobs that do not name one (overrides libvirt_uri of the "
+        "configuration file)",
     )
     parser.add_argument(
         "--work-dir",
         metavar="DIR",
-        default=DEFAULT_WORK_DIR,
         help="directory for the jobs' temporary overlays, one subdirectory per job, removed when "
-        f"the job ends (default: {DEFAULT_WORK_DIR})",
+        "the job ends (overrides work_dir of the configuration file)",
     )
     parser.add_argument(
         "--log-level",
@@ -148,14 +168,32 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def serve(args: argparse.Namespace) -> int:
+def effective_config(args: argparse.Namespace, config: DaemonConfig) -> DaemonConfig:
+    """The file's configuration with the command-line flags applied over it."""
+    changes = {"libvirt_uri": args.connect, "work_dir": args.work_dir}
+    return replace(config, **{k: v for k, v in changes.items() if v is not None})
+
+
+def job_defaults(config: DaemonConfig) -> MigrateOptions:
+    """The options a job starts from before the caller's ``a{sv}``."""
+    return MigrateOptions(
+        connect=config.libvirt_uri,
+        work_dir=config.work_dir,
+        default_pool=config.default_pool,
+        default_network=config.default_network,
+        disk_parallelism=config.disk_parallelism,
+    )
+
+
+async def serve(args: argparse.Namespace, config: DaemonConfig | None = None) -> int:
+    config = effective_config(args, config or DaemonConfig())
     try:
-        defaults = MigrateOptions(connect=args.connect, work_dir=args.work_dir)
+        defaults = job_defaults(config)
         defaults.validate()
     except Vm2kvmError as exc:
         print(f"vm2kvmd: error: {exc.describe()}", file=sys.stderr)
         return 1
-    daemon = Daemon(Manager(defaults=defaults), bus=args.bus)
+    daemon = Daemon(Manager(defaults=defaults), bus=args.bus, config=config)
     try:
         await daemon.start()
     except StartupError as exc:
@@ -176,14 +214,31 @@ async def serve(args: argparse.Namespace) -> int:
     return 0 if clean else 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def log_handler(journal_socket: str = JOURNAL_SOCKET) -> logging.Handler:
+    """journald when its socket exists (extra fields become journal fields), else stderr."""
+    if os.path.exists(journal_socket):
+        try:
+            from systemd.journal import JournalHandler
+        except ImportError:
+            pass  # python3-systemd missing: stderr, which systemd also puts in the journal
+        else:
+            journal: logging.Handler = JournalHandler(SYSLOG_IDENTIFIER="vm2kvmd")
+            journal.setFormatter(logging.Formatter("%(message)s"))  # journald adds time and level
+            return journal
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(logging.Formatter(STDERR_FORMAT))
+    return stderr
+
+
+def main(argv: Sequence[str] | None = None, *, journal_socket: str = JOURNAL_SOCKET) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    return asyncio.run(serve(args))
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"vm2kvmd: error: {exc}", file=sys.stderr)
+        return 1
+    logging.basicConfig(level=args.log_level.upper(), handlers=[log_handler(journal_socket)])
+    return asyncio.run(serve(args, config))
 
 
 if __name__ == "__main__":

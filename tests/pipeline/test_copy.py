@@ -48,7 +48,7 @@ async def test_disks_copy_in_parallel_two_at_a_time(
     events = RecordingEvents()
     result = await run_migration(str(three_disk_vm), _options(dir_pool, domain_name, tmp_path), events)
     try:
-        assert copy.MAX_PARALLEL_COPIES == 2
+        assert MigrateOptions().disk_parallelism == 2
         assert _concurrency(events) == 2
         for index, disk in enumerate(events.announced):
             reports = events.progress[index]
@@ -70,12 +70,11 @@ async def test_disks_copy_in_parallel_two_at_a_time(
     assert sha256_tree(three_disk_vm.parent) == before
 
 
-async def test_one_disk_at_a_time_when_the_limit_is_one(
-    three_disk_vm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(copy, "MAX_PARALLEL_COPIES", 1)
+async def test_one_disk_at_a_time_when_the_limit_is_one(three_disk_vm: Path, tmp_path: Path) -> None:
     events = RecordingEvents()
-    options = MigrateOptions(name="serial", output_dir=str(tmp_path / "out"), work_dir=str(tmp_path / "w"))
+    options = MigrateOptions(
+        name="serial", output_dir=str(tmp_path / "out"), work_dir=str(tmp_path / "w"), disk_parallelism=1
+    )
     await run_migration(str(three_disk_vm), options, events)
     assert _concurrency(events) == 1
     assert [i for _t, i, done, _total in events.timeline if done == 0] == [0, 1, 2]

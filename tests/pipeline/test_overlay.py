@@ -220,7 +220,10 @@ def test_work_dir_is_the_daemons_not_the_callers() -> None:
         MigrateOptions.from_mapping({"work-dir": "/tmp/evil"}, defaults)
     assert exc.value.code is ErrorCode.INVALID_OPTION
     assert "work-dir" not in MigrateOptions(work_dir="/x").to_mapping()
-    from vm2kvmd.daemon import parse_args
+    from vm2kvmd.config import DaemonConfig
+    from vm2kvmd.daemon import effective_config, parse_args
 
-    assert parse_args(["--work-dir", "/srv/w"]).work_dir == "/srv/w"
-    assert parse_args([]).work_dir == "/var/tmp/vm2kvm"
+    file_config = DaemonConfig(work_dir="/srv/from-file")
+    assert effective_config(parse_args(["--work-dir", "/srv/w"]), file_config).work_dir == "/srv/w"
+    assert effective_config(parse_args([]), file_config).work_dir == "/srv/from-file"
+    assert effective_config(parse_args([]), DaemonConfig()).work_dir == "/var/tmp/vm2kvm"

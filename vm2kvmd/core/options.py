@@ -10,7 +10,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from vm2kvmd.constants import DEFAULT_LIBVIRT_URI, DEFAULT_POOL, DEFAULT_WORK_DIR
+from vm2kvmd.constants import (
+    DEFAULT_DISK_PARALLELISM,
+    DEFAULT_LIBVIRT_URI,
+    DEFAULT_NETWORK,
+    DEFAULT_POOL,
+    DEFAULT_WORK_DIR,
+)
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 FORMATS = ("qcow2", "raw")
@@ -25,7 +31,7 @@ ALLOCATIONS = ("sparse", "preallocated")
 @dataclass(frozen=True)
 class MigrateOptions:
     name: str | None = None  # domain name override
-    pool: str | None = None  # libvirt storage pool (default: DEFAULT_POOL unless output_dir)
+    pool: str | None = None  # libvirt storage pool (default: default_pool unless output_dir)
     output_dir: str | None = None  # write disks + XML here instead of a pool; define nothing
     format: str = "qcow2"
     networks: tuple[tuple[str, str], ...] = ()  # VMware network -> libvirt network
@@ -37,14 +43,17 @@ class MigrateOptions:
     verify: bool = False  # after copying, compare every target with its source (qemu-img compare)
     snapshots: str = "flatten"  # or "keep": one qcow2 volume per VMDK layer, libvirt snapshot metadata
     allocation: str = "sparse"  # or "preallocated": the target disks get all their space up front
-    # Not a caller option (from_mapping refuses it): the daemon's directory for per-job overlays.
-    work_dir: str = DEFAULT_WORK_DIR
+    # Not caller options (from_mapping refuses them): the daemon's configuration.
+    work_dir: str = DEFAULT_WORK_DIR  # directory for per-job overlays
+    default_pool: str = DEFAULT_POOL  # the pool when the caller names neither pool nor output-dir
+    default_network: str = DEFAULT_NETWORK  # for VMware networks the caller does not map
+    disk_parallelism: int = DEFAULT_DISK_PARALLELISM  # disks of one VM copied at once
 
     @property
     def effective_pool(self) -> str | None:
         if self.output_dir:
             return None
-        return self.pool or DEFAULT_POOL
+        return self.pool or self.default_pool
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], defaults: MigrateOptions | None = None) -> MigrateOptions:
@@ -122,6 +131,8 @@ class MigrateOptions:
             raise _bad("allocation", self.allocation, "must be one of " + ", ".join(ALLOCATIONS))
         if not self.work_dir.startswith("/"):
             raise _bad("work-dir", self.work_dir, "must be an absolute path")
+        if self.disk_parallelism < 1:
+            raise _bad("disk-parallelism", self.disk_parallelism, "must be at least 1")
         self._validate_snapshots()
         if self.pool and self.output_dir:
             raise Vm2kvmError(

@@ -6,8 +6,8 @@ zeros (unallocated, discarded in the overlay) are skipped.  qemu-img beat
 ``nbdcopy`` (qemu-nbd on both ends) by three to four times on the
 benchmark (``bench/copy_bench.py``), so it stays.
 
-Disks of one VM are copied in parallel, at most ``MAX_PARALLEL_COPIES`` at
-a time: enough to overlap one disk's reads with another's writes without
+Disks of one VM are copied in parallel, at most ``limit`` at a time (the
+daemon's ``disk_parallelism``, default 2): enough to overlap one disk's reads with another's writes without
 making every disk crawl.  When one copy fails, the others are cancelled
 (their qemu-img killed and reaped) before the error propagates; a
 cancelled job does the same.  The caller rolls back.
@@ -36,12 +36,11 @@ from dataclasses import dataclass
 
 from vm2kvmd.adapters import qemu_img
 from vm2kvmd.aio import settle
+from vm2kvmd.constants import DEFAULT_DISK_PARALLELISM
 from vm2kvmd.core import qemu_source
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline.events import JobEvents
 from vm2kvmd.pipeline.targets import CopyMode
-
-MAX_PARALLEL_COPIES = 2
 
 # The job batches property changes to 10 a second; polling faster gains nothing.
 FOLLOW_INTERVAL = 0.2
@@ -67,14 +66,18 @@ NoSpace = Callable[[DiskCopy], Awaitable[Vm2kvmError]]
 
 
 async def copy_disks(
-    disks: Sequence[DiskCopy], events: JobEvents, no_space: NoSpace, *, limit: int | None = None
+    disks: Sequence[DiskCopy],
+    events: JobEvents,
+    no_space: NoSpace,
+    *,
+    limit: int = DEFAULT_DISK_PARALLELISM,
 ) -> None:
-    """Copy ``disks``, ``limit`` (default ``MAX_PARALLEL_COPIES``) at a time.
+    """Copy ``disks``, ``limit`` at a time.
 
     The first failure cancels the rest and is raised.  ``no_space(disk)``
     makes the error of a copy that ran out of space.
     """
-    slots = asyncio.Semaphore(max(1, limit or MAX_PARALLEL_COPIES))
+    slots = asyncio.Semaphore(max(1, limit))
     failures: list[BaseException] = []
 
     async def one(disk: DiskCopy) -> None:

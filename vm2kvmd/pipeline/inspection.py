@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from vm2kvmd.adapters.libvirt_host import LibvirtHost
-from vm2kvmd.constants import DEFAULT_NETWORK
 from vm2kvmd.core.domainxml import render_domain_xml
 from vm2kvmd.core.guestcaps import GuestCaps
 from vm2kvmd.core.mapping import plan_domain
@@ -246,7 +245,7 @@ def inspect_with_host(
         domain_type=options.domain_type,
         networks=options.networks,
         bridges=options.bridges,
-        default_network=DEFAULT_NETWORK,
+        default_network=options.default_network,
     )
     caps = GuestCaps.unconverted()
     plan = plan_domain(vm, plan_options, caps)

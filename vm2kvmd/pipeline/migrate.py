@@ -274,7 +274,7 @@ class _Migration:
         async def no_space(copy: DiskCopy) -> Vm2kvmError:
             return await in_thread(target.ran_out, disks[copy.index], copy.total, needed, free)
 
-        await copy_disks(copies, self.events, no_space)
+        await copy_disks(copies, self.events, no_space, limit=self.options.disk_parallelism)
 
     async def _verify(self, disk: PlannedDisk, overlay: Overlay, target: str) -> Note:
         """Compare the written ``target`` with the overlay it was copied from; a difference fails the job."""

@@ -32,7 +32,17 @@ from dbus_fast.constants import PropertyAccess
 from dbus_fast.service import dbus_method, dbus_property, dbus_signal
 from dbus_fast.signature import Variant
 
-from vm2kvmd.constants import JOB_IFACE, error_name, job_path
+from vm2kvmd.constants import (
+    FIELD_JOB_ID,
+    FIELD_PHASE,
+    JOB_IFACE,
+    MESSAGE_ID_JOB_CANCELLED,
+    MESSAGE_ID_JOB_FAILED,
+    MESSAGE_ID_JOB_FINISHED,
+    MESSAGE_ID_JOB_STARTED,
+    error_name,
+    job_path,
+)
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.service.errors import error_pair
@@ -44,6 +54,12 @@ log = logging.getLogger(__name__)
 
 BATCH_INTERVAL: Final = 0.1  # seconds: at most 10 PropertiesChanged per second per job
 RATE_WINDOW: Final = 5.0  # seconds of progress samples behind ``Rate``
+
+_END_MESSAGE_IDS: Final = {
+    "completed": MESSAGE_ID_JOB_FINISHED,
+    "failed": MESSAGE_ID_JOB_FAILED,
+    "cancelled": MESSAGE_ID_JOB_CANCELLED,
+}
 
 DBusStrList = Annotated[list[str], DBusSignature("as")]
 DBusErrorPair = Annotated[tuple[str, str], DBusSignature("(ss)")]
@@ -218,7 +234,7 @@ class Job(BusInterface):
             return False
         if self._cancel_reason is None:
             self._cancel_reason = reason
-            log.info("job %d: cancelling (%s)", self.number, reason)
+            self._log(logging.INFO, "cancelling (%s)", reason)
         # A queued job has not entered its try block yet; _run checks the reason first.
         if self._state is JobState.RUNNING and self._task is not None:
             self._task.cancel()
@@ -236,7 +252,7 @@ class Job(BusInterface):
         self._state = JobState.RUNNING
         self._start_time = now_us()
         self._batcher.changed("State", "StartTime", now=True)
-        log.info("job %d: migrating %s", self.number, self.source)
+        self._log(logging.INFO, "migrating %s", self.source, message_id=MESSAGE_ID_JOB_STARTED)
         try:
             result = await self._runner(self.source, self.options, _Events(self))
         except asyncio.CancelledError:
@@ -267,10 +283,11 @@ class Job(BusInterface):
                 if self._domain
                 else "migrated; disk images and domain XML written, no domain defined"
             )
-            log.info("job %d: %s", self.number, message)
+            self._log(logging.INFO, "%s", message, message_id=_END_MESSAGE_IDS[state.value])
         else:
             message = error[1]
-            log.info("job %d: %s: %s", self.number, state.value, message)
+            level = logging.WARNING if state is JobState.FAILED else logging.INFO
+            self._log(level, "%s: %s", state.value, message, message_id=_END_MESSAGE_IDS[state.value])
         self._batcher.changed(
             "State", "Error", "Cancelable", "Domain", "Outputs", "Notes", *_PROGRESS_PROPS, now=True
         )
@@ -283,7 +300,7 @@ class Job(BusInterface):
         if self._state.finished or name == self._phase:
             return
         self._phase = name
-        log.info("job %d: phase %s", self.number, name)
+        self._log(logging.INFO, "phase %s", name)
         self._batcher.changed("Phase", now=True)
 
     def _on_disks(self, disks: list[_Disk]) -> None:
@@ -296,7 +313,7 @@ class Job(BusInterface):
         if self._state.finished:
             return
         if not 0 <= index < len(self._disks):
-            log.warning("job %d: progress for unknown disk %d ignored", self.number, index)
+            self._log(logging.WARNING, "progress for unknown disk %d ignored", index)
             return
         disk = self._disks[index]
         disk.total = max(0, total)
@@ -305,7 +322,14 @@ class Job(BusInterface):
         self._batcher.changed(*_PROGRESS_PROPS)
 
     def _on_log(self, message: str) -> None:
-        log.info("job %d: %s", self.number, message)
+        self._log(logging.INFO, "%s", message)
+
+    def _log(self, level: int, fmt: str, *args: object, message_id: str | None = None) -> None:
+        """A log line about this job: "job N: ..." with the journal fields of the job and its phase."""
+        extra = {FIELD_JOB_ID: str(self.number), FIELD_PHASE: self._phase}
+        if message_id is not None:
+            extra["MESSAGE_ID"] = message_id
+        log.log(level, "job %d: " + fmt, self.number, *args, extra=extra)
 
     # --- property values ---------------------------------------------------------
 
