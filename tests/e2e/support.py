@@ -41,7 +41,7 @@ class DaemonProcess:
 
     def start(self) -> DaemonProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vm2kvmd.daemon", "--bus", "session"],
+            [sys.executable, "-m", "vm2kvmd.daemon", "--bus", "session", "--config", os.devnull],
             cwd=REPO,
             env=bus_env(self.address),
             stdin=subprocess.DEVNULL,

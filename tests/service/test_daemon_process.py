@@ -25,6 +25,10 @@ async def spawn(env_var: str, address: str, *args: str) -> asyncio.subprocess.Pr
         sys.executable,
         "-m",
         "vm2kvmd.daemon",
+        # An empty config: the host's /etc/vm2kvm/vm2kvmd.conf must not change what tests see
+        # (a later --config in ``args`` wins).
+        "--config",
+        os.devnull,
         *args,
         cwd=REPO,
         env=env,
