@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,32 +20,15 @@ from tests.helpers.vmdk_factory import (
     sha256_tree,
     write_reference_raw,
 )
+from tests.pipeline.support import RecordingEvents as Events
 from tests.service.support import ScriptedRunner, serve_daemon
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.qemu_source import Node, target_node
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
-from vm2kvmd.pipeline import DiskProgress, run_migration
+from vm2kvmd.pipeline import run_migration
 from vm2kvmd.pipeline.verify import VERIFIED, verify_disk
 
 SIZE = 16 * MiB
-
-
-@dataclass
-class Events:
-    phases: list[str] = field(default_factory=list)
-    logs: list[str] = field(default_factory=list)
-
-    def phase(self, name: str) -> None:
-        self.phases.append(name)
-
-    def disks(self, items: Sequence[DiskProgress]) -> None:
-        pass
-
-    def disk_progress(self, index: int, done: int, total: int) -> None:
-        pass
-
-    def log(self, message: str) -> None:
-        self.logs.append(message)
 
 
 def vmdk_node(path: Path) -> Node:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,35 +40,18 @@ from tests.helpers.vmdk_factory import (
     write_descriptor,
     write_reference_raw,
 )
+from tests.pipeline.support import RecordingEvents as Events
 from vm2kvmd.aio import in_thread
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.paths import PathResolver
 from vm2kvmd.core.vmdk import load_chain
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
-from vm2kvmd.pipeline import DiskProgress, MigrationResult, run_migration
+from vm2kvmd.pipeline import MigrationResult, run_migration
 from vm2kvmd.pipeline.sources import SourceViews, open_source
 
 # A qcow2 target's own metadata (header, L1, refcount table and block, L2 tables) and
 # the file system's rounding; anything beyond the data and this is a thick copy.
 METADATA_SLACK = 1 * MiB
-
-
-@dataclass
-class Events:
-    phases: list[str] = field(default_factory=list)
-    logs: list[str] = field(default_factory=list)
-
-    def phase(self, name: str) -> None:
-        self.phases.append(name)
-
-    def disks(self, items: Sequence[DiskProgress]) -> None:
-        pass
-
-    def disk_progress(self, index: int, done: int, total: int) -> None:
-        pass
-
-    def log(self, message: str) -> None:
-        self.logs.append(message)
 
 
 @dataclass(frozen=True)
