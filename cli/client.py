@@ -253,6 +253,11 @@ class Client:
         (props,) = await self.call(path, PROPERTIES_IFACE, "GetAll", "s", [JOB_IFACE])
         return dict(unwrap(props))
 
+    async def report(self, path: str) -> str:
+        """The job's migration report, JSON text (``Job1.GetReport``)."""
+        (text,) = await self.call(path, JOB_IFACE, "GetReport")
+        return str(text)
+
     async def cancel(self, path: str) -> None:
         await self.call(path, JOB_IFACE, "Cancel")
 

@@ -34,6 +34,7 @@ from cli.client import (
     job_number,
 )
 from cli.progress import JobView, job_view
+from cli.report import print_report
 from vm2kvmd import __version__
 from vm2kvmd.constants import JOBS_PATH, job_path
 
@@ -112,6 +113,12 @@ def mapping_options(args: argparse.Namespace) -> dict[str, Variant]:
         options["allow-external-paths"] = Variant("b", True)
     if getattr(args, "verify", False):  # migrate only
         options["verify"] = Variant("b", True)
+    if getattr(args, "no_guest_conversion", False):  # migrate only
+        options["guest-conversion"] = Variant("b", False)
+    if getattr(args, "root", None):
+        options["root"] = Variant("s", args.root)
+    if getattr(args, "install_guest_agent", False):
+        options["install-guest-agent"] = Variant("b", True)
     return options
 
 
@@ -185,6 +192,24 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="after copying, compare every disk with its source (reads the source again)",
     )
+    guest = migrate.add_argument_group("guest conversion")
+    guest.add_argument(
+        "--no-guest-conversion",
+        action="store_true",
+        help="copy and define the VM as it is: no drivers, device names or VMware Tools changed "
+        "(it keeps SATA disks and e1000 NICs)",
+    )
+    guest.add_argument(
+        "--root",
+        metavar="DEVICE",
+        help="the OS to convert on a multi-boot VM, by its root file system as the conversion "
+        "names it (e.g. /dev/sda2; the job log lists them); default: the first",
+    )
+    guest.add_argument(
+        "--install-guest-agent",
+        action="store_true",
+        help="install qemu-guest-agent at the guest's first boot (needs a package source there)",
+    )
     _add_mapping_options(migrate)
     migrate.set_defaults(func=cmd_migrate)
 
@@ -199,6 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, parents=[common], help=text)
         sub.add_argument("job", metavar="JOB", help="job number or object path")
         sub.set_defaults(func=func)
+
+    report = commands.add_parser(
+        "report", parents=[common], help="show what a completed migration did: source vs target"
+    )
+    report.add_argument("job", metavar="JOB", help="job number or object path")
+    report.set_defaults(func=cmd_report)
     return parser
 
 
@@ -395,6 +426,16 @@ async def cmd_cancel(ctx: Context, client: Client) -> int:
         return EXIT_INTERRUPTED
     error_line(f"job {number} {state} before it could be cancelled")
     return EXIT_FAILED
+
+
+async def cmd_report(ctx: Context, client: Client) -> int:
+    path = parse_job(ctx.args.job)
+    data = json.loads(await client.report(path))
+    if ctx.json:
+        ctx.print_json(data)
+    else:
+        print_report(ctx.out, data)
+    return EXIT_OK
 
 
 # --- entry point ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ PACKAGES=(
     dbus python3-systemd python3-venv python3-lxml
     e2fsprogs fdisk
     lvm2
+    debootstrap busybox-static linux-image-amd64
 )
 VENV=.venv
 STAMP="$VENV/.vm2kvm-installed"

@@ -23,6 +23,10 @@ import pytest
 import pytest_asyncio
 from blockbuster import blockbuster_ctx
 
+# libguestfs under TCG (nested KVM is unreliable here, docs/development.md); set before any handle.
+os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
+os.environ.setdefault("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
+
 from tests.harness.services import (
     DEFAULT_URI,
     DefinedNetwork,
@@ -39,6 +43,8 @@ from tests.harness.services import (
     service_pids,
     unique_name,
 )
+
+pytest_plugins = ["tests.guests.fixtures", "tests.guests.phony_fixtures"]
 
 # A service that needs longer than this to answer is worth a look.
 LIBVIRTD_START_WARN_SECONDS = 10.0

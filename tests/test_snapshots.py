@@ -139,7 +139,9 @@ def linear_vm(tmp_path: Path) -> LinearVm:
 
 
 def keep_options(pool: DirPool, name: str, **kw: Any) -> MigrateOptions:
-    return MigrateOptions(name=name, pool=pool.name, domain_type="qemu", snapshots="keep", **kw)
+    return MigrateOptions(
+        name=name, pool=pool.name, domain_type="qemu", snapshots="keep", guest_conversion=False, **kw
+    )
 
 
 def remove_with_snapshots(conn: Any, name: str) -> None:
@@ -237,7 +239,12 @@ async def test_default_migrates_the_current_state_and_notes_the_snapshots(
 def test_inspect_notes_the_snapshots(linear_vm: LinearVm) -> None:
     notes = [str(n) for n in inspect_source(str(linear_vm.vmx), MigrateOptions(), None).notes]
     assert any("2 VMware snapshots" in n and "flattened" in n for n in notes)
-    kept = [str(n) for n in inspect_source(str(linear_vm.vmx), MigrateOptions(snapshots="keep"), None).notes]
+    kept = [
+        str(n)
+        for n in inspect_source(
+            str(linear_vm.vmx), MigrateOptions(snapshots="keep", guest_conversion=False), None
+        ).notes
+    ]
     assert any("2 VMware snapshots" in n and "kept as libvirt disk-only snapshots" in n for n in kept)
 
 
@@ -602,6 +609,7 @@ async def test_a_layer_volume_already_in_the_pool_is_refused(
         (MigrateOptions(snapshots="keep", format="raw"), "needs --format qcow2"),
         (MigrateOptions(snapshots="keep", output_dir="/tmp/x"), "needs a libvirt storage pool"),
         (MigrateOptions(snapshots="all"), "must be one of flatten, keep"),
+        (MigrateOptions(snapshots="keep"), "does not convert the guest yet"),
     ],
 )
 def test_option_conflicts(options: MigrateOptions, words: str) -> None:
@@ -613,9 +621,9 @@ def test_option_conflicts(options: MigrateOptions, words: str) -> None:
 
 
 def test_option_over_dbus_and_back() -> None:
-    opts = MigrateOptions.from_mapping({"snapshots": "keep"})
+    opts = MigrateOptions.from_mapping({"snapshots": "keep", "guest-conversion": False})
     assert opts.snapshots == "keep"
-    assert opts.to_mapping() == {"snapshots": "keep"}
+    assert opts.to_mapping() == {"snapshots": "keep", "guest-conversion": False}
     assert MigrateOptions().to_mapping() == {}
     with pytest.raises(Vm2kvmError) as info:
         MigrateOptions.from_mapping({"snapshots": True})
@@ -759,7 +767,7 @@ async def test_before_copy_hooks_change_the_current_state_only(
 def test_keep_refuses_an_ova(tmp_path: Path, dir_pool: DirPool, domain_name: str) -> None:
     ova = tmp_path / "appliance.ova"
     ova.write_bytes(b"not read: the option is refused first")
-    options = MigrateOptions(name=domain_name, pool=dir_pool.name, snapshots="keep")
+    options = MigrateOptions(name=domain_name, pool=dir_pool.name, snapshots="keep", guest_conversion=False)
     with pytest.raises(Vm2kvmError) as err:
         preflight(str(ova), options)
     assert err.value.code is ErrorCode.INVALID_OPTION

@@ -31,6 +31,10 @@ class ErrorCode(StrEnum):
     COPY_FAILED = "CopyFailed"  # qemu-img failed
     VERIFY_FAILED = "VerifyFailed"  # --verify: the copy differs from what it should hold
     MANIFEST_MISMATCH = "ManifestMismatch"  # an OVF package's .mf digest differs, or lists a missing file
+    NO_GUEST_OS = "NoGuestOS"  # no operating system found on the disks (data disks only)
+    UNSUPPORTED_GUEST = "UnsupportedGuest"  # an OS the guest conversion cannot convert
+    CONVERSION_FAILED = "ConversionFailed"  # a step inside the guest failed (its tool's words)
+    NO_REPORT = "NoReport"  # a job's report was asked for before it completed, or it failed
     NO_SUCH_JOB = "NoSuchJob"
     CANCELLED = "Cancelled"
     INTERNAL = "Internal"  # a bug; details only in the daemon log

@@ -347,7 +347,9 @@ async def test_a_failed_copy_to_a_logical_volume_removes_it(
 
 
 def test_snapshots_keep_refuses_a_logical_pool(vm: Path, logical_pool: LogicalPool, domain_name: str) -> None:
-    options = MigrateOptions(name=domain_name, pool=logical_pool.name, snapshots="keep")
+    options = MigrateOptions(
+        name=domain_name, pool=logical_pool.name, snapshots="keep", guest_conversion=False
+    )
     with pytest.raises(Vm2kvmError) as exc:
         preflight(str(vm), options)
     assert exc.value.code is ErrorCode.INVALID_OPTION

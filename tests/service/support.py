@@ -45,6 +45,7 @@ class Result:
     outputs: tuple[str, ...]
     domain_xml: str
     notes: tuple[Note, ...]
+    report: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -63,6 +64,7 @@ class ScriptedRunner:
     hold: asyncio.Event | None = None
     domain: str | None = "vm"
     notes: tuple[Note, ...] = (Note("sound card es1371 mapped to ich9", "sound.virtualDev"),)
+    report: dict[str, Any] = field(default_factory=dict)  # MigrationResult.report
     calls: list[tuple[str, MigrateOptions]] = field(default_factory=list)
     cleaned_up: bool = False
     copying: asyncio.Event = field(default_factory=asyncio.Event)  # set when copying starts
@@ -87,6 +89,7 @@ class ScriptedRunner:
             outputs=tuple(d.target for d in self.disks),
             domain_xml="<domain type='kvm'/>",
             notes=self.notes,
+            report=self.report,
         )
 
     async def _copy(self, events: JobEvents) -> None:

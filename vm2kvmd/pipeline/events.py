@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-# "verify" only with MigrateOptions.verify; "cleanup" only when rolling back.
-PHASES = ("inspect", "prepare", "copy", "verify", "define", "cleanup")
+# "convert" only when the guest is converted; "verify" only with MigrateOptions.verify;
+# "cleanup" only when rolling back.
+PHASES = ("inspect", "prepare", "convert", "copy", "verify", "define", "cleanup")
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,19 @@ class InspectResult:
     plan: DomainPlan
     domain_xml: str
     notes: tuple[Note, ...]  # the plan's notes (source + mapping) and the host checks'
+    plan_options: PlanOptions | None = None  # what the plan was made with (``with_caps`` reuses it)
+    host_notes: tuple[Note, ...] = ()  # the notes not from the plan (kept by ``with_caps``)
+
+    def replan(self, caps: GuestCaps) -> DomainPlan:
+        """The plan for the same VM and host with other guest caps (pure)."""
+        assert self.plan_options is not None
+        return plan_domain(self.vm, self.plan_options, caps)
+
+    def with_caps(self, caps: GuestCaps) -> InspectResult:
+        """This result re-planned for what the converted guest can drive (pure)."""
+        plan = self.replan(caps)
+        xml = render_domain_xml(plan)
+        return replace(self, plan=plan, domain_xml=xml, notes=plan.notes + self.host_notes)
 
     def to_json(self) -> dict[str, Any]:
         """Everything found and decided, as JSON-ready data (the bus returns it as a string)."""
@@ -250,10 +263,15 @@ def inspect_with_host(
     caps = GuestCaps.unconverted()
     plan = plan_domain(vm, plan_options, caps)
     if host is not None and vm.uuid_bios and _ask(host.uuid_in_use, plan.uuid, notes, strict=strict):
-        plan = plan_domain(vm, replace(plan_options, uuid_taken=True), caps)
+        plan_options = replace(plan_options, uuid_taken=True)
+        plan = plan_domain(vm, plan_options, caps)
     if host is not None and not strict:
         _host_notes(host, plan, notes)
-    return InspectResult(vm, plan, render_domain_xml(plan), plan.notes + tuple(notes))
+    # A re-plan (``with_caps``) must keep a UUID that was made up here.
+    plan_options = replace(plan_options, new_uuid=plan.uuid)
+    return InspectResult(
+        vm, plan, render_domain_xml(plan), plan.notes + tuple(notes), plan_options, tuple(notes)
+    )
 
 
 def _ask(check: Callable[[str], bool], arg: str, notes: list[Note], *, strict: bool) -> bool:

@@ -25,7 +25,8 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from vm2kvmd.adapters import qemu_img
 from vm2kvmd.adapters.libvirt_host import LibvirtHost
@@ -33,8 +34,10 @@ from vm2kvmd.aio import in_thread, settle
 from vm2kvmd.core.model import DiskChain, Note
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.plan import DomainPlan, PlannedDisk
+from vm2kvmd.core.report import build_report
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline import targets
+from vm2kvmd.pipeline.conversion import GuestConverter, unconverted
 from vm2kvmd.pipeline.copy import DiskCopy, copy_disks
 from vm2kvmd.pipeline.events import PHASES, DiskProgress, JobEvents
 from vm2kvmd.pipeline.inspection import InspectResult, inspect_with_host
@@ -73,6 +76,7 @@ class MigrationResult:
     outputs: tuple[str, ...]  # disk images written (and the XML file with output_dir)
     domain_xml: str
     notes: tuple[Note, ...]
+    report: dict[str, Any] = field(default_factory=dict)  # core.report.build_report: source vs target
 
 
 async def run_migration(
@@ -81,10 +85,13 @@ async def run_migration(
     events: JobEvents,
     *,
     before_copy: Sequence[BeforeCopy] = (),
+    converter: GuestConverter | None = None,
 ) -> MigrationResult:
     """Migrate the VM at ``source`` (a .vmx) as ``options`` say; see the module docstring.
 
     ``before_copy``: hooks run on the overlays before the copy (``pipeline.overlay``).
+    ``converter``: converts the guest on the overlays (``pipeline.conversion``) when
+    ``options.guest_conversion``; without one the guest is copied as it is.
     """
     options.validate()
     if options.snapshots == "keep":
@@ -94,7 +101,7 @@ async def run_migration(
         return await run_keep_migration(source, options, events, before_copy=before_copy)
     host = None if options.output_dir else LibvirtHost(options.connect)
     rollback = Rollback()
-    migration = _Migration(source, options, events, host, rollback, tuple(before_copy))
+    migration = _Migration(source, options, events, host, rollback, tuple(before_copy), converter)
     try:
         return await migration.run()
     except BaseException:
@@ -119,7 +126,9 @@ class _Migration:
         host: LibvirtHost | None,
         rollback: Rollback,
         before_copy: tuple[BeforeCopy, ...],
+        converter: GuestConverter | None = None,
     ) -> None:
+        self.converter = converter
         self.source = source
         self.options = options
         self.events = events
@@ -166,9 +175,20 @@ class _Migration:
         overlays = await self._overlays(disks)
         sizes = await self._sizes(disks, overlays)
         free = await in_thread(target.check_space, disks, sizes)  # before hours of guest conversion
+        conversion = unconverted()
+        if self.options.guest_conversion and self.converter is not None:
+            self.events.phase("convert")
+            conversion = await self.converter(
+                overlays, inspected.vm, inspected.replan, self.options, self.events
+            )
+            # The converted guest drives other devices (virtio): the same disks, other buses and names.
+            inspected = inspected.with_caps(conversion.caps)
+            plan = inspected.plan
+            disks = list(plan.disks)
         if self.before_copy:
             for hook in self.before_copy:
                 await hook(overlays)
+        if self.before_copy or conversion.guest is not None:
             sizes = await self._sizes(disks, overlays)
             free = await in_thread(target.check_space, disks, sizes)
         await in_thread(target.prepare, self.rollback)
@@ -177,7 +197,7 @@ class _Migration:
         self.events.phase("copy")
         await self._copy(target, disks, overlays, sizes, paths, free)
 
-        notes = inspected.notes
+        notes = inspected.notes + conversion.notes
         if self.options.verify:
             self.events.phase("verify")
             for disk, overlay, path in zip(disks, overlays, paths, strict=True):
@@ -196,7 +216,8 @@ class _Migration:
             await in_thread(self._write_xml, xml_path, inspected.domain_xml)
             outputs = (*paths, xml_path)
             self.events.log(f"wrote {xml_path}")
-        return MigrationResult(name, plan.uuid, outputs, inspected.domain_xml, notes)
+        report = build_report(inspected.vm, plan, conversion, notes)
+        return MigrationResult(name, plan.uuid, outputs, inspected.domain_xml, notes, report)
 
     @property
     def _pool(self) -> str:

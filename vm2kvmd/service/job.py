@@ -11,6 +11,7 @@ changes go out at once, and everything pending is flushed before
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -196,7 +197,10 @@ class _Events:
 class Job(BusInterface):
     """A migration of ``source`` with ``options``, run by ``runner`` in a task it owns."""
 
-    ARG_NAMES: ClassVar[dict[str, tuple[str, ...]]] = {"Completed": ("success", "message")}
+    ARG_NAMES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "Completed": ("success", "message"),
+        "GetReport": ("report",),
+    }
 
     def __init__(self, number: int, source: str, options: MigrateOptions, runner: Runner) -> None:
         super().__init__(JOB_IFACE)
@@ -207,12 +211,14 @@ class Job(BusInterface):
         self._runner = runner
         self._state = JobState.QUEUED
         self._phase = ""
+        self._work_phase = ""  # the last phase before "cleanup": where a failed job stopped
         self._disks: list[_Disk] = []
         self._start_time = 0
         self._error = ("", "")
         self._domain = ""
         self._outputs: list[str] = []
         self._notes: list[str] = []
+        self._report: dict[str, Any] = {}
         self._rate = RateMeter()
         self._batcher = PropertyBatcher(self._emit_changed)
         self._task: asyncio.Task[None] | None = None
@@ -270,6 +276,7 @@ class Job(BusInterface):
         self._domain = result.domain_name or ""
         self._outputs = list(result.outputs)
         self._notes = [str(note) for note in result.notes]
+        self._report = dict(result.report)
         for disk in self._disks:
             disk.done = disk.total
         self._finish(JobState.COMPLETED, ("", ""))
@@ -300,6 +307,8 @@ class Job(BusInterface):
         if self._state.finished or name == self._phase:
             return
         self._phase = name
+        if name != "cleanup":
+            self._work_phase = name
         self._log(logging.INFO, "phase %s", name)
         self._batcher.changed("Phase", now=True)
 
@@ -330,6 +339,28 @@ class Job(BusInterface):
         if message_id is not None:
             extra["MESSAGE_ID"] = message_id
         log.log(level, "job %d: " + fmt, self.number, *args, extra=extra)
+
+    # --- the report ----------------------------------------------------------------
+
+    def report_json(self) -> str:
+        """The migration report as JSON text; ``NoReport`` says why there is none yet or at all."""
+        number, state = self.number, self._state
+        hint: str | None
+        if state is JobState.COMPLETED and self._report:
+            return json.dumps(self._report)
+        if state is JobState.COMPLETED:
+            message = f"job {number} completed without a report"
+            hint = "this kind of migration (e.g. snapshots kept) does not make one"
+        elif not state.finished:
+            where = f", phase {self._phase}" if self._phase else ""
+            message = f"job {number} has not finished ({state.value}{where})"
+            hint = "the report is made when the migration has completed"
+        else:
+            verb = "failed" if state is JobState.FAILED else "was cancelled"
+            where = f" in phase {self._work_phase}" if self._work_phase else " before it started"
+            message = f"job {number} {verb}{where}; a report is made only for a completed migration"
+            hint = "its Error property says why" if state is JobState.FAILED else None
+        raise Vm2kvmError(ErrorCode.NO_REPORT, message, hint=hint)
 
     # --- property values ---------------------------------------------------------
 
@@ -390,6 +421,10 @@ class Job(BusInterface):
     @dbus_method()
     def Cancel(self) -> DBusNoValue:
         self.cancel()
+
+    @dbus_method()
+    def GetReport(self) -> DBusStr:
+        return self.report_json()
 
     @dbus_signal()
     def Completed(self, success: bool, message: str) -> DBusCompleted:

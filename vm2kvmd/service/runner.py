@@ -9,7 +9,7 @@ Tests inject small real runners of their own.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from vm2kvmd.core.model import Note
@@ -47,6 +47,8 @@ class MigrationOutcome(Protocol):
     def outputs(self) -> Sequence[str]: ...
     @property
     def notes(self) -> Sequence[Note]: ...
+    @property
+    def report(self) -> Mapping[str, Any]: ...  # core.report.build_report; {} when none was made
 
 
 class InspectOutcome(Protocol):
@@ -66,8 +68,9 @@ Preflight = Callable[[str, MigrateOptions], object]  # blocking; raises what the
 
 async def pipeline_runner(source: str, options: MigrateOptions, events: JobEvents) -> MigrationOutcome:
     from vm2kvmd import pipeline
+    from vm2kvmd.pipeline.conversion import LibguestfsConverter
 
-    return await pipeline.run_migration(source, options, events)
+    return await pipeline.run_migration(source, options, events, converter=LibguestfsConverter())
 
 
 def pipeline_inspector(source: str, options: MigrateOptions) -> InspectOutcome:

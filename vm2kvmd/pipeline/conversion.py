@@ -1,0 +1,184 @@
+"""The guest conversion step of a migration: one appliance over the overlays.
+
+Runs between creating the overlays and measuring them for the copy, so
+everything it writes (converted files, a rebuilt initramfs, blocks freed by
+``fstrim``) lands in the overlays and is what gets copied; the VMware files
+stay as they were (the overlays' backing is opened read-only).
+
+The appliance calls block, so the work runs in one worker thread; log lines
+come back to the event loop with ``call_soon_threadsafe``.  A cancelled job
+kills the appliance's QEMU (the blocked call then fails), waits for the
+thread to end and re-raises the cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from vm2kvmd.adapters.appliance import Appliance
+from vm2kvmd.aio import settle
+from vm2kvmd.convert.context import ConversionOptions, GuestContext
+from vm2kvmd.convert.guestfs_api import GuestFS
+from vm2kvmd.core.guest import Conversion
+from vm2kvmd.core.guestcaps import GuestCaps
+from vm2kvmd.core.linux_caps import caps_for_linux
+from vm2kvmd.core.model import Note, SourceVM
+from vm2kvmd.core.options import MigrateOptions
+from vm2kvmd.core.plan import DomainPlan
+from vm2kvmd.errors import ErrorCode, Vm2kvmError
+from vm2kvmd.pipeline.events import JobEvents
+from vm2kvmd.pipeline.overlay import Overlay
+
+NOT_CONVERTED = Note(
+    "guest not converted (--no-guest-conversion): the VM keeps devices every OS drives "
+    "(SATA disks, e1000 NICs); its VMware Tools, device names and NIC names are unchanged"
+)
+
+
+def unconverted() -> Conversion:
+    return Conversion(caps=GuestCaps.unconverted(), guest=None, notes=(NOT_CONVERTED,))
+
+
+class GuestConverter(Protocol):
+    """Converts the guest on the job's overlays; returns what the domain may use and what changed."""
+
+    async def __call__(
+        self,
+        overlays: Sequence[Overlay],
+        vm: SourceVM,
+        replan: Callable[[GuestCaps], DomainPlan],
+        options: MigrateOptions,
+        events: JobEvents,
+    ) -> Conversion: ...
+
+
+@dataclass(frozen=True)
+class LibguestfsConverter:
+    """Converts the guest on the overlays (``pipeline.migrate`` calls it once per job).
+
+    ``skip``: conversion steps left out (``convert.linux.STEPS`` names).  Only
+    the tests that prove each fix is needed use it; the daemon never does.
+    """
+
+    skip: frozenset[str] = frozenset()
+
+    async def __call__(
+        self,
+        overlays: Sequence[Overlay],
+        vm: SourceVM,
+        replan: Callable[[GuestCaps], DomainPlan],
+        options: MigrateOptions,
+        events: JobEvents,
+    ) -> Conversion:
+        loop = asyncio.get_running_loop()
+
+        def log(message: str) -> None:
+            loop.call_soon_threadsafe(events.log, message)
+
+        appliance = Appliance([o.path for o in overlays])
+        work = asyncio.ensure_future(
+            asyncio.to_thread(_convert, appliance, vm, replan, _conversion_options(options), log, self.skip)
+        )
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            appliance.kill()
+            # The thread ends as soon as the appliance call it is blocked in fails.
+            await settle(_quietly(work))
+            raise
+
+
+async def _quietly(work: asyncio.Future[Conversion]) -> None:
+    # The killed appliance's error: the cancellation is what the job reports.
+    with contextlib.suppress(Exception):
+        await work
+
+
+def _conversion_options(options: MigrateOptions) -> ConversionOptions:
+    return ConversionOptions(root=options.root, install_guest_agent=options.install_guest_agent)
+
+
+def _convert(
+    appliance: Appliance,
+    vm: SourceVM,
+    replan: Callable[[GuestCaps], DomainPlan],
+    options: ConversionOptions,
+    log: Callable[[str], None],
+    skip: frozenset[str],
+) -> Conversion:
+    """Blocking, in the worker thread: launch, inspect, convert, trim, shut down."""
+    # Imported here: the step modules are only needed by jobs that convert.
+    from vm2kvmd.convert.inspect import choose_root, inspect_guest, mount_guest, refuse_unconvertible
+    from vm2kvmd.convert.linux import convert_linux
+    from vm2kvmd.core.linux_devices import device_map
+
+    timings: list[tuple[str, float]] = []
+    started = time.monotonic()
+    log("starting the libguestfs appliance")
+    try:
+        g = appliance.launch()
+        timings.append(("launch", time.monotonic() - started))
+        try:
+            step = time.monotonic()
+            roots = g.inspect_os()
+            root, notes = choose_root(roots, options.root)
+            notes += mount_guest(g, root)
+            guest = inspect_guest(g, root)
+            refuse_unconvertible(guest)
+            version = f"{guest.distro} {guest.major}.{guest.minor} {guest.arch}"
+            log(f"guest: {guest.product_name} ({version}), root {root}")
+            timings.append(("inspect", time.monotonic() - step))
+            caps, cap_notes = caps_for_linux(guest)
+            ctx = GuestContext(
+                g=g,
+                guest=guest,
+                vm=vm,
+                caps=caps,
+                replan=replan,
+                device_map=device_map,
+                options=options,
+                log=log,
+                notes=[*notes, *cap_notes],
+            )
+            timings += convert_linux(ctx, skip=skip)
+            step = time.monotonic()
+            _trim(g, guest.mountpoints, ctx)
+            g.umount_all()
+            g.sync()
+            timings.append(("trim", time.monotonic() - step))
+        except RuntimeError as err:
+            if appliance.killed:
+                raise Vm2kvmError(ErrorCode.CANCELLED, "the job was cancelled") from err
+            raise Vm2kvmError(
+                ErrorCode.CONVERSION_FAILED,
+                f"guest conversion failed: {str(err).strip()}",
+                hint="see the job log; migrate with --no-guest-conversion to copy the VM unchanged",
+            ) from err
+    finally:
+        step = time.monotonic()
+        appliance.close()
+        timings.append(("shutdown", time.monotonic() - step))
+    log(f"guest converted in {time.monotonic() - started:.1f} s")
+    return Conversion(
+        caps=ctx.caps,
+        guest=guest,
+        changes=tuple(ctx.changes),
+        notes=tuple(ctx.notes),
+        timings=tuple(timings),
+    )
+
+
+def _trim(g: GuestFS, mountpoints: Sequence[tuple[str, str]], ctx: GuestContext) -> None:
+    """Discard free blocks so they read as zeros in the overlays and are not copied."""
+    for mountpoint, _device in mountpoints:
+        try:
+            g.fstrim(mountpoint)
+        except RuntimeError as err:
+            # A file system without discard support (ext2 without it, vfat, ...) is copied whole.
+            ctx.log(f"fstrim {mountpoint}: {str(err).strip()}; its free space is copied")
+    ctx.change("trim", f"trimmed free space on {', '.join(m for m, _ in mountpoints)} before the copy")
