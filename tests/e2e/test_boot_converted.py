@@ -78,6 +78,9 @@ def test_converted_guest_boots_on_virtio_with_its_network(
     assert result.root_source == "/dev/vda1", why
     assert "rw" in result.root_options.split(","), why
     assert result.root_driver == "virtio_blk", why
+    # fstab names the root by something that exists on the virtio disk (it said /dev/sda1).
+    assert result.fstab_root[0].startswith("UUID="), why
+    assert result.fstab_root[1] == "/dev/vda1", why
     # The NIC kept its MAC and its VMware-era name, so ifupdown configured it by DHCP.
     assert debian12_guest.nic_name in result.interfaces, why
     mac, addresses = result.interfaces[debian12_guest.nic_name]

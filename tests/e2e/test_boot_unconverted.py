@@ -50,6 +50,7 @@ def test_unconverted_guest_boots_but_loses_its_network(
     why = f"\nconsole:\n{result.tail()}"
     assert result.multi_user, why
     assert (result.root_source, result.root_fstype) == ("/dev/sda1", "ext4"), why
+    assert result.fstab_root == ("/dev/sda1", "/dev/sda1"), why
     assert "rw" in result.root_options.split(","), why
     assert result.root_driver != "virtio_blk" and "ahci" in result.root_drivers, why
     # One NIC, the VMware MAC kept, renamed by udev and left unconfigured by ifupdown.

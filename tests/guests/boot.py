@@ -58,6 +58,7 @@ class ProbeResult:
     failed_units: tuple[str, ...]
     console: str
     seconds: float  # from start to the probe's last line
+    fstab_root: tuple[str, str] = ("", "")  # the / entry of /etc/fstab and the device it names ("missing")
 
     @property
     def tools_installed(self) -> bool:
@@ -195,6 +196,7 @@ def parse_probe(console: str, seconds: float = 0.0) -> ProbeResult:
         raise ValueError(f"incomplete probe report, missing {missing}:\n{console_tail(console)}")
     root_source, root_fstype, root_options = ([*values["root"].split(), "", "", ""])[:3]
     root_drivers = tuple(d for d in values["root-drivers"].split() if d != "none")
+    fstab_spec, fstab_device = ([*values.get("fstab-root", "").split(), "", ""])[:2]
     return ProbeResult(
         state=values["state"],
         multi_user=values["multi-user"] == "active",
@@ -212,4 +214,5 @@ def parse_probe(console: str, seconds: float = 0.0) -> ProbeResult:
         failed_units=tuple(failed),
         console=console,
         seconds=seconds,
+        fstab_root=(fstab_spec, fstab_device),
     )

@@ -38,6 +38,7 @@ def failed_checks(result: ProbeResult, guest: DebianGuest) -> list[str]:
         "multi-user reached": result.multi_user,
         "root mounted read-write": "rw" in result.root_options.split(","),
         "root on virtio_blk": result.root_driver == "virtio_blk",
+        "fstab's root exists": result.fstab_root[1] not in ("", "missing"),
         f"{guest.nic_name} has an IPv4 address": bool(result.interfaces.get(guest.nic_name, ("", []))[1]),
         "VMware Tools gone": not result.tools_installed and not result.vmtoolsd_present,
     }
