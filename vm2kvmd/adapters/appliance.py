@@ -25,8 +25,8 @@ MEMSIZE_MIB = 1024
 # One vCPU.  The conversion's cost is the guest's own tools (update-initramfs, update-grub, dpkg):
 # thousands of short processes, run one after another.  Under TCG each exec costs 74 ms with one
 # vCPU and 139 ms with two (every address-space switch flushes the other vCPU's soft TLB too),
-# and mkinitramfs of a Debian 12 kernel takes 85 s against 95-117 s (docs/guest-conversion.md).
-# With KVM the difference is small either way.
+# and mkinitramfs of a Debian 12 kernel took 85 s against 95-117 s; end to end the benchmark guest's
+# conversion took the same 176 s either way (bench/README.md), the rest being one-process steps.
 SMP = 1
 
 
