@@ -175,10 +175,13 @@ def _convert(
 
 def _trim(g: GuestFS, mountpoints: Sequence[tuple[str, str]], ctx: GuestContext) -> None:
     """Discard free blocks so they read as zeros in the overlays and are not copied."""
+    trimmed = []
     for mountpoint, _device in mountpoints:
         try:
             g.fstrim(mountpoint)
+            trimmed.append(mountpoint)
         except RuntimeError as err:
             # A file system without discard support (ext2 without it, vfat, ...) is copied whole.
             ctx.log(f"fstrim {mountpoint}: {str(err).strip()}; its free space is copied")
-    ctx.change("trim", f"trimmed free space on {', '.join(m for m, _ in mountpoints)} before the copy")
+    if trimmed:
+        ctx.change("trim", f"trimmed free space on {', '.join(trimmed)} before the copy")
