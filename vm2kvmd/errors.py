@@ -36,6 +36,10 @@ class ErrorCode(StrEnum):
     CONVERSION_FAILED = "ConversionFailed"  # a step inside the guest failed (its tool's words)
     NO_REPORT = "NoReport"  # a job's report was asked for before it completed, or it failed
     NO_SUCH_JOB = "NoSuchJob"
+    INVALID_STATE = "InvalidState"  # the job is not in a state that allows this (retry a running job)
+    INTERRUPTED = "Interrupted"  # the daemon stopped (crash, power loss) while the job ran
+    NOT_AUTHORIZED = "NotAuthorized"  # polkit (or its absence) denies the caller this action
+    PERMISSION_DENIED = "PermissionDenied"  # the caller could not read a file it asks us to read
     CANCELLED = "Cancelled"
     INTERNAL = "Internal"  # a bug; details only in the daemon log
 

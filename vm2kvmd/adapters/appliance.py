@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -37,6 +38,7 @@ class Appliance:
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._killed = False
+        self._launching = False
         self._handle: Any = None
 
     def launch(self) -> GuestFS:
@@ -58,11 +60,16 @@ class Appliance:
                 # cachemode=unsafe: the overlays are scratch files removed with the job; a crash
                 # loses nothing that is not thrown away anyway, and flushes cost TCG time.
                 g.add_drive_opts(path, format=self._format, readonly=False, cachemode="unsafe")
-            if self._killed:
-                raise _failed("the job was cancelled")
+            with self._lock:
+                if self._killed:
+                    raise _failed("the job was cancelled")
+                self._launching = True
             g.launch()
         except RuntimeError as err:
             raise _failed(f"the libguestfs appliance did not start: {_first_line(err)}") from err
+        finally:
+            with self._lock:
+                self._launching = False
         with self._lock:
             self._pid = int(g.get_pid())
             if self._killed:
@@ -83,6 +90,21 @@ class Appliance:
         if self._pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._pid, signal.SIGKILL)
+        elif self._launching:
+            # launch() takes 20 s under TCG and tells the PID only when it returns: find the
+            # QEMU it started meanwhile (a thread: /proc is read off the event loop).
+            threading.Thread(target=self._kill_launching, name="appliance kill", daemon=True).start()
+
+    def _kill_launching(self) -> None:
+        """Until launch() returns: SIGKILL every child QEMU of ours that has one of our drives."""
+        while True:
+            with self._lock:
+                if not self._launching:
+                    return
+            for pid in _children_using(self._drives):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.2)
 
     def close(self) -> None:
         """Shut the appliance down (flushing the overlays) and free the handle; never raises."""
@@ -96,6 +118,26 @@ class Appliance:
             pass
         finally:
             g.close()
+
+
+def _children_using(drives: Sequence[str]) -> list[int]:
+    """PIDs of our child processes whose command line names one of ``drives`` (the appliance's QEMU)."""
+    me, found = os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+            if ppid != me:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        if any(drive in cmdline for drive in drives):
+            found.append(int(entry))
+    return found
 
 
 def _first_line(err: BaseException) -> str:

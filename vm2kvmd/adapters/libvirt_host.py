@@ -264,11 +264,27 @@ class LibvirtHost:
             ) from err
         return str(dom.name())
 
-    def undefine_domain(self, name: str) -> None:
-        """Undefine ``name`` (with its NVRAM file, if libvirt made one)."""
+    def domain_uuid(self, name: str) -> str | None:
+        """The UUID of domain ``name``; None when there is no such domain."""
+        try:
+            return str(self.connection().lookupByName(name).UUIDString())
+        except libvirt.libvirtError as err:
+            if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise Vm2kvmError(ErrorCode.LIBVIRT_ERROR, _message(err)) from err
+
+    def undefine_domain(self, name: str, *, snapshots: bool = False) -> None:
+        """Undefine ``name`` (with its NVRAM file, if libvirt made one).
+
+        ``snapshots``: its snapshot metadata too (never their files); without
+        it libvirt refuses a domain that has snapshots.
+        """
+        flags = libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+        if snapshots:
+            flags |= libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
         with _converted(f"cannot undefine domain {name!r}"):
             dom = self.connection().lookupByName(name)
-            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+            dom.undefineFlags(flags)
 
 
 def _volume_exists(pool: str, name: str) -> Vm2kvmError:

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import re
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,10 @@ from vm2kvmd.core.qemu_source import image_opts, node_file, target_node
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 QEMU_IMG = "qemu-img"
+# qemu-img dies with vm2kvmd: a daemon killed mid-copy (SIGKILL, OOM) must not leave a
+# qemu-img writing into a volume that recovery removes at the next start.  setpriv (util-linux)
+# sets the parent-death signal and execs qemu-img: same PID, no preexec_fn in a threaded process.
+_WATCHED = ("setpriv", "--pdeathsig", "KILL", "--") if shutil.which("setpriv") else ()
 
 # ``-p`` prints "    (12.34/100%)\r" to stdout, also when stdout is a pipe.
 _PROGRESS_RE = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
@@ -186,6 +191,7 @@ async def _run_with_progress(
     callback, raises.
     """
     proc = await asyncio.create_subprocess_exec(
+        *_WATCHED,
         QEMU_IMG,
         *args,
         stdin=asyncio.subprocess.DEVNULL,
@@ -267,6 +273,7 @@ async def data_bytes(source: Mapping[str, Any], *, label: str | None = None) -> 
 
 async def _run(args: list[str], label: str) -> bytes:
     proc = await asyncio.create_subprocess_exec(
+        *_WATCHED,
         QEMU_IMG,
         *args,
         stdin=asyncio.subprocess.DEVNULL,

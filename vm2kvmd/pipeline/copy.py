@@ -8,7 +8,9 @@ benchmark (``bench/copy_bench.py``), so it stays.
 
 Disks of one VM are copied in parallel, at most ``limit`` at a time (the
 daemon's ``disk_parallelism``, default 2): enough to overlap one disk's reads with another's writes without
-making every disk crawl.  When one copy fails, the others are cancelled
+making every disk crawl.  ``copy_slots``, shared by every job of the daemon
+(``host_disk_parallelism``), bounds the copies of all jobs together: a copy
+holds one of its slots as well while it runs.  When one copy fails, the others are cancelled
 (their qemu-img killed and reaped) before the error propagates; a
 cancelled job does the same.  The caller rolls back.
 
@@ -71,8 +73,9 @@ async def copy_disks(
     no_space: NoSpace,
     *,
     limit: int = DEFAULT_DISK_PARALLELISM,
+    copy_slots: asyncio.Semaphore | None = None,
 ) -> None:
-    """Copy ``disks``, ``limit`` at a time.
+    """Copy ``disks``, ``limit`` at a time (and each holding one of ``copy_slots``, if given).
 
     The first failure cancels the rest and is raised.  ``no_space(disk)``
     makes the error of a copy that ran out of space.
@@ -81,7 +84,9 @@ async def copy_disks(
     failures: list[BaseException] = []
 
     async def one(disk: DiskCopy) -> None:
-        async with slots:
+        # The job's slot first, then the host's: a copy never holds a host slot while it
+        # waits for its own job, so one job cannot starve the others of host slots.
+        async with slots, host_slot(copy_slots):
             try:
                 await _copy(disk, events, no_space)
             except asyncio.CancelledError:
@@ -101,6 +106,11 @@ async def copy_disks(
         await settle(asyncio.gather(*tasks, return_exceptions=True))
     if failures:
         raise failures[0]
+
+
+def host_slot(copy_slots: asyncio.Semaphore | None) -> contextlib.AbstractAsyncContextManager[object]:
+    """One of the daemon's copy slots, held while a copy runs; nothing when there are none."""
+    return copy_slots if copy_slots is not None else contextlib.nullcontext()
 
 
 async def _copy(disk: DiskCopy, events: JobEvents, no_space: NoSpace) -> None:

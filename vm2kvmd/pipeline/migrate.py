@@ -18,12 +18,18 @@ volume, file and domain this run created is removed again (``Rollback``);
 nothing that existed before is touched.  The work area (overlays, descriptor
 views) goes in every case.  ``CancelledError`` stays a ``CancelledError``.
 Source files are only ever opened read-only (every QEMU node says so).
+
+With a ``ResidueRecorder`` (the job store's) everything the run creates is
+also written down before it is created, so a daemon killed mid-job removes
+it at its next start (``service.recovery``); the records are cleared when
+the run ends, whichever way.  ``testhold.hold`` after each phase is the
+tests' ``VM2KVMD_TEST_HOLD`` hook.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +41,7 @@ from vm2kvmd.core.model import DiskChain, Note
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.plan import DomainPlan, PlannedDisk
 from vm2kvmd.core.report import build_report
+from vm2kvmd.core.residue import Residue, ResidueRecorder
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline import targets
 from vm2kvmd.pipeline.conversion import GuestConverter, unconverted
@@ -45,6 +52,7 @@ from vm2kvmd.pipeline.overlay import BeforeCopy, Overlay, WorkArea, create_overl
 from vm2kvmd.pipeline.rollback import Rollback
 from vm2kvmd.pipeline.sources import QemuSource, SourceViews, open_source
 from vm2kvmd.pipeline.targets import DirTarget, DiskSizes, PoolTarget, Target
+from vm2kvmd.pipeline.testhold import hold
 from vm2kvmd.pipeline.verify import verify_disk
 from vm2kvmd.sources import extracted_at_migration, verify_source
 from vm2kvmd.sources.extract import extract_package
@@ -86,22 +94,31 @@ async def run_migration(
     *,
     before_copy: Sequence[BeforeCopy] = (),
     converter: GuestConverter | None = None,
+    recorder: ResidueRecorder | None = None,
+    copy_slots: asyncio.Semaphore | None = None,
 ) -> MigrationResult:
     """Migrate the VM at ``source`` (a .vmx) as ``options`` say; see the module docstring.
 
     ``before_copy``: hooks run on the overlays before the copy (``pipeline.overlay``).
     ``converter``: converts the guest on the overlays (``pipeline.conversion``) when
     ``options.guest_conversion``; without one the guest is copied as it is.
+    ``recorder``: where what the run creates is written down (``pipeline.rollback``).
+    ``copy_slots``: shared by every job of the daemon; each disk copy holds one
+    (``pipeline.copy``).
     """
     options.validate()
     if options.snapshots == "keep":
         # One qcow2 per VMDK layer and the snapshots as libvirt metadata: its own job.
         from vm2kvmd.pipeline.snapshots import run_keep_migration
 
-        return await run_keep_migration(source, options, events, before_copy=before_copy)
+        return await run_keep_migration(
+            source, options, events, before_copy=before_copy, recorder=recorder, copy_slots=copy_slots
+        )
     host = None if options.output_dir else LibvirtHost(options.connect)
-    rollback = Rollback()
-    migration = _Migration(source, options, events, host, rollback, tuple(before_copy), converter)
+    rollback = Rollback(recorder)
+    migration = _Migration(
+        source, options, events, host, rollback, tuple(before_copy), converter, copy_slots=copy_slots
+    )
     try:
         return await migration.run()
     except BaseException:
@@ -127,6 +144,8 @@ class _Migration:
         rollback: Rollback,
         before_copy: tuple[BeforeCopy, ...],
         converter: GuestConverter | None = None,
+        *,
+        copy_slots: asyncio.Semaphore | None = None,
     ) -> None:
         self.converter = converter
         self.source = source
@@ -134,15 +153,24 @@ class _Migration:
         self.events = events
         self.host = host
         self.rollback = rollback
+        self.succeeded = False
         self.before_copy = before_copy
         self.area: WorkArea | None = None
         self.views: SourceViews | None = None
+        self.copy_slots = copy_slots
 
     def close(self) -> list[str]:
-        """Remove the work area, whatever happened (blocking); returns log lines for leftovers."""
+        """Remove the work area, whatever happened (blocking); returns log lines for leftovers.
+
+        Last, the run's residue records go: its outputs are the result now, or the
+        rollback (which runs before this) has removed them.
+        """
         if self.views is not None:
             self.views.close()
-        return self.area.remove() if self.area is not None else []
+        lines = self.area.remove() if self.area is not None else []
+        # A successful run's records stay until its job is stored as completed (the store
+        # clears them in that same write); a failed run's rollback has run by now.
+        return lines if self.succeeded else lines + self.rollback.forget_all()
 
     def _target(self) -> Target:
         if self.host is None:
@@ -153,6 +181,7 @@ class _Migration:
 
     async def run(self) -> MigrationResult:
         self.events.phase("inspect")
+        await hold("inspect")
         inspected = await in_thread(inspect_with_host, self.source, self.options, self.host, strict=True)
         _refuse_broken_disks(inspected, extracting=True)
         if await in_thread(extracted_at_migration, self.source, inspected.vm):
@@ -170,6 +199,7 @@ class _Migration:
         disks = list(plan.disks)
 
         self.events.phase("prepare")
+        await hold("prepare")
         target = self._target()
         await in_thread(target.check, plan)
         overlays = await self._overlays(disks)
@@ -178,6 +208,7 @@ class _Migration:
         conversion = unconverted()
         if self.options.guest_conversion and self.converter is not None:
             self.events.phase("convert")
+            await hold("convert")
             conversion = await self.converter(
                 overlays, inspected.vm, inspected.replan, self.options, self.events
             )
@@ -195,15 +226,18 @@ class _Migration:
         paths = [await in_thread(target.create, disk, self.rollback) for disk in disks]
 
         self.events.phase("copy")
+        await hold("copy")
         await self._copy(target, disks, overlays, sizes, paths, free)
 
         notes = inspected.notes + conversion.notes
         if self.options.verify:
             self.events.phase("verify")
+            await hold("verify")
             for disk, overlay, path in zip(disks, overlays, paths, strict=True):
                 notes += (await self._verify(disk, overlay, path),)
 
         self.events.phase("define")
+        await hold("define")
         if self.host is not None:
             await in_thread(self.host.refresh_pool, self._pool)
             name: str | None = await in_thread(self._define, plan, inspected.domain_xml)
@@ -217,6 +251,7 @@ class _Migration:
             outputs = (*paths, xml_path)
             self.events.log(f"wrote {xml_path}")
         report = build_report(inspected.vm, plan, conversion, notes)
+        self.succeeded = True
         return MigrationResult(name, plan.uuid, outputs, inspected.domain_xml, notes, report)
 
     @property
@@ -227,11 +262,9 @@ class _Migration:
 
     async def _extract(self, inspected: InspectResult) -> InspectResult:
         """Decompress a compressed OVA into the work area and read the VM again from there."""
-        self.area = await in_thread(WorkArea.create, self.options.work_dir)
+        self.area = await in_thread(WorkArea.create, self.options.work_dir, self.rollback.recorder)
         dest = os.path.join(self.area.path, "source")
-        await in_thread(os.mkdir, dest, 0o700)
-        # Removed with the work area in any case; on failure the cleanup says so first.
-        self.rollback.add(f"extracted source files in {dest}", lambda: shutil.rmtree(dest))
+        await in_thread(self._make_extract_dir, dest)
         members = [d.file_name for d in inspected.vm.disks if d.extracted_at_migration]
         package = await extract_package(self.source, dest, members, self.events.log)
         vm = await in_thread(load_vm, package)
@@ -241,12 +274,18 @@ class _Migration:
         _refuse_broken_disks(inspected, extracting=False)
         return inspected
 
+    def _make_extract_dir(self, dest: str) -> None:
+        with self.rollback.creating(Residue("tree", path=dest)) as rid:
+            os.mkdir(dest, 0o700)
+        # Removed with the work area in any case; on failure the cleanup says so first.
+        self.rollback.tree(dest, f"extracted source files in {dest}", rid=rid)
+
     # --- prepare ------------------------------------------------------------------
 
     async def _overlays(self, disks: list[PlannedDisk]) -> list[Overlay]:
         """The job's work area, the sources as QEMU opens them, and an overlay over each."""
         if self.area is None:
-            self.area = await in_thread(WorkArea.create, self.options.work_dir)
+            self.area = await in_thread(WorkArea.create, self.options.work_dir, self.rollback.recorder)
         self.views = SourceViews(self.area.path)  # descriptor views live in the work area too
         sources: list[tuple[str, QemuSource]] = []
         for disk in disks:
@@ -295,7 +334,9 @@ class _Migration:
         async def no_space(copy: DiskCopy) -> Vm2kvmError:
             return await in_thread(target.ran_out, disks[copy.index], copy.total, needed, free)
 
-        await copy_disks(copies, self.events, no_space, limit=self.options.disk_parallelism)
+        await copy_disks(
+            copies, self.events, no_space, limit=self.options.disk_parallelism, copy_slots=self.copy_slots
+        )
 
     async def _verify(self, disk: PlannedDisk, overlay: Overlay, target: str) -> Note:
         """Compare the written ``target`` with the overlay it was copied from; a difference fails the job."""
@@ -314,13 +355,16 @@ class _Migration:
         # silently replace that domain's configuration.
         if host.domain_exists(plan.name):
             raise targets.domain_exists(plan.name)
-        name = host.define_domain(xml)
-        self.rollback.domain(host, name)
+        residue = Residue("domain", name=plan.name, uri=host.uri, uuid=plan.uuid)
+        with self.rollback.creating(residue) as rid:
+            name = host.define_domain(xml)
+        self.rollback.domain(host, name, uuid=plan.uuid, rid=rid)
         return name
 
     def _write_xml(self, path: str, xml: str) -> None:
-        fd = targets.create_exclusive(path)
-        self.rollback.file(path)
+        with self.rollback.creating(Residue("file", path=path)) as rid:
+            fd = targets.create_exclusive(path)
+        self.rollback.file(path, rid=rid)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(xml)

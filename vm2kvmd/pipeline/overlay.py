@@ -25,13 +25,18 @@ directory (``backing_file``); about seven layers fit that way.  A deeper
 chain is refused with a hint (consolidate the snapshots, or keep them).
 
 The job's directory (overlays, symlinks, descriptor views) is removed when
-the job ends: after success, failure or cancellation.
+the job ends: after success, failure or cancellation.  With a
+``ResidueRecorder`` it is written down (a "tree" residue) before it is made
+and forgotten once removed, so a daemon killed mid-job removes it at its
+next start (``service.recovery``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -41,6 +46,7 @@ from typing import Any, Protocol
 from vm2kvmd.adapters import qemu_img
 from vm2kvmd.aio import in_thread
 from vm2kvmd.core import qemu_source
+from vm2kvmd.core.residue import Residue, ResidueRecorder
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline.sources import QemuSource
 
@@ -72,15 +78,19 @@ class BeforeCopy(Protocol):
 class WorkArea:
     """A job's private directory under the work directory; ``remove`` takes it all away."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, recorder: ResidueRecorder | None = None, rid: int = 0) -> None:
         self.path = path
+        self._recorder = recorder
+        self._rid = rid  # its "tree" residue, 0 when not recorded
 
     @classmethod
-    def create(cls, work_dir: str) -> WorkArea:
-        """Blocking."""
+    def create(cls, work_dir: str, recorder: ResidueRecorder | None = None) -> WorkArea:
+        """Blocking.  ``recorder``: write the directory down as a residue before making it."""
         try:
             os.makedirs(work_dir, mode=0o700, exist_ok=True)
-            return cls(tempfile.mkdtemp(prefix="job-", dir=work_dir))
+            if recorder is None:
+                return cls(tempfile.mkdtemp(prefix="job-", dir=work_dir))
+            return cls._create_recorded(work_dir, recorder)
         except OSError as err:
             code = ErrorCode.NO_SPACE if err.errno == errno.ENOSPC else ErrorCode.INVALID_OPTION
             raise Vm2kvmError(
@@ -90,6 +100,23 @@ class WorkArea:
                 key="work-dir",
                 hint="start vm2kvmd with --work-dir on a writable file system with room for the overlays",
             ) from err
+
+    @classmethod
+    def _create_recorded(cls, work_dir: str, recorder: ResidueRecorder) -> WorkArea:
+        # mkdtemp picks the name and creates it in one step; the record must come first,
+        # so pick the name ourselves.  A name someone already has is forgotten, never removed.
+        for _attempt in range(100):
+            path = os.path.join(work_dir, f"job-{secrets.token_hex(4)}")
+            rid = recorder.record(Residue("tree", path=path))
+            try:
+                os.mkdir(path, 0o700)
+            except BaseException as err:
+                recorder.forget(rid)
+                if isinstance(err, FileExistsError):
+                    continue
+                raise
+            return cls(path, recorder, rid)
+        raise FileExistsError(errno.EEXIST, "no free job directory name", work_dir)
 
     def disk_dir(self, index: int) -> str:
         """A directory for disk ``index``'s files (blocking)."""
@@ -106,6 +133,11 @@ class WorkArea:
                 problems.append(f"could not remove {path}: {exc[1]}")
 
         shutil.rmtree(self.path, onerror=failed)
+        if self._recorder is not None and self._rid and not os.path.lexists(self.path):
+            # A stale record is harmless (undoing a missing tree is fine): never fail over it.
+            with contextlib.suppress(Exception):
+                self._recorder.forget(self._rid)
+            self._rid = 0
         return problems
 
 

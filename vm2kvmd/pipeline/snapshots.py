@@ -31,11 +31,13 @@ from vm2kvmd.core.model import DiskChain, Note
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.paths import PathResolver
 from vm2kvmd.core.plan import PlannedDisk
+from vm2kvmd.core.residue import Residue, ResidueRecorder
 from vm2kvmd.core.snapshot_plan import ChainLoader, KeepPlan, LayerVolume, plan_keep
 from vm2kvmd.core.snapshot_xml import render_snapshot_xml
 from vm2kvmd.core.vmdk import load_chain
 from vm2kvmd.core.vmsd import load_snapshot_tree, vmsd_path_for
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
+from vm2kvmd.pipeline.copy import host_slot
 from vm2kvmd.pipeline.events import DiskProgress, JobEvents, human
 from vm2kvmd.pipeline.inspection import InspectResult, inspect_with_host
 from vm2kvmd.pipeline.migrate import MigrationResult
@@ -43,6 +45,7 @@ from vm2kvmd.pipeline.overlay import BeforeCopy, Overlay, WorkArea
 from vm2kvmd.pipeline.rollback import Rollback
 from vm2kvmd.pipeline.sources import QemuSource, SourceViews, open_source
 from vm2kvmd.pipeline.targets import check_pool_targets, domain_exists
+from vm2kvmd.pipeline.testhold import hold
 from vm2kvmd.pipeline.verify import verify_disk
 
 __all__ = ["plan_keep_migration", "preflight_keep", "run_keep_migration"]
@@ -146,8 +149,13 @@ async def run_keep_migration(
     events: JobEvents,
     *,
     before_copy: Sequence[BeforeCopy] = (),
+    recorder: ResidueRecorder | None = None,
+    copy_slots: asyncio.Semaphore | None = None,
 ) -> MigrationResult:
     """Migrate the VM at ``source`` keeping its snapshot chains; see the module docstring.
+
+    ``recorder`` and ``copy_slots`` as for ``migrate.run_migration``: what the run
+    creates is written down before it is created; each layer's copy holds a slot.
 
     ``before_copy`` hooks (``pipeline.overlay``) change the guest's current
     state only: they run after the copy on ``Overlay`` objects whose files
@@ -157,8 +165,8 @@ async def run_keep_migration(
     """
     options.validate()
     host = LibvirtHost(options.connect)
-    rollback = Rollback()
-    job = _Keep(source, options, events, host, rollback, tuple(before_copy))
+    rollback = Rollback(recorder)
+    job = _Keep(source, options, events, host, rollback, tuple(before_copy), copy_slots)
     try:
         return await job.run()
     except BaseException:
@@ -182,12 +190,15 @@ class _Keep:
         host: LibvirtHost,
         rollback: Rollback,
         before_copy: tuple[BeforeCopy, ...],
+        copy_slots: asyncio.Semaphore | None = None,
     ) -> None:
+        self.copy_slots = copy_slots
         self.source = source
         self.options = options
         self.events = events
         self.host = host
         self.rollback = rollback
+        self.succeeded = False
         self.area: WorkArea | None = None  # descriptor views, if a layer needs one
         self.before_copy = before_copy
         pool = options.effective_pool
@@ -195,18 +206,26 @@ class _Keep:
         self.pool = pool
 
     def close(self) -> list[str]:
-        """Remove the work area (blocking); returns log lines for what could not be removed."""
-        return self.area.remove() if self.area is not None else []
+        """Remove the work area (blocking); returns log lines for what could not be removed.
+
+        Then the residue records go, as in ``migrate``.
+        """
+        lines = self.area.remove() if self.area is not None else []
+        # A successful run's records stay until its job is stored as completed (the store
+        # clears them in that same write); a failed run's rollback has run by now.
+        return lines if self.succeeded else lines + self.rollback.forget_all()
 
     async def run(self) -> MigrationResult:
         self.events.phase("inspect")
+        await hold("inspect")
         planned = await in_thread(plan_keep_migration, self.source, self.options, self.host)
         inspected, keep = planned.inspected, planned.keep
         plan = inspected.plan
 
         self.events.phase("prepare")
+        await hold("prepare")
         copies = planned.copies
-        self.area = await in_thread(WorkArea.create, self.options.work_dir)
+        self.area = await in_thread(WorkArea.create, self.options.work_dir, self.rollback.recorder)
         views = SourceViews(self.area.path)
         sources = [await open_source(views, _source_chain(v)) for v in copies]
         totals = [await qemu_img_layers.measure_layer(s.layers[0]) for s in sources]
@@ -215,6 +234,7 @@ class _Keep:
             await in_thread(self._create, volume)
 
         self.events.phase("copy")
+        await hold("copy")
         self.events.disks(
             [
                 DiskProgress(v.disk.source.address.key, v.target_path, t)
@@ -227,6 +247,7 @@ class _Keep:
         notes = inspected.notes
         if self.options.verify:
             self.events.phase("verify")
+            await hold("verify")
             for volume, src in zip(copies, sources, strict=True):
                 note = await verify_disk(
                     src.node,
@@ -243,11 +264,13 @@ class _Keep:
                 await hook(overlays)
 
         self.events.phase("define")
+        await hold("define")
         await in_thread(self.host.refresh_pool, self.pool)
         name = await in_thread(self._define, inspected, keep)
         self.events.log(f"defined domain {name} ({plan.uuid}) with {len(keep.snapshots)} snapshots")
         tops = tuple(d.target_path for d in plan.disks)
         outputs = tops + tuple(v.target_path for v in keep.volumes if v.target_path not in tops)
+        self.succeeded = True
         return MigrationResult(name, plan.uuid, outputs, inspected.domain_xml, notes)
 
     def _check_space(self, needed: int) -> None:
@@ -263,10 +286,14 @@ class _Keep:
             )
 
     def _create(self, volume: LayerVolume) -> None:
-        path = libvirt_snapshots.create_layer_volume(
-            self.host, self.pool, volume.volume_name, volume.capacity, volume.backing
+        residue = Residue(
+            "volume", path=volume.target_path, pool=self.pool, name=volume.volume_name, uri=self.host.uri
         )
-        self.rollback.volume(self.host, self.pool, volume.volume_name, path)
+        with self.rollback.creating(residue) as rid:
+            path = libvirt_snapshots.create_layer_volume(
+                self.host, self.pool, volume.volume_name, volume.capacity, volume.backing
+            )
+        self.rollback.volume(self.host, self.pool, volume.volume_name, path, rid=rid)
         if os.path.realpath(path) != os.path.realpath(volume.target_path):
             # Backing files and the snapshot XML name target_path; libvirt's path must be that file.
             raise Vm2kvmError(
@@ -277,17 +304,18 @@ class _Keep:
     async def _copy(self, index: int, volume: LayerVolume, src: QemuSource, total: int) -> None:
         self.events.log(f"copying {volume.disk.source.address.key} layer {src.label} to {volume.target_path}")
         self.events.disk_progress(index, 0, total)
-        meter = _Allocation(volume.target_path)
-        await in_thread(meter.start)
-        follower = asyncio.create_task(self._follow(index, meter, total))
-        try:
-            await qemu_img_layers.convert_layer(
-                src.node, volume.target_path, backing=volume.backing, on_progress=lambda _p: None
-            )
-        finally:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+        async with host_slot(self.copy_slots):
+            meter = _Allocation(volume.target_path)
+            await in_thread(meter.start)
+            follower = asyncio.create_task(self._follow(index, meter, total))
+            try:
+                await qemu_img_layers.convert_layer(
+                    src.node, volume.target_path, backing=volume.backing, on_progress=lambda _p: None
+                )
+            finally:
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follower
         self.events.disk_progress(index, total, total)
 
     async def _follow(self, index: int, meter: _Allocation, total: int) -> None:
@@ -303,8 +331,10 @@ class _Keep:
         plan = inspected.plan
         if self.host.domain_exists(plan.name):
             raise domain_exists(plan.name)
-        name = self.host.define_domain(inspected.domain_xml)
-        self.rollback.domain(self.host, name)
+        residue = Residue("domain", name=plan.name, uri=self.host.uri, uuid=plan.uuid)
+        with self.rollback.creating(residue) as rid:
+            name = self.host.define_domain(inspected.domain_xml)
+        self.rollback.domain(self.host, name, uuid=plan.uuid, rid=rid)
         # What libvirt completed (machine type, addresses) is what each snapshot records.
         defined = libvirt_snapshots.domain_xml(self.host, name)
         for point in keep.snapshots:

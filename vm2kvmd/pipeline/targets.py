@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from vm2kvmd.adapters.libvirt_host import BLOCK_POOL_TYPES, FILE_POOL_TYPES, LibvirtHost, PoolInfo
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.plan import DomainPlan, PlannedDisk
+from vm2kvmd.core.residue import Residue
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline.events import human
 from vm2kvmd.pipeline.rollback import Rollback
@@ -147,10 +148,14 @@ class PoolTarget(Target):
 
     def create(self, disk: PlannedDisk, rollback: Rollback) -> str:
         fmt = None if disk.block else disk.format
-        path = self.host.create_volume(
-            self.pool, disk.volume_name, disk.capacity, fmt, preallocate=self.preallocate
+        residue = Residue(
+            "volume", path=disk.target_path, pool=self.pool, name=disk.volume_name, uri=self.host.uri
         )
-        rollback.volume(self.host, self.pool, disk.volume_name, path)
+        with rollback.creating(residue) as rid:
+            path = self.host.create_volume(
+                self.pool, disk.volume_name, disk.capacity, fmt, preallocate=self.preallocate
+            )
+        rollback.volume(self.host, self.pool, disk.volume_name, path, rid=rid)
         if os.path.realpath(path) != os.path.realpath(disk.target_path):
             # The domain XML names target_path; libvirt's path must be the same file.
             raise Vm2kvmError(
@@ -190,16 +195,18 @@ class DirTarget(Target):
     def prepare(self, rollback: Rollback) -> None:
         """Create the output directory if needed (blocking)."""
         if not os.path.isdir(self.out):
-            try:
-                os.mkdir(self.out)
-            except OSError as err:
-                raise output_error(self.out, err) from err
-            rollback.directory(self.out)
+            with rollback.creating(Residue("directory", path=self.out)) as rid:
+                try:
+                    os.mkdir(self.out)
+                except OSError as err:
+                    raise output_error(self.out, err) from err
+            rollback.directory(self.out, rid=rid)
 
     def create(self, disk: PlannedDisk, rollback: Rollback) -> str:
         # O_EXCL claims the name; qemu-img then writes the image into it.
-        os.close(create_exclusive(disk.target_path))
-        rollback.file(disk.target_path)
+        with rollback.creating(Residue("file", path=disk.target_path)) as rid:
+            os.close(create_exclusive(disk.target_path))
+        rollback.file(disk.target_path, rid=rid)
         return disk.target_path
 
     def copy_mode(self, disk: PlannedDisk) -> CopyMode:
