@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # Extra pytest arguments: make test PYTEST_ARGS='-k vmx -x'
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo demo-clean test lint format clean
+.PHONY: help setup demo demo-clean test lint format clean install uninstall
 
 help:
 	@echo "./demo.sh and ./test.sh are the two set-up commands; make wraps them."
@@ -16,6 +16,8 @@ help:
 	@echo "make format      ruff format + ruff check --fix"
 	@echo "make demo-clean  undefine the demo domain and delete its volumes"
 	@echo "make clean       remove build/ (except the demo disks) and caches; keeps .venv"
+	@echo "make install     install vm2kvmd as a system service (PREFIX=/usr/local, DESTDIR=; docs/systemd.md)"
+	@echo "make uninstall   remove what make install installed (keeps /etc/vm2kvm/vm2kvmd.conf and the job store)"
 
 setup:
 	@scripts/setup.sh
@@ -48,3 +50,69 @@ clean:
 	if [ -d build ]; then find build -mindepth 1 -maxdepth 1 ! -name demo-pool -exec rm -rf {} +; fi
 	rm -rf .mypy_cache .ruff_cache .pytest_cache *.egg-info
 	find . -path ./.venv -prune -o -type d -name __pycache__ -exec rm -rf {} +
+
+# --- make install (docs/systemd.md) --------------------------------------------
+# The program goes to PREFIX: a virtualenv of its own in $(VENVDIR) (created with
+# --system-site-packages, for Debian's libvirt, guestfs and systemd bindings) and
+# two symlinks in $(BINDIR).  The files other programs look for go where those
+# programs look: systemd, the system bus, polkit, /etc.  ExecStart= and Exec= are
+# rewritten to $(BINDIR).  DESTDIR stages everything under a root (packaging);
+# INSTALL_VENV=0 skips the virtualenv (the tests), PIP_ARGS passes pip options
+# (e.g. --no-index --find-links DIR on a host without PyPI).
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR ?= $(PREFIX)/bin
+VENVDIR ?= $(PREFIX)/lib/vm2kvm
+DOCDIR ?= $(PREFIX)/share/doc/vm2kvm
+# Fixed: vm2kvmd reads /etc/vm2kvm/vm2kvmd.conf; dbus-daemon and polkitd read only these.
+CONFDIR ?= /etc/vm2kvm
+UNITDIR ?= /usr/lib/systemd/system
+DBUSDIR ?= /usr/share/dbus-1
+POLKITDIR ?= /usr/share/polkit-1/actions
+SYSTEM_PYTHON ?= /usr/bin/python3
+INSTALL_VENV ?= 1
+PIP_ARGS ?=
+# The paths the files in systemd/ and dbus/ name, as for PREFIX=/usr/local.
+SUBST := sed -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/usr/local/share/doc/vm2kvm/|$(DOCDIR)/|g'
+
+install:
+ifeq ($(INSTALL_VENV),1)
+	$(SYSTEM_PYTHON) -m venv --clear --system-site-packages $(DESTDIR)$(VENVDIR)
+	$(DESTDIR)$(VENVDIR)/bin/python -m pip install --quiet --disable-pip-version-check $(PIP_ARGS) .
+ifneq ($(DESTDIR),)
+	# A venv knows its own path: the staged one must name the final one.
+	grep -rlF '$(DESTDIR)$(VENVDIR)' $(DESTDIR)$(VENVDIR)/bin $(DESTDIR)$(VENVDIR)/pyvenv.cfg \
+		| xargs -r sed -i 's|$(DESTDIR)$(VENVDIR)|$(VENVDIR)|g'
+endif
+endif
+	install -d -m 0755 $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR) \
+		$(DESTDIR)$(DBUSDIR)/system.d $(DESTDIR)$(DBUSDIR)/system-services \
+		$(DESTDIR)$(DBUSDIR)/interfaces $(DESTDIR)$(POLKITDIR) $(DESTDIR)$(CONFDIR)
+	ln -sfn $(VENVDIR)/bin/vm2kvmd $(DESTDIR)$(BINDIR)/vm2kvmd
+	ln -sfn $(VENVDIR)/bin/vm2kvmctl $(DESTDIR)$(BINDIR)/vm2kvmctl
+	$(SUBST) systemd/vm2kvmd.service >$(DESTDIR)$(UNITDIR)/vm2kvmd.service
+	$(SUBST) dbus/org.vm2kvm.Daemon1.service >$(DESTDIR)$(DBUSDIR)/system-services/org.vm2kvm.Daemon1.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/vm2kvmd.service \
+		$(DESTDIR)$(DBUSDIR)/system-services/org.vm2kvm.Daemon1.service
+	install -m 0644 dbus/org.vm2kvm.Daemon1.conf $(DESTDIR)$(DBUSDIR)/system.d/
+	install -m 0644 dbus/org.vm2kvm.Manager1.xml dbus/org.vm2kvm.Job1.xml $(DESTDIR)$(DBUSDIR)/interfaces/
+	install -m 0644 dbus/org.vm2kvm.policy $(DESTDIR)$(POLKITDIR)/
+	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
+	# Only the example: an admin's vm2kvmd.conf is never touched.
+	install -m 0644 etc/vm2kvmd.conf.example $(DESTDIR)$(CONFDIR)/
+ifeq ($(DESTDIR),)
+	@echo "installed; now: systemctl daemon-reload && systemctl reload dbus"
+endif
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/vm2kvmd $(DESTDIR)$(BINDIR)/vm2kvmctl \
+		$(DESTDIR)$(UNITDIR)/vm2kvmd.service \
+		$(DESTDIR)$(DBUSDIR)/system-services/org.vm2kvm.Daemon1.service \
+		$(DESTDIR)$(DBUSDIR)/system.d/org.vm2kvm.Daemon1.conf \
+		$(DESTDIR)$(DBUSDIR)/interfaces/org.vm2kvm.Manager1.xml \
+		$(DESTDIR)$(DBUSDIR)/interfaces/org.vm2kvm.Job1.xml \
+		$(DESTDIR)$(POLKITDIR)/org.vm2kvm.policy \
+		$(DESTDIR)$(CONFDIR)/vm2kvmd.conf.example
+	rm -rf $(DESTDIR)$(VENVDIR) $(DESTDIR)$(DOCDIR)
+	# Kept: $(CONFDIR) if it holds the admin's vm2kvmd.conf, and the job store /var/lib/vm2kvm.
+	-rmdir $(DESTDIR)$(CONFDIR) 2>/dev/null

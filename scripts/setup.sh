@@ -12,7 +12,7 @@ PACKAGES=(
     libvirt-daemon-system libvirt-clients python3-libvirt
     python3-guestfs libguestfs-tools ovmf
     libnbd-bin nbdkit
-    dbus python3-systemd python3-venv python3-lxml
+    dbus python3-systemd python3-venv python3-lxml python3-dbusmock
     e2fsprogs fdisk
     lvm2
     debootstrap busybox-static linux-image-amd64

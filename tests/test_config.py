@@ -22,6 +22,7 @@ def test_empty_file_is_all_defaults() -> None:
     assert config.state_dir == "/var/lib/vm2kvm"
     assert config.work_dir == "/var/tmp/vm2kvm"
     assert (config.max_parallel_jobs, config.disk_parallelism) == (2, 2)
+    assert (config.host_disk_parallelism, config.job_retention) == (4, 1000)
     assert (config.default_pool, config.default_network) == ("default", "default")
     assert config.libvirt_uri == "qemu:///system"
 
@@ -32,6 +33,8 @@ def test_every_key() -> None:
         work_dir = "/srv/work"
         max_parallel_jobs = 4
         disk_parallelism = 1
+        host_disk_parallelism = 3
+        job_retention = 50
         default_pool = "images"
         default_network = "lan"
         libvirt_uri = "qemu+ssh://kvm1/system"
@@ -41,6 +44,8 @@ def test_every_key() -> None:
         work_dir="/srv/work",
         max_parallel_jobs=4,
         disk_parallelism=1,
+        host_disk_parallelism=3,
+        job_retention=50,
         default_pool="images",
         default_network="lan",
         libvirt_uri="qemu+ssh://kvm1/system",
@@ -67,6 +72,11 @@ def test_the_shipped_example_parses_to_the_defaults_and_names_every_key() -> Non
         ("disk_parallelism = -3", f"{CONF}: key disk_parallelism: must be an integer ≥ 1 (value -3)"),
         ("disk_parallelism = true", f"{CONF}: key disk_parallelism: must be an integer ≥ 1 (value true)"),
         ("disk_parallelism = 1.5", f"{CONF}: key disk_parallelism: must be an integer ≥ 1 (value 1.5)"),
+        ("job_retention = 0", f"{CONF}: key job_retention: must be an integer ≥ 1 (value 0)"),
+        (
+            'host_disk_parallelism = "4"',
+            f"{CONF}: key host_disk_parallelism: must be an integer ≥ 1 (value '4')",
+        ),
         ('work_dir = "var/tmp"', f"{CONF}: key work_dir: must be an absolute path (value 'var/tmp')"),
         ("state_dir = 3", f"{CONF}: key state_dir: must be an absolute path (value 3)"),
         ('default_pool = ""', f"{CONF}: key default_pool: must be a non-empty string (value '')"),
@@ -78,7 +88,8 @@ def test_the_shipped_example_parses_to_the_defaults_and_names_every_key() -> Non
         (
             'pool = "images"',
             f"{CONF}: key pool: unknown key (known: state_dir, work_dir, max_parallel_jobs, "
-            "disk_parallelism, default_pool, default_network, libvirt_uri) (value 'images')",
+            "disk_parallelism, host_disk_parallelism, job_retention, default_pool, default_network, "
+            "libvirt_uri) (value 'images')",
         ),
     ],
 )
@@ -146,6 +157,13 @@ def test_flags_override_the_file_and_reach_the_job_defaults() -> None:
     args = parse_args(["--config", "/x.conf", "--work-dir", "/w"])
     assert isinstance(args, argparse.Namespace) and args.config == "/x.conf"
     assert effective_config(args, config).work_dir == "/w"
+    assert effective_config(args, config).state_dir == config.state_dir
+
+
+def test_state_dir_flag_overrides_the_file() -> None:
+    config = DaemonConfig(state_dir="/srv/state")
+    assert effective_config(parse_args([]), config).state_dir == "/srv/state"
+    assert effective_config(parse_args(["--state-dir", "/tmp/s"]), config).state_dir == "/tmp/s"
 
 
 async def test_daemon_exits_1_with_one_line_on_a_bad_file(tmp_path: Path) -> None:

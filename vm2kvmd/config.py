@@ -15,6 +15,8 @@ from typing import Any
 from vm2kvmd.constants import (
     DEFAULT_CONFIG_PATH,
     DEFAULT_DISK_PARALLELISM,
+    DEFAULT_HOST_DISK_PARALLELISM,
+    DEFAULT_JOB_RETENTION,
     DEFAULT_LIBVIRT_URI,
     DEFAULT_MAX_PARALLEL_JOBS,
     DEFAULT_NETWORK,
@@ -26,10 +28,12 @@ from vm2kvmd.constants import (
 
 @dataclass(frozen=True)
 class DaemonConfig:
-    state_dir: str = DEFAULT_STATE_DIR  # the daemon's persistent state (job records, later)
+    state_dir: str = DEFAULT_STATE_DIR  # the daemon's persistent state (the job store)
     work_dir: str = DEFAULT_WORK_DIR  # per-job overlays
-    max_parallel_jobs: int = DEFAULT_MAX_PARALLEL_JOBS  # for the job queue (not enforced yet)
+    max_parallel_jobs: int = DEFAULT_MAX_PARALLEL_JOBS  # jobs running at once; the others queue
     disk_parallelism: int = DEFAULT_DISK_PARALLELISM  # disks of one VM copied at once
+    host_disk_parallelism: int = DEFAULT_HOST_DISK_PARALLELISM  # disk copies at once, all jobs
+    job_retention: int = DEFAULT_JOB_RETENTION  # finished jobs kept in the store
     default_pool: str = DEFAULT_POOL
     default_network: str = DEFAULT_NETWORK
     libvirt_uri: str = DEFAULT_LIBVIRT_URI
@@ -50,7 +54,7 @@ class ConfigError(Exception):
 
 
 _PATH_KEYS = ("state_dir", "work_dir")
-_INT_KEYS = ("max_parallel_jobs", "disk_parallelism")
+_INT_KEYS = ("max_parallel_jobs", "disk_parallelism", "host_disk_parallelism", "job_retention")
 _NAME_KEYS = ("default_pool", "default_network", "libvirt_uri")
 KNOWN_KEYS = tuple(f.name for f in fields(DaemonConfig))
 

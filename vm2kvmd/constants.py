@@ -27,6 +27,11 @@ DEFAULT_CONFIG_PATH: Final = "/etc/vm2kvm/vm2kvmd.conf"
 # Disks of one VM copied at once: overlaps one disk's reads with another's writes.
 DEFAULT_DISK_PARALLELISM: Final = 2
 DEFAULT_MAX_PARALLEL_JOBS: Final = 2
+# Disk copies running at once over all jobs of the host: bounds the I/O load that
+# max_parallel_jobs x disk_parallelism could otherwise reach.
+DEFAULT_HOST_DISK_PARALLELISM: Final = 4
+# Finished jobs kept in the job store (older ones are pruned, oldest first).
+DEFAULT_JOB_RETENTION: Final = 1000
 
 # journald MESSAGE_IDs (128-bit, lower-case hex, no dashes, as sd-id128 prints them) of the job
 # lifecycle messages; fixed forever so admins can `journalctl MESSAGE_ID=...` (docs/logging.md).

@@ -28,7 +28,8 @@ from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.daemon import Daemon
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.service.manager import Manager
-from vm2kvmd.service.runner import Inspector, JobEvents, Runner
+from vm2kvmd.service.runner import Inspector, JobEvents, Preflight, Runner
+from vm2kvmd.service.store import JobStore
 
 
 @dataclass(frozen=True)
@@ -141,11 +142,26 @@ async def serve_daemon(
     runner: Runner | None = None,
     inspector: Inspector | None = None,
     defaults: MigrateOptions | None = None,
+    store: JobStore | None = None,
+    max_parallel_jobs: int = 2,
+    job_retention: int = 1000,
+    preflight: Preflight | None = None,
 ) -> AsyncIterator[Daemon]:
-    """vm2kvmd in this process on the bus at ``address``."""
+    """vm2kvmd in this process on the bus at ``address``.
+
+    Without ``store`` the manager has its own in-memory job store; pass one to
+    see the same jobs through a restart (a second ``serve_daemon`` on it).
+    """
     manager = Manager(
-        runner=runner or ScriptedRunner(), inspector=inspector or StaticInspector(), defaults=defaults
+        runner=runner or ScriptedRunner(),
+        inspector=inspector or StaticInspector(),
+        preflight=preflight,
+        defaults=defaults,
+        store=store,
+        max_parallel_jobs=max_parallel_jobs,
+        job_retention=job_retention,
     )
+    await manager.load()
     daemon = Daemon(manager, bus="session", address=address)
     await daemon.start()
     try:
@@ -237,6 +253,10 @@ class BusClient:
         reply = await self.manager("Migrate", "sa{sv}", [source, options or {}])
         assert reply.message_type is MessageType.METHOD_RETURN, (reply.error_name, reply.body)
         return str(reply.body[0])
+
+    async def job_call(self, path: str, member: str) -> Message:
+        """A ``Job1`` method without arguments; the reply (maybe an error)."""
+        return await self.call(BUS_NAME, path, JOB_IFACE, member)
 
     async def job_props(self, path: str) -> dict[str, Any]:
         (props,) = await self.call_ok(

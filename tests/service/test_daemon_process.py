@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -29,6 +30,9 @@ async def spawn(env_var: str, address: str, *args: str) -> asyncio.subprocess.Pr
         # (a later --config in ``args`` wins).
         "--config",
         os.devnull,
+        # Never the host's /var/lib/vm2kvm; a fresh job store per process (a later --state-dir wins).
+        "--state-dir",
+        tempfile.mkdtemp(prefix="vm2kvmd-test-state-"),
         *args,
         cwd=REPO,
         env=env,

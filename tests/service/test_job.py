@@ -202,6 +202,34 @@ async def test_cancel_while_queued_never_runs_the_runner() -> None:
     assert not job.cancel()
 
 
+async def test_cancel_in_the_managers_queue_ends_the_job_at_once() -> None:
+    """A job the manager has not started yet has no task: cancelling it finishes it there and then."""
+    runner = ScriptedRunner()
+    job = Job(1, "/vms/a.vmx", MigrateOptions(), runner)
+    ended: list[JobState] = []
+    job.on_finished = lambda j: ended.append(j.state)
+    job.set_queue_position(3)
+    assert job.properties()["QueuePosition"] == 3
+    assert job.cancel("no longer wanted")
+    assert ended == [JobState.CANCELLED]
+    props = job.properties()
+    assert props["QueuePosition"] == 0 and props["StartTime"] == 0 and props["EndTime"] > 0
+    assert props["Error"] == [error_name(ErrorCode.CANCELLED), "no longer wanted"]
+    await job.wait()  # returns: the job has ended
+    job.start()  # too late: nothing runs
+    assert runner.calls == []
+    job.dismiss()
+    assert job.properties()["Dismissed"] is True
+
+
+def test_dismiss_of_an_unfinished_job_is_invalid_state() -> None:
+    job = Job(4, "/vms/a.vmx", MigrateOptions(), ScriptedRunner())
+    with pytest.raises(Vm2kvmError) as exc:
+        job.dismiss()
+    assert exc.value.code is ErrorCode.INVALID_STATE
+    assert "job 4 has not finished (queued)" in exc.value.describe()
+
+
 async def test_progress_for_unknown_disk_is_ignored(caplog: pytest.LogCaptureFixture) -> None:
     async def bad(source: str, options: MigrateOptions, events: object) -> object:
         events.disk_progress(3, 1, 2)  # type: ignore[attr-defined]

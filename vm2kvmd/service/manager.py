@@ -1,44 +1,68 @@
 """``org.vm2kvm.Manager1`` at ``/org/vm2kvm/Daemon1``: inspect, start and list jobs.
 
-The manager owns every job: it creates, exports and starts them, and on
-shutdown cancels and awaits them.  The pipeline functions are injected
-(``runner``, ``inspector``) and default to ``vm2kvmd.pipeline``.
+The manager owns every job: it creates them (numbers come from the job
+store), exports them, queues them -- at most ``max_parallel_jobs`` run at
+once, first come first served -- and on shutdown cancels and awaits them.
+At start it exports every job of the store (finished ones as read-only
+views) after pruning to ``job_retention`` finished jobs, and prunes again
+whenever a job finishes.  The pipeline functions are injected (``runner``,
+``inspector``) and default to ``vm2kvmd.pipeline``; only the default runner
+gets the job's residue recorder and the host-wide copy slots.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Final
 
 from dbus_fast import Message, MessageFlag, MessageType
 from dbus_fast.aio import MessageBus
-from dbus_fast.annotations import DBusDict, DBusObjectPath, DBusSignature, DBusStr
+from dbus_fast.annotations import DBusDict, DBusObjectPath, DBusSignature, DBusStr, DBusUInt32
 from dbus_fast.constants import PropertyAccess
 from dbus_fast.service import dbus_method, dbus_property
 
 from vm2kvmd import __version__
-from vm2kvmd.constants import JOBS_PATH, MANAGER_IFACE, MANAGER_PATH
+from vm2kvmd.constants import (
+    DEFAULT_HOST_DISK_PARALLELISM,
+    DEFAULT_JOB_RETENTION,
+    DEFAULT_MAX_PARALLEL_JOBS,
+    JOBS_PATH,
+    MANAGER_IFACE,
+    MANAGER_PATH,
+    error_name,
+    job_path,
+)
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
+from vm2kvmd.service.access import check_readable, read_checked
+from vm2kvmd.service.bus import ServiceBus
+from vm2kvmd.service.caller import Caller, current_caller
 from vm2kvmd.service.errors import to_dbus_error
 from vm2kvmd.service.interface import BusInterface
-from vm2kvmd.service.job import Job
+from vm2kvmd.service.job import Job, JobState, now_us
 from vm2kvmd.service.runner import (
     Inspector,
+    InspectOutcome,
     Preflight,
     Runner,
     pipeline_inspector,
     pipeline_preflight,
     pipeline_runner,
 )
+from vm2kvmd.service.store import JobRecord, JobStore
+from vm2kvmd.service.storeio import StoreIO
 from vm2kvmd.service.variants import unwrap_options
 
 log = logging.getLogger(__name__)
 
 DBusPathList = Annotated[list[str], DBusSignature("ao")]
+
+SHUTDOWN_REASON: Final = "vm2kvmd is shutting down"
 
 # Calls on these interfaces of an unknown job path keep dbus-fast's answers.
 _STANDARD_IFACES: Final = ("org.freedesktop.DBus.Introspectable", "org.freedesktop.DBus.Peer")
@@ -57,11 +81,19 @@ def check_source(source: str) -> str:
     return source
 
 
+def inspect_json(result: InspectOutcome) -> str:
+    data = result.to_json()
+    data.setdefault("domain_xml", result.domain_xml)
+    data.setdefault("notes", [str(note) for note in result.notes])
+    return json.dumps(data)
+
+
 class Manager(BusInterface):
     ARG_NAMES: ClassVar[dict[str, tuple[str, ...]]] = {
         "Inspect": ("result",),
         "Migrate": ("job",),
         "GetJobs": ("jobs",),
+        "ListJobs": ("jobs",),
     }
 
     def __init__(
@@ -71,25 +103,45 @@ class Manager(BusInterface):
         inspector: Inspector | None = None,
         preflight: Preflight | None = None,
         defaults: MigrateOptions | None = None,
+        store: JobStore | None = None,
+        max_parallel_jobs: int = DEFAULT_MAX_PARALLEL_JOBS,
+        host_disk_parallelism: int = DEFAULT_HOST_DISK_PARALLELISM,
+        job_retention: int = DEFAULT_JOB_RETENTION,
     ) -> None:
         super().__init__(MANAGER_IFACE)
-        self._runner: Runner = runner or pipeline_runner
+        self._runner = runner  # None: the pipeline, bound per job in _job_runner
         self._inspector: Inspector = inspector or pipeline_inspector
         # The real pipeline's checks go with the real runner; an injected runner
         # brings its own (or none).
         self._preflight: Preflight | None = preflight or (pipeline_preflight if runner is None else None)
         self._defaults = defaults or MigrateOptions()
+        # A store we open is ours to close; a given one outlives us (tests restart on it).
+        # Every store call runs in the store's own thread: never SQLite on the event loop.
+        self._owns_store = store is None
+        self._io = StoreIO(store)
+        self._loaded = False
+        self._load_lock = asyncio.Lock()
+        self._max_parallel = max(1, max_parallel_jobs)
+        # Held by every disk copy of every job (pipeline.run_migration's copy_slots).
+        self._copy_slots = asyncio.Semaphore(max(1, host_disk_parallelism))
+        self._retention = max(1, job_retention)
         self._jobs: dict[str, Job] = {}
-        self._next_number = 1
+        self._queue: deque[Job] = deque()  # created, not started; FIFO
+        self._running: set[Job] = set()  # started, not finished
+        self._listeners: list[Callable[[], None]] = []
         self._bus: MessageBus | None = None
         self._closing = False
 
     # --- wiring ------------------------------------------------------------------
 
     def attach(self, bus: MessageBus) -> None:
-        """Export the manager (and later its jobs) on ``bus``."""
+        """Export the manager and its jobs on ``bus``; its authorizer learns the jobs' owners."""
         self._bus = bus
+        if isinstance(bus, ServiceBus) and bus.owner_of is None:
+            bus.owner_of = self.job_owner
         bus.export(MANAGER_PATH, self)
+        for job in self._jobs.values():
+            bus.export(job.path, job)
         bus.add_message_handler(self._unknown_job)
 
     @property
@@ -103,19 +155,36 @@ class Manager(BusInterface):
             number = path.rsplit("/", 1)[-1] if path.startswith(JOBS_PATH + "/") else path
             raise Vm2kvmError(ErrorCode.NO_SUCH_JOB, f"no such job {number}") from None
 
+    def job_owner(self, path: str) -> int | None:
+        """The uid that started the job at ``path``; None when there is no such job."""
+        job = self._jobs.get(path)
+        return None if job is None else job.user
+
+    def counts(self) -> tuple[int, int]:
+        """(running, queued) jobs."""
+        return len(self._running), len(self._queue)
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """``callback()`` on the event loop whenever a job is created, starts, finishes,
+        is dismissed or pruned (sd_notify STATUS, the logind inhibitor)."""
+        self._listeners.append(callback)
+
     async def shutdown(self, grace: float = 60.0) -> None:
-        """Refuse new work, cancel running jobs and wait for them (at most ``grace`` s)."""
+        """Refuse new work, cancel queued and running jobs and wait for them (at most ``grace`` s)."""
         self._closing = True
-        for job in self._jobs.values():
-            job.cancel("vm2kvmd is shutting down")
-        pending = [job.wait() for job in self._jobs.values()]
-        if not pending:
-            return
-        try:
-            await asyncio.wait_for(asyncio.gather(*pending), grace)
-        except TimeoutError:
-            stuck = [job.number for job in self._jobs.values() if not job.state.finished]
-            log.error("jobs %s did not stop within %.0f s of being cancelled", stuck, grace)
+        # The queued ones first, so no running job's end starts one of them.
+        for job in list(self._queue):
+            job.cancel(SHUTDOWN_REASON)
+        for job in list(self._jobs.values()):
+            job.cancel(SHUTDOWN_REASON)
+        pending = [job.wait() for job in self._jobs.values() if not job.state.finished]
+        if pending:
+            try:
+                await asyncio.wait_for(asyncio.gather(*pending), grace)
+            except TimeoutError:
+                stuck = [job.number for job in self._jobs.values() if not job.state.finished]
+                log.error("jobs %s did not stop within %.0f s of being cancelled", stuck, grace)
+        await self._io.close(close_store=self._owns_store)
 
     def _unknown_job(self, msg: Message) -> Message | bool | None:
         """``NoSuchJob`` for any call on a job path that does not exist."""
@@ -136,54 +205,185 @@ class Manager(BusInterface):
             return Message.new_error(msg, err.type, err.text)
         return None
 
+    # --- the jobs ------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Export every stored job, finished ones as read-only views, after pruning the store
+        to the retention limit.  vm2kvmd calls it before it owns its name; Migrate makes sure."""
+        async with self._load_lock:
+            if self._loaded:
+                return
+            await self._io.call(JobStore.prune, self._retention)
+            for record in await self._io.call(JobStore.load):
+                if record.state in (JobState.QUEUED, JobState.RUNNING):
+                    log.warning("job %d was left %s; marked failed", record.number, record.state)
+                    record = await self._io.call(_mark_interrupted, record)
+                self._adopt(Job.from_record(record, self._io))
+            self._loaded = True
+            if self._jobs:
+                log.info("%d jobs loaded from the job store", len(self._jobs))
+
+    def _adopt(self, job: Job) -> None:
+        job.on_finished = self._finished
+        job.on_dismissed = lambda _job: self._notify()
+        job.retry_hook = self._retry
+        self._jobs[job.path] = job
+        if self._bus is not None:
+            self._bus.export(job.path, job)
+
+    def _job_runner(self, number: int, store: JobStore) -> Runner:
+        if self._runner is not None:
+            return self._runner
+        runner: Runner = functools.partial(
+            pipeline_runner, recorder=store.recorder(number), copy_slots=self._copy_slots
+        )
+        return runner
+
+    async def _create(self, caller: Caller, source: str, options: MigrateOptions, retry_of: int = 0) -> str:
+        """Checks, then a new queued job; its path."""
+        await self.load()
+        await check_readable(caller, [source])
+        if self._preflight is not None:
+            # Bad input is the answer to Migrate, not a job that fails a moment later.
+            await read_checked(caller, asyncio.to_thread(self._preflight, source, options))
+        self._check_open()
+        store = await self._io.store()
+        record = await self._io.call(
+            JobStore.create, source, options.to_mapping(), caller.uid, retry_of=retry_of, now_us=now_us()
+        )
+        job = Job(
+            record.number,
+            source,
+            options,
+            self._job_runner(record.number, store),
+            io=self._io,
+            user=caller.uid,
+            create_time=record.create_time,
+            retry_of=retry_of,
+        )
+        self._queue.append(job)
+        # Started or numbered in the queue before it is exported: InterfacesAdded shows that.
+        self._pump()
+        self._adopt(job)
+        log.info(
+            "job %d created for %s by uid %d%s",
+            job.number,
+            source,
+            caller.uid,
+            f" (retry of job {retry_of})" if retry_of else "",
+        )
+        self._notify()
+        if self._closing:
+            # Shutdown began while the record was written: the job must not outlive it queued.
+            job.cancel(SHUTDOWN_REASON)
+        return job.path
+
+    def _pump(self) -> None:
+        """Start queued jobs while there is room; renumber the rest."""
+        started = False
+        while self._queue and len(self._running) < self._max_parallel and not self._closing:
+            job = self._queue.popleft()
+            if job.state.finished:
+                continue
+            self._running.add(job)
+            job.start()
+            started = True
+        for position, job in enumerate(self._queue, 1):
+            job.set_queue_position(position)
+        if started:
+            self._notify()
+
+    def _finished(self, job: Job) -> None:
+        self._running.discard(job)
+        if job in self._queue:
+            self._queue.remove(job)
+        self._pump()
+        self._io.submit(JobStore.prune, self._retention, on_done=self._pruned)
+        self._notify()
+
+    async def _retry(self, job: Job) -> str:
+        caller = current_caller()
+        self._check_open()
+        options = MigrateOptions.from_mapping(job.options_mapping, defaults=self._defaults)
+        return await self._create(caller, job.source, options, retry_of=job.number)
+
+    def _pruned(self, removed: list[int]) -> None:
+        """Unexport the jobs ``JobStore.prune`` removed (``InterfacesRemoved``)."""
+        for number in removed:
+            job = self._jobs.pop(job_path(number), None)
+            if job is not None and self._bus is not None:
+                self._bus.unexport(job.path)
+        if removed:
+            log.info("removed %d old jobs (job_retention %d)", len(removed), self._retention)
+            self._notify()
+
+    def _notify(self) -> None:
+        for callback in list(self._listeners):
+            try:
+                callback()
+            except Exception:
+                log.exception("a job listener failed")
+
     # --- helpers -------------------------------------------------------------------
 
     def _check_open(self) -> None:
         if self._closing:
-            raise Vm2kvmError(ErrorCode.CANCELLED, "vm2kvmd is shutting down")
+            raise Vm2kvmError(ErrorCode.CANCELLED, SHUTDOWN_REASON)
 
     def _options(self, raw: Mapping[str, Any]) -> MigrateOptions:
         return MigrateOptions.from_mapping(unwrap_options(raw), defaults=self._defaults)
-
-    def _inspect_json(self, source: str, options: MigrateOptions) -> str:
-        """Runs in a worker thread: inspection reads files and may ask libvirt."""
-        result = self._inspector(source, options)
-        data = result.to_json()
-        data.setdefault("domain_xml", result.domain_xml)
-        data.setdefault("notes", [str(note) for note in result.notes])
-        return json.dumps(data)
 
     # --- org.vm2kvm.Manager1 -----------------------------------------------------------
 
     @dbus_method()
     async def Inspect(self, source: DBusStr, options: DBusDict) -> DBusStr:
+        caller = current_caller()
         self._check_open()
         path = check_source(source)
         opts = self._options(options)
-        return await asyncio.to_thread(self._inspect_json, path, opts)
+        await check_readable(caller, [path])
+        # Inspection reads files and may ask libvirt: a worker thread.
+        result = await read_checked(caller, asyncio.to_thread(self._inspector, path, opts))
+        return inspect_json(result)
 
     @dbus_method()
     async def Migrate(self, source: DBusStr, options: DBusDict) -> DBusObjectPath:
+        caller = current_caller()
         self._check_open()
         path = check_source(source)
-        opts = self._options(options)
-        if self._preflight is not None:
-            # Bad input is the answer to Migrate, not a job that fails a moment later.
-            await asyncio.to_thread(self._preflight, path, opts)
-            self._check_open()
-        job = Job(self._next_number, path, opts, self._runner)
-        self._next_number += 1
-        self._jobs[job.path] = job
-        if self._bus is not None:
-            self._bus.export(job.path, job)
-        job.start()
-        log.info("job %d created for %s", job.number, path)
-        return job.path
+        return await self._create(caller, path, self._options(options))
 
     @dbus_method()
     def GetJobs(self) -> DBusPathList:
         return list(self._jobs)
 
+    @dbus_method()
+    def ListJobs(self) -> DBusStr:
+        # One JSON string instead of GetManagedObjects' a{sv} per job: the variants of a
+        # thousand jobs cost 100 ms to marshal and unmarshal, this a tenth of it.
+        return "[" + ", ".join(job.json_text() for job in self._jobs.values()) + "]"
+
     @dbus_property(access=PropertyAccess.READ)
     def Version(self) -> DBusStr:
         return __version__
+
+    @dbus_property(access=PropertyAccess.READ)
+    def MaxParallelJobs(self) -> DBusUInt32:
+        return self._max_parallel
+
+
+def _mark_interrupted(store: JobStore, record: JobRecord) -> JobRecord:
+    """Fail an unfinished record that recovery did not handle (vm2kvmd runs it before us;
+    an in-process manager may not have).  Runs in the store's thread."""
+    where = f"in phase {record.work_phase or record.phase}" if record.phase else "before it started"
+    message = (
+        f"interrupted: vm2kvmd stopped while the job was {where}; "
+        f"vm2kvmctl retry {record.number} starts it again"
+    )
+    store.update(
+        record.number,
+        state=JobState.FAILED.value,
+        error=(error_name(ErrorCode.INTERRUPTED), message),
+        end_time=now_us(),
+    )
+    return store.get(record.number) or record

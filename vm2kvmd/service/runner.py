@@ -9,11 +9,15 @@ Tests inject small real runners of their own.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from vm2kvmd.core.model import Note
 from vm2kvmd.core.options import MigrateOptions
+
+if TYPE_CHECKING:
+    from vm2kvmd.core.residue import ResidueRecorder
 
 
 class DiskInfo(Protocol):
@@ -66,11 +70,27 @@ Inspector = Callable[[str, MigrateOptions], InspectOutcome]  # blocking; run in 
 Preflight = Callable[[str, MigrateOptions], object]  # blocking; raises what the job would fail with
 
 
-async def pipeline_runner(source: str, options: MigrateOptions, events: JobEvents) -> MigrationOutcome:
+async def pipeline_runner(
+    source: str,
+    options: MigrateOptions,
+    events: JobEvents,
+    *,
+    recorder: ResidueRecorder | None = None,
+    copy_slots: asyncio.Semaphore | None = None,
+) -> MigrationOutcome:
+    """``pipeline.run_migration``; the manager binds ``recorder`` (the job's residues in the
+    job store) and ``copy_slots`` (the host-wide disk copy limit) with ``functools.partial``."""
     from vm2kvmd import pipeline
     from vm2kvmd.pipeline.conversion import LibguestfsConverter
 
-    return await pipeline.run_migration(source, options, events, converter=LibguestfsConverter())
+    return await pipeline.run_migration(
+        source,
+        options,
+        events,
+        converter=LibguestfsConverter(),
+        recorder=recorder,
+        copy_slots=copy_slots,
+    )
 
 
 def pipeline_inspector(source: str, options: MigrateOptions) -> InspectOutcome:
