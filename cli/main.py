@@ -11,61 +11,37 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from dbus_fast.signature import Variant
 from rich.console import Console
 
-from cli import output
-from cli.client import (
-    Changed,
-    Client,
-    Completed,
-    DaemonError,
-    DaemonGone,
-    Interrupted,
-    JobEvent,
-    JobSignals,
-    Unreachable,
-    job_number,
+from cli import jobs, output
+from cli.client import Client, DaemonError, Unreachable, job_number
+from cli.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    Context,
+    UsageError,
+    error_line,
+    parse_job,
 )
-from cli.progress import JobView, job_view
+from cli.follow import CtrlC, OnInterrupt, ctrl_c_policy, follow_and_report, interactive, wait_job
 from cli.report import print_report
 from vm2kvmd import __version__
-from vm2kvmd.constants import JOBS_PATH, job_path
+from vm2kvmd.constants import error_name
+from vm2kvmd.errors import ErrorCode
 
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_UNREACHABLE: Final = 2
-EXIT_USAGE: Final = 2  # as argparse
-EXIT_INTERRUPTED: Final = 130
 CANCEL_WAIT: Final = 120.0  # seconds `cancel` waits for the job to clean up
-
-
-class UsageError(Exception):
-    """A wrong argument found after parsing (exit 2)."""
-
-
-@dataclass
-class Context:
-    args: argparse.Namespace
-    out: Console  # results: stdout
-    err: Console  # progress and warnings: stderr
-
-    @property
-    def json(self) -> bool:
-        return bool(self.args.json)
-
-    def print_json(self, data: Any) -> None:
-        self.out.out(json.dumps(data, indent=2, sort_keys=False), highlight=False)
-
-
-def error_line(message: str) -> None:
-    print(f"vm2kvmctl: error: {' '.join(message.split())}", file=sys.stderr, flush=True)
+NOT_AUTHORIZED: Final = error_name(ErrorCode.NOT_AUTHORIZED)
+PRIVILEGES_HINT: Final = (
+    "run vm2kvmctl with sufficient privileges (as root, or as a user polkit authorizes for this action)"
+)
 
 
 # --- arguments ---------------------------------------------------------------------
@@ -74,14 +50,6 @@ def error_line(message: str) -> None:
 def absolute(path: str) -> str:
     """The daemon does not share our working directory."""
     return path if "://" in path else os.path.abspath(path)
-
-
-def parse_job(text: str) -> str:
-    if text.isdigit() and int(text) > 0:
-        return job_path(int(text))
-    if text.startswith(JOBS_PATH + "/") and text.rsplit("/", 1)[1].isdigit():
-        return text
-    raise UsageError(f"JOB must be a job number or a job object path, not {text!r}")
 
 
 def mapping_options(args: argparse.Namespace) -> dict[str, Variant]:
@@ -168,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vm2kvmctl {__version__}")
     parser.add_argument("--bus", choices=("system", "session"), default="system", help="bus of vm2kvmd")
     parser.add_argument("--json", action="store_true", default=False, help="machine-readable output")
+    parser.add_argument(
+        "--no-ask-password",
+        action="store_true",
+        default=False,
+        help="do not let polkit ask for a password (the default when stdin is not a terminal)",
+    )
     # The global options are accepted after the command too.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -175,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
+    common.add_argument(
+        "--no-ask-password", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -213,8 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mapping_options(migrate)
     migrate.set_defaults(func=cmd_migrate)
 
-    jobs = commands.add_parser("jobs", parents=[common], help="list jobs")
-    jobs.set_defaults(func=cmd_jobs)
+    jobs.add_parsers(commands, common)
 
     for name, func, text in (
         ("status", cmd_status, "show a job"),
@@ -231,99 +207,6 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("job", metavar="JOB", help="job number or object path")
     report.set_defaults(func=cmd_report)
     return parser
-
-
-# --- following a job -----------------------------------------------------------------
-
-
-class CtrlC:
-    """While a job is started or followed, SIGINT becomes an ``Interrupted`` job event.
-
-    A second Ctrl-C before there is a job to follow cancels the command.
-    """
-
-    def __init__(self, signals: JobSignals) -> None:
-        self._signals = signals
-        self._task = asyncio.current_task()
-        self._loop = asyncio.get_running_loop()
-
-    def _handler(self) -> None:
-        if not self._signals.interrupt() and self._task is not None:
-            self._task.cancel()
-
-    def __enter__(self) -> CtrlC:
-        self._loop.add_signal_handler(signal.SIGINT, self._handler)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._loop.remove_signal_handler(signal.SIGINT)
-
-
-async def wait_job(
-    client: Client,
-    path: str,
-    *,
-    view: JobView | None,
-    cancel_on_interrupt: bool,
-) -> tuple[dict[str, Any], bool]:
-    """Follow ``path`` until it has finished: its final properties, and whether Ctrl-C was pressed.
-
-    The first Ctrl-C cancels the job when ``cancel_on_interrupt`` (and waits
-    for it), otherwise it stops waiting; a second one always stops waiting.
-    """
-    signals = await client.subscribe()
-    queue = signals.follow(path)
-    interrupted = False
-    number = job_number(path)
-    try:
-        props = await client.job(path)
-        if view:
-            view.update(props)
-        while props.get("State") not in output.FINISHED:
-            event: JobEvent = await queue.get()
-            if isinstance(event, Changed):
-                props.update(event.properties)
-                if view:
-                    view.update(props)
-            elif isinstance(event, Completed):
-                break
-            elif isinstance(event, DaemonGone):
-                raise Unreachable(f"vm2kvmd stopped while job {number} was running")
-            elif isinstance(event, Interrupted):
-                if interrupted or not cancel_on_interrupt:
-                    return props, True
-                interrupted = True
-                if view:
-                    view.note(f"Cancelling job {number} (Ctrl-C again to stop waiting)...")
-                await client.cancel(path)
-        props = await client.job(path)
-        if view:
-            view.update(props)
-        return props, interrupted
-    finally:
-        if view:
-            view.close()
-
-
-async def follow_and_report(ctx: Context, client: Client, path: str, *, cancel_on_interrupt: bool) -> int:
-    number = job_number(path)
-    view = None if ctx.json else job_view(ctx.err, f"job {number}")
-    props, interrupted = await wait_job(client, path, view=view, cancel_on_interrupt=cancel_on_interrupt)
-    state = props.get("State", "")
-    if state not in output.FINISHED:  # we stopped waiting
-        ctx.err.print(f"Job {number} is still {state}; vm2kvmctl watch {number} follows it again.")
-        return EXIT_INTERRUPTED
-    if ctx.json:
-        ctx.print_json(output.job_json(path, props))
-    if state == "completed":
-        if not ctx.json:
-            output.job_result(ctx.out, path, props)
-        return EXIT_OK
-    message = (props.get("Error") or ["", ""])[1] or f"job {number} {state}"
-    if state == "cancelled":
-        message = f"job {number} cancelled: {message}"
-    error_line(message)
-    return EXIT_INTERRUPTED if interrupted else EXIT_FAILED
 
 
 # --- commands ----------------------------------------------------------------------------
@@ -371,16 +254,7 @@ async def cmd_migrate(ctx: Context, client: Client) -> int:
     signals = await client.subscribe()  # before Migrate: no update can be missed
     with CtrlC(signals):
         path = await client.migrate(source, options)
-        return await follow_and_report(ctx, client, path, cancel_on_interrupt=True)
-
-
-async def cmd_jobs(ctx: Context, client: Client) -> int:
-    jobs = await client.jobs()
-    if ctx.json:
-        ctx.print_json([output.job_json(path, props) for path, props in jobs.items()])
-    else:
-        output.jobs_table(ctx.out, jobs)
-    return EXIT_OK
+        return await follow_and_report(ctx, client, path, on_interrupt=ctrl_c_policy())
 
 
 async def cmd_status(ctx: Context, client: Client) -> int:
@@ -396,7 +270,7 @@ async def cmd_status(ctx: Context, client: Client) -> int:
 async def cmd_watch(ctx: Context, client: Client) -> int:
     path = parse_job(ctx.args.job)
     with CtrlC(await client.subscribe()):
-        return await follow_and_report(ctx, client, path, cancel_on_interrupt=False)
+        return await follow_and_report(ctx, client, path, on_interrupt=OnInterrupt.STOP)
 
 
 async def cmd_cancel(ctx: Context, client: Client) -> int:
@@ -411,7 +285,7 @@ async def cmd_cancel(ctx: Context, client: Client) -> int:
     try:
         with CtrlC(signals):
             async with asyncio.timeout(CANCEL_WAIT):
-                props, _ = await wait_job(client, path, view=None, cancel_on_interrupt=False)
+                props = (await wait_job(client, path, view=None, on_interrupt=OnInterrupt.STOP)).props
     except TimeoutError:
         error_line(f"job {number} is still stopping after {CANCEL_WAIT:.0f} s")
         return EXIT_FAILED
@@ -444,13 +318,20 @@ async def cmd_report(ctx: Context, client: Client) -> int:
 Command = Callable[[Context, Client], Awaitable[int]]
 
 
+def daemon_error_text(exc: DaemonError) -> str:
+    """The one line for an error vm2kvmd answered; a refusal says what would help."""
+    if exc.name == NOT_AUTHORIZED and "privilege" not in exc.message.lower():
+        return f"{exc.message.rstrip('. ')}; {PRIVILEGES_HINT}"
+    return exc.message
+
+
 async def run(args: argparse.Namespace) -> int:
     # Not a terminal: no line wrapping (logs and pipes keep long paths whole).
     out = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 10_000)
     err = Console(stderr=True, highlight=False, markup=False, width=None if sys.stderr.isatty() else 10_000)
     ctx = Context(args, out, err)
     try:
-        client = await Client.connect(args.bus)
+        client = await Client.connect(args.bus, interactive_auth=interactive() and not args.no_ask_password)
     except Unreachable as exc:
         error_line(str(exc))
         return EXIT_UNREACHABLE
@@ -463,7 +344,7 @@ async def run(args: argparse.Namespace) -> int:
     except DaemonError as exc:
         if ctx.json:
             ctx.print_json({"error": {"name": exc.name, "message": exc.message}})
-        error_line(exc.message)
+        error_line(daemon_error_text(exc))
         return EXIT_FAILED
     except UsageError as exc:
         error_line(str(exc))

@@ -7,6 +7,7 @@ JSON-ready dicts; they do no D-Bus and no I/O beyond the console given.
 from __future__ import annotations
 
 import datetime as dt
+import pwd
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -43,6 +44,16 @@ def _time(us: int) -> str:
     return dt.datetime.fromtimestamp(us / 1_000_000).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
+def user_name(uid: int | None) -> str:
+    """The user name of ``uid``, or the number when this host does not know it."""
+    if uid is None:
+        return "-"
+    try:
+        return pwd.getpwuid(int(uid)).pw_name
+    except (KeyError, OverflowError, ValueError):
+        return str(uid)
+
+
 # --- jobs ---------------------------------------------------------------------
 
 
@@ -77,6 +88,13 @@ def job_json(path: str, props: Mapping[str, Any]) -> dict[str, Any]:
         "cancelable": props.get("Cancelable", False),
         "error": {"name": error_name, "message": error_message} if error_name else None,
         "options": dict(props.get("Options", {})),
+        "user": props.get("User"),
+        "user_name": user_name(props["User"]) if "User" in props else None,
+        "queue_position": props.get("QueuePosition", 0),
+        "create_time": props.get("CreateTime", 0),
+        "end_time": props.get("EndTime", 0),
+        "dismissed": props.get("Dismissed", False),
+        "retry_of": props.get("RetryOf", 0),
     }
 
 
@@ -86,19 +104,30 @@ def _progress_cell(props: Mapping[str, Any]) -> str:
     return f"{props.get('Progress', 0.0) * 100:.0f}%"
 
 
-def jobs_table(console: Console, jobs: Mapping[str, Mapping[str, Any]]) -> None:
+def _state_cell(props: Mapping[str, Any]) -> str:
+    state = str(props.get("State", ""))
+    if state == "queued" and props.get("QueuePosition"):
+        return f"{state} #{props['QueuePosition']}"
+    return state
+
+
+def jobs_table(console: Console, jobs: Mapping[str, Mapping[str, Any]], *, hidden: int = 0) -> None:
+    """The jobs, one a row; ``hidden``: how many dismissed jobs were left out (said only when
+    that leaves nothing to show: hiding them is what dismissing is for)."""
+    more = f" ({hidden} dismissed; vm2kvmctl jobs --all shows them)" if hidden else ""
     if not jobs:
-        console.print("No jobs.")
+        console.print(f"No jobs.{more}", highlight=False, markup=False)
         return
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("JOB", "STATE", "PHASE", "PROGRESS", "SOURCE", "DOMAIN"):
+    for column in ("JOB", "STATE", "PHASE", "PROGRESS", "USER", "SOURCE", "DOMAIN"):
         table.add_column(column, justify="right" if column in ("JOB", "PROGRESS") else "left")
     for path, props in jobs.items():
         cells = (
             str(job_number(path)),
-            props.get("State", ""),
+            _state_cell(props),
             props.get("Phase", "") or "-",
             _progress_cell(props),
+            user_name(props.get("User")),
             props.get("Source", ""),
             props.get("Domain", "") or "-",
         )
@@ -137,15 +166,31 @@ def progress_text(props: Mapping[str, Any]) -> str:
 def job_details(console: Console, path: str, props: Mapping[str, Any]) -> None:
     state = props.get("State", "")
     phase = props.get("Phase", "")
+    if phase and state == "running":
+        state_line = f"{state} (phase {phase})"
+    elif state == "queued" and props.get("QueuePosition"):
+        state_line = f"{state} (position {props['QueuePosition']})"
+    else:
+        state_line = state
+    if props.get("Dismissed"):
+        state_line += ", dismissed"
     rows = [
         ("Job", f"{job_number(path)} ({path})"),
-        ("State", f"{state} (phase {phase})" if phase and state == "running" else state),
+        ("State", state_line),
         ("Progress", progress_text(props)),
         ("Source", props.get("Source", "")),
         ("Domain", props.get("Domain", "") or "-"),
-        ("Started", _time(props.get("StartTime", 0))),
-        ("Options", _options_text(props.get("Options", {}))),
     ]
+    if "User" in props:
+        rows.append(("User", user_name(props["User"])))
+    if props.get("RetryOf"):
+        rows.append(("Retry of", f"job {props['RetryOf']}"))
+    if "CreateTime" in props:
+        rows.append(("Created", _time(props.get("CreateTime", 0))))
+    rows.append(("Started", _time(props.get("StartTime", 0))))
+    if "EndTime" in props:
+        rows.append(("Ended", _time(props.get("EndTime", 0))))
+    rows.append(("Options", _options_text(props.get("Options", {}))))
     error_name, error_message = job_error(props)
     if error_name:
         rows.append(("Error", error_message))

@@ -27,7 +27,19 @@ from cli.output import human_bytes
 class JobView(Protocol):
     def update(self, props: Mapping[str, Any]) -> None: ...
     def note(self, text: str) -> None: ...
+    def pause(self) -> None: ...  # a question is asked on the terminal: stop drawing
+    def resume(self) -> None: ...
     def close(self) -> None: ...
+
+
+def state_text(props: Mapping[str, Any]) -> str:
+    """ "running, phase copy", "queued, position 2", or the state alone."""
+    state, phase = props.get("State", ""), props.get("Phase", "")
+    if state == "running" and phase:
+        return f"{state}, phase {phase}"
+    if state == "queued" and props.get("QueuePosition"):
+        return f"{state}, position {props['QueuePosition']}"
+    return str(state)
 
 
 class PlainView:
@@ -39,11 +51,16 @@ class PlainView:
         self._phase = ""
         self._disks = 0
         self._decile = -1
+        self._queued = 0
 
     def _line(self, text: str) -> None:
         self._console.print(f"{self._label}: {text}", highlight=False, markup=False, soft_wrap=True)
 
     def update(self, props: Mapping[str, Any]) -> None:
+        position = props.get("QueuePosition", 0) if props.get("State") == "queued" else 0
+        if position and position != self._queued:
+            self._line(state_text(props))
+        self._queued = position
         # One PropertiesChanged can carry the end of a phase (disks, progress) and
         # the next phase, which the daemon flushes at once: report in that order.
         disks = props.get("Disks", [])
@@ -63,6 +80,12 @@ class PlainView:
 
     def note(self, text: str) -> None:
         self._line(text)
+
+    def pause(self) -> None:
+        pass
+
+    def resume(self) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -106,8 +129,7 @@ class BarsView:
         self._live.start()
 
     def update(self, props: Mapping[str, Any]) -> None:
-        state, phase = props.get("State", ""), props.get("Phase", "")
-        self._status.text = f"{state}, phase {phase}" if phase and state == "running" else state
+        self._status.text = state_text(props)
         for index, (key, target, total, done) in enumerate(props.get("Disks", [])):
             if index == len(self._tasks):
                 name = f"{key} -> {os.path.basename(target)}"
@@ -117,6 +139,12 @@ class BarsView:
 
     def note(self, text: str) -> None:
         self._live.console.print(text, highlight=False, markup=False)
+
+    def pause(self) -> None:
+        self._live.stop()
+
+    def resume(self) -> None:
+        self._live.start()
 
     def close(self) -> None:
         self._live.stop()

@@ -116,7 +116,11 @@ def ctl_env(address: str, env_var: str = "DBUS_SESSION_BUS_ADDRESS") -> dict[str
 
 
 async def start_ctl(
-    address: str, *args: str, cwd: Path | None = None, env_var: str = "DBUS_SESSION_BUS_ADDRESS"
+    address: str,
+    *args: str,
+    cwd: Path | None = None,
+    env_var: str = "DBUS_SESSION_BUS_ADDRESS",
+    stdin: int = asyncio.subprocess.DEVNULL,
 ) -> asyncio.subprocess.Process:
     bus_args: Sequence[str] = ("--bus", "session") if env_var == "DBUS_SESSION_BUS_ADDRESS" else ()
     return await asyncio.create_subprocess_exec(
@@ -127,7 +131,7 @@ async def start_ctl(
         *args,
         cwd=cwd or REPO,
         env=ctl_env(address, env_var),
-        stdin=asyncio.subprocess.DEVNULL,
+        stdin=stdin,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -353,8 +357,8 @@ async def test_jobs_and_status(private_bus: str) -> None:
         bad = await ctl(private_bus, "status", "seven")
     assert table.status == 0
     rows = [line.split() for line in table.out.splitlines()]
-    assert rows[0] == ["JOB", "STATE", "PHASE", "PROGRESS", "SOURCE", "DOMAIN"]
-    assert rows[1] == ["1", "completed", "cleanup", "100%", "/vms/a.vmx", "vm"]
+    assert rows[0] == ["JOB", "STATE", "PHASE", "PROGRESS", "USER", "SOURCE", "DOMAIN"]
+    assert rows[1] == ["1", "completed", "cleanup", "100%", "root", "/vms/a.vmx", "vm"]
     assert rows[2][:3] == ["2", "failed", "cleanup"]
     assert "/vms/b [old].vmx" in table.out  # no markup eaten
     listed = as_json.json()
