@@ -45,6 +45,9 @@ POOL = "vm2kvm-demo"
 POOL_DIR = REPO / "build" / "demo-pool"
 DOMAIN = "debian12-demo"
 DAEMON_LOG = REPO / "build" / "demo-vm2kvmd.log"
+# The demo daemon's job store: fresh at every run, so the demo's migration is job 1 (the
+# installed service keeps its store in /var/lib/vm2kvm).
+DEMO_STATE = REPO / "build" / "demo-state"
 BIN = Path(sys.executable).parent  # the venv's bin: vm2kvmd and vm2kvmctl live next to python
 NAME_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -200,7 +203,8 @@ async def wait_for_name(address: str, daemon: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def running_daemon(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    args = [str(BIN / "vm2kvmd"), "--bus", "session"]
+    shutil.rmtree(DEMO_STATE, ignore_errors=True)
+    args = [str(BIN / "vm2kvmd"), "--bus", "session", "--state-dir", str(DEMO_STATE)]
     print(f"$ {shlex.join(args)}  (log: {DAEMON_LOG.relative_to(REPO)})", flush=True)
     DAEMON_LOG.parent.mkdir(parents=True, exist_ok=True)
     with DAEMON_LOG.open("wb") as log:
@@ -294,6 +298,9 @@ def demo(boot: bool) -> None:
 
         step("What changed: source and target side by side, and every edit made in the guest")
         run_shown([*ctl, "report", "1"], env)
+
+        step("The job, as the service keeps it (jobs survive a daemon restart; logs are per job)")
+        run_shown([*ctl, "jobs"], env)
 
         step(f"The libvirt domain {DOMAIN}")
         run_shown(["virsh", "-c", URI, "dumpxml", DOMAIN])
