@@ -128,6 +128,10 @@ class LibvirtdGuard:
         # libvirtd first: it may still write to virtlogd while shutting down.
         while self.started:
             stop_process(self.started.pop(), timeout=15)
+        # Their logs matter only in the errors raised while starting them (which quote them).
+        if self.log_dir is not None:
+            shutil.rmtree(self.log_dir, ignore_errors=True)
+            self.log_dir = None
 
     def __enter__(self) -> LibvirtdGuard:
         return self
