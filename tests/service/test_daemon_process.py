@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,17 +19,10 @@ from tests.service.support import BusClient
 from vm2kvmd.constants import BUS_NAME, MANAGER_IFACE, MANAGER_PATH
 
 REPO = Path(__file__).resolve().parents[2]
-# Every daemon of this module gets a job store of its own below this directory, removed with it.
-_STATE_ROOT: list[Path] = []
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _state_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    root = tmp_path_factory.mktemp("daemon-state")
-    _STATE_ROOT.append(root)
-    yield
-    _STATE_ROOT.remove(root)
-    shutil.rmtree(root, ignore_errors=True)
+# Every daemon spawned here (other modules use ``spawn`` too) gets a job store of its own
+# below this directory, which goes when the test process ends.
+_STATE_ROOT = Path(tempfile.mkdtemp(prefix="vm2kvmd-test-states-"))
+atexit.register(shutil.rmtree, _STATE_ROOT, True)
 
 
 async def spawn(env_var: str, address: str, *args: str) -> asyncio.subprocess.Process:
@@ -44,7 +38,7 @@ async def spawn(env_var: str, address: str, *args: str) -> asyncio.subprocess.Pr
         os.devnull,
         # Never the host's /var/lib/vm2kvm; a fresh job store per process (a later --state-dir wins).
         "--state-dir",
-        tempfile.mkdtemp(prefix="state-", dir=_STATE_ROOT[-1]),
+        tempfile.mkdtemp(prefix="state-", dir=_STATE_ROOT),
         *args,
         cwd=REPO,
         env=env,
