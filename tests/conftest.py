@@ -43,6 +43,7 @@ from tests.harness.services import (
     service_pids,
     unique_name,
 )
+from tests.service.support import BusClient
 
 pytest_plugins = ["tests.guests.fixtures", "tests.guests.phony_fixtures"]
 
@@ -147,6 +148,15 @@ def private_bus() -> Iterator[str]:
     """The address of a private session-style dbus-daemon."""
     with PrivateBus() as bus:
         yield bus.address
+
+
+@pytest.fixture
+async def client(private_bus: str) -> AsyncIterator[BusClient]:
+    """A connection to the private bus that records vm2kvmd's job and manager signals."""
+    bus_client = await BusClient.connect(private_bus)
+    await bus_client.subscribe()
+    yield bus_client
+    await bus_client.close()
 
 
 # --- leak checks ------------------------------------------------------------

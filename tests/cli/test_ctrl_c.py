@@ -16,6 +16,7 @@ import pty
 import signal
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from dbus_fast import Message, MessageFlag, MessageType
@@ -70,26 +71,24 @@ async def until(proc: asyncio.subprocess.Process, text: str, within: float = 10.
     return seen
 
 
-async def interrupted_migration(address: str, slave: int) -> tuple[asyncio.subprocess.Process, str]:
-    """vm2kvmctl migrate on the terminal, following its job, after one Ctrl-C: the question is up."""
-    proc = await start_ctl(address, "migrate", "/vms/a.vmx", stdin=slave)
-    os.close(slave)  # the child has its own copy
-    err = await following(proc)
-    proc.send_signal(signal.SIGINT)
-    err += await until(proc, ASKED)
-    return proc, err
+@contextlib.asynccontextmanager
+async def question_up(
+    address: str, runner: ScriptedRunner
+) -> AsyncIterator[tuple[Any, int, asyncio.subprocess.Process, str]]:
+    """(daemon, terminal master, vm2kvmctl, its stderr so far): ``vm2kvmctl migrate`` on a
+    terminal, following job 1 of a daemon running ``runner``, after one Ctrl-C: the question is up."""
+    async with serve_daemon(address, runner=runner) as daemon, terminal() as (master, slave):
+        proc = await start_ctl(address, "migrate", "/vms/a.vmx", stdin=slave)
+        os.close(slave)  # the child has its own copy
+        err = await following(proc)
+        proc.send_signal(signal.SIGINT)
+        err += await until(proc, ASKED)
+        yield daemon, master, proc, err
 
 
 async def test_detach(private_bus: str) -> None:
     hold = asyncio.Event()
-    async with (
-        serve_daemon(private_bus, runner=ScriptedRunner(hold=hold)) as daemon,
-        terminal() as (
-            master,
-            slave,
-        ),
-    ):
-        proc, err = await interrupted_migration(private_bus, slave)
+    async with question_up(private_bus, ScriptedRunner(hold=hold)) as (daemon, master, proc, err):
         os.write(master, b"d\n")
         run = await finish(proc, err_so_far=err)
         state = daemon.manager.jobs[0].state
@@ -105,8 +104,7 @@ async def test_detach(private_bus: str) -> None:
 
 async def test_cancel_by_answer(private_bus: str) -> None:
     runner = ScriptedRunner(hold=asyncio.Event())
-    async with serve_daemon(private_bus, runner=runner) as daemon, terminal() as (master, slave):
-        proc, err = await interrupted_migration(private_bus, slave)
+    async with question_up(private_bus, runner) as (daemon, master, proc, err):
         os.write(master, b"x\n")  # not an answer: asked again
         err += await until(proc, ASKED)
         os.write(master, b"c\n")
@@ -121,14 +119,7 @@ async def test_cancel_by_answer(private_bus: str) -> None:
 
 
 async def test_second_ctrl_c_at_the_question_cancels(private_bus: str) -> None:
-    async with (
-        serve_daemon(private_bus, runner=ScriptedRunner(hold=asyncio.Event())) as daemon,
-        terminal() as (
-            _master,
-            slave,
-        ),
-    ):
-        proc, err = await interrupted_migration(private_bus, slave)
+    async with question_up(private_bus, ScriptedRunner(hold=asyncio.Event())) as (daemon, _master, proc, err):
         proc.send_signal(signal.SIGINT)
         run = await finish(proc, err_so_far=err)
         state = daemon.manager.jobs[0].state
@@ -139,14 +130,7 @@ async def test_second_ctrl_c_at_the_question_cancels(private_bus: str) -> None:
 
 async def test_resume_then_the_job_completes(private_bus: str) -> None:
     hold = asyncio.Event()
-    async with (
-        serve_daemon(private_bus, runner=ScriptedRunner(hold=hold)) as daemon,
-        terminal() as (
-            master,
-            slave,
-        ),
-    ):
-        proc, err = await interrupted_migration(private_bus, slave)
+    async with question_up(private_bus, ScriptedRunner(hold=hold)) as (daemon, master, proc, err):
         os.write(master, b"r\n")
         await asyncio.sleep(0.3)
         # A later Ctrl-C asks again; the job ending meanwhile ends the question.
@@ -162,14 +146,7 @@ async def test_resume_then_the_job_completes(private_bus: str) -> None:
 
 
 async def test_end_of_input_cancels(private_bus: str) -> None:
-    async with (
-        serve_daemon(private_bus, runner=ScriptedRunner(hold=asyncio.Event())) as daemon,
-        terminal() as (
-            master,
-            slave,
-        ),
-    ):
-        proc, err = await interrupted_migration(private_bus, slave)
+    async with question_up(private_bus, ScriptedRunner(hold=asyncio.Event())) as (daemon, master, proc, err):
         os.write(master, b"\x04")  # Ctrl-D at the start of a line: end of input
         run = await finish(proc, err_so_far=err)
         state = daemon.manager.jobs[0].state

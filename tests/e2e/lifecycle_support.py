@@ -308,6 +308,10 @@ class ServiceDaemon:
         return ctl(self.address, *args, timeout=timeout, convert=convert)
 
 
+# What the ``daemons`` fixture (tests/e2e/conftest.py) gives: daemons(config=..., env=...).
+MakeDaemon = Callable[..., ServiceDaemon]
+
+
 # --- VMs and residue ----------------------------------------------------------------------------------
 
 

@@ -14,7 +14,6 @@ phony guest is up (convert).  A queued job is cancelled before it ever ran.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import pytest
 from tests.e2e.lifecycle_support import (
     CANCELLED,
     HOLD_ENV,
+    MakeDaemon,
     MiB,
     ServiceDaemon,
     appliance,
@@ -45,14 +45,11 @@ from tests.e2e.lifecycle_support import (
     work_files,
 )
 from tests.e2e.support import VmxDisk, write_vmx
-from tests.harness.bus import PrivateBus
 from tests.harness.disks import make_vmdk as make_data_vmdk
 from tests.harness.services import DirPool, unique_name
 from tests.helpers.vmdk_factory import sha256_tree
 
 pytestmark = pytest.mark.libvirt
-
-MakeDaemon = Callable[..., ServiceDaemon]
 
 # A cancelled job kills its processes and removes what it made: seconds, however long the phase.
 CANCEL_BOUND = 10.0
@@ -60,30 +57,10 @@ CANCEL_BOUND = 10.0
 CREATED = ("copy", "verify", "define")
 
 
-@pytest.fixture(scope="module")
-def bus_address(libvirtd: Any) -> Iterator[str]:
-    with PrivateBus() as bus:
-        yield bus.address
-
-
 @pytest.fixture(autouse=True)
 def _libvirtd_up(libvirt_conn: Any) -> None:
     """A libvirtd answers (another session may have stopped the one we found; this starts ours)."""
     libvirt_conn.getLibVersion()
-
-
-@pytest.fixture
-def daemons(bus_address: str, tmp_path: Path) -> Iterator[MakeDaemon]:
-    made: list[ServiceDaemon] = []
-
-    def make(config: str = "", env: dict[str, str] | None = None) -> ServiceDaemon:
-        daemon = ServiceDaemon(bus_address, tmp_path / f"daemon{len(made)}", config=config, env=env)
-        made.append(daemon)
-        return daemon
-
-    yield make
-    for daemon in made:
-        daemon.close()
 
 
 def cancel(daemon: ServiceDaemon, number: int) -> None:

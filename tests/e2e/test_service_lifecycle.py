@@ -15,7 +15,6 @@ qemu-img, the appliance -- must not outlive it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from tests.e2e.lifecycle_support import (
     CANCELLED,
     HOLD_ENV,
     INTERRUPTED,
+    MakeDaemon,
     MiB,
     ServiceDaemon,
     converting_job,
@@ -46,7 +46,6 @@ from tests.e2e.lifecycle_support import (
     work_files,
 )
 from tests.e2e.support import VmxDisk, write_vmx
-from tests.harness.bus import PrivateBus
 from tests.harness.disks import make_unreadable_vmdk
 from tests.harness.disks import make_vmdk as make_data_vmdk
 from tests.harness.services import DirPool, remove_domain, unique_name
@@ -54,34 +53,11 @@ from tests.helpers.vmdk_factory import images_equal, sha256_tree
 
 pytestmark = pytest.mark.libvirt
 
-MakeDaemon = Callable[..., ServiceDaemon]
-
-
-@pytest.fixture(scope="module")
-def bus_address(libvirtd: Any) -> Iterator[str]:
-    with PrivateBus() as bus:
-        yield bus.address
-
 
 @pytest.fixture(autouse=True)
 def _libvirtd_up(libvirt_conn: Any) -> None:
     """A libvirtd answers (another session may have stopped the one we found; this starts ours)."""
     libvirt_conn.getLibVersion()
-
-
-@pytest.fixture
-def daemons(bus_address: str, tmp_path: Path) -> Iterator[MakeDaemon]:
-    """``daemons(config=..., env=...)``: a ServiceDaemon (not started) in the test's tmp dir."""
-    made: list[ServiceDaemon] = []
-
-    def make(config: str = "", env: dict[str, str] | None = None) -> ServiceDaemon:
-        daemon = ServiceDaemon(bus_address, tmp_path / f"daemon{len(made)}", config=config, env=env)
-        made.append(daemon)
-        return daemon
-
-    yield make
-    for daemon in made:
-        daemon.close()
 
 
 def domain_identity(conn: Any, name: str) -> tuple[str, list[str], list[str]]:

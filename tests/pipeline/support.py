@@ -49,12 +49,35 @@ class RecordingEvents:
             out.append(sum(done.values()))
         return out
 
+    def most_concurrent(self) -> int:
+        """The most disks copying at once: started (first report) and not finished (done == total)."""
+        active: set[int] = set()
+        most = 0
+        for _t, index, done, total in self.timeline:
+            if done < total:
+                active.add(index)
+            else:
+                active.discard(index)
+            most = max(most, len(active))
+        return most
+
 
 def make_disk(directory: Path, name: str, size: int, data: Sequence[tuple[int, int, int]], **kw: str) -> Path:
     """A VMDK of ``size`` holding ``data`` runs (offset, length, byte) made with qemu-img."""
     from tests.harness.disks import make_vmdk
 
     return make_vmdk(directory, name, size, writes=data, **kw)
+
+
+def small_vm(tmp_path: Path, count: int, disk_mib: int, data_mib: int) -> Path:
+    """A VM in ``tmp_path/vm`` with ``count`` disks, each holding ``data_mib`` of its own byte."""
+    vmdir = tmp_path / "vm"
+    vmdir.mkdir()
+    disks = [
+        make_disk(vmdir, f"disk{n}.vmdk", disk_mib * MiB, [(n * MiB, data_mib * MiB, 0x30 + n)])
+        for n in range(count)
+    ]
+    return vm_with(vmdir, disks)
 
 
 def vm_with(directory: Path, disks: Sequence[Path], name: str = "Disk Pipeline") -> Path:

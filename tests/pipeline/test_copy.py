@@ -20,27 +20,6 @@ def _options(pool: DirPool, name: str, tmp_path: Path) -> MigrateOptions:
     return MigrateOptions(name=name, pool=pool.name, domain_type="qemu", work_dir=str(tmp_path / "work"))
 
 
-def _concurrency(events: RecordingEvents) -> int:
-    """The most disks copying at once: started (first report) and not finished (done == total)."""
-    active: set[int] = set()
-    most = 0
-    for _t, index, done, total in events.timeline:
-        if done < total:
-            active.add(index)
-        else:
-            active.discard(index)
-        most = max(most, len(active))
-    return most
-
-
-@pytest.fixture
-def three_disk_vm(tmp_path: Path) -> Path:
-    vmdir = tmp_path / "vm"
-    vmdir.mkdir()
-    disks = [make_disk(vmdir, f"disk{n}.vmdk", 128 * MiB, [(n * MiB, 96 * MiB, 0x30 + n)]) for n in range(3)]
-    return vm_with(vmdir, disks)
-
-
 async def test_disks_copy_in_parallel_two_at_a_time(
     three_disk_vm: Path, dir_pool: DirPool, domain_name: str, tmp_path: Path, libvirt_conn: object
 ) -> None:
@@ -49,7 +28,7 @@ async def test_disks_copy_in_parallel_two_at_a_time(
     result = await run_migration(str(three_disk_vm), _options(dir_pool, domain_name, tmp_path), events)
     try:
         assert MigrateOptions().disk_parallelism == 2
-        assert _concurrency(events) == 2
+        assert events.most_concurrent() == 2
         for index, disk in enumerate(events.announced):
             reports = events.progress[index]
             done = [d for d, _ in reports]
@@ -76,7 +55,7 @@ async def test_one_disk_at_a_time_when_the_limit_is_one(three_disk_vm: Path, tmp
         name="serial", output_dir=str(tmp_path / "out"), work_dir=str(tmp_path / "w"), disk_parallelism=1
     )
     await run_migration(str(three_disk_vm), options, events)
-    assert _concurrency(events) == 1
+    assert events.most_concurrent() == 1
     assert [i for _t, i, done, _total in events.timeline if done == 0] == [0, 1, 2]
 
 

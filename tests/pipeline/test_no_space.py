@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,14 +122,6 @@ async def test_disk_full_during_the_copy(
     assert not qemu_img_children()
     assert domain_name not in {d.name() for d in libvirt_conn.listAllDomains(0)}
     assert sha256_tree(vm.parent) == before
-
-
-@pytest.fixture
-async def client(private_bus: str) -> AsyncIterator[BusClient]:
-    bus_client = await BusClient.connect(private_bus)
-    await bus_client.subscribe()
-    yield bus_client
-    await bus_client.close()
 
 
 @pytest.mark.allow_blocking  # the runner's event sink fills the tmpfs

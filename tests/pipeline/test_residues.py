@@ -18,7 +18,7 @@ import libvirt
 import pytest
 
 from tests.harness.services import DEFAULT_URI, DirPool, remove_domain
-from tests.pipeline.support import MiB, RecordingEvents, make_disk, vm_with
+from tests.pipeline.support import MiB, RecordingEvents, small_vm
 from vm2kvmd.adapters.libvirt_host import LibvirtHost
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
@@ -36,10 +36,7 @@ HOLD = "VM2KVMD_TEST_HOLD"
 @pytest.fixture
 def vm(tmp_path: Path) -> Path:
     """Two small disks with a little data."""
-    vmdir = tmp_path / "vm"
-    vmdir.mkdir()
-    disks = [make_disk(vmdir, f"disk{n}.vmdk", 64 * MiB, [(n * MiB, 4 * MiB, 0x41 + n)]) for n in range(2)]
-    return vm_with(vmdir, disks)
+    return small_vm(tmp_path, 2, 64, 4)
 
 
 @pytest.fixture

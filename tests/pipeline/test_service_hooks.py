@@ -9,31 +9,10 @@ from typing import Any
 
 import pytest
 
-from tests.pipeline.support import MiB, RecordingEvents, make_disk, vm_with
+from tests.pipeline.support import RecordingEvents
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.pipeline import run_migration
 from vm2kvmd.pipeline.testhold import ENV, _parse, hold
-
-
-def _concurrency(events: RecordingEvents) -> int:
-    """The most disks copying at once: started (first report) and not finished (done == total)."""
-    active: set[int] = set()
-    most = 0
-    for _t, index, done, total in events.timeline:
-        if done < total:
-            active.add(index)
-        else:
-            active.discard(index)
-        most = max(most, len(active))
-    return most
-
-
-@pytest.fixture
-def three_disk_vm(tmp_path: Path) -> Path:
-    vmdir = tmp_path / "vm"
-    vmdir.mkdir()
-    disks = [make_disk(vmdir, f"disk{n}.vmdk", 96 * MiB, [(n * MiB, 64 * MiB, 0x30 + n)]) for n in range(3)]
-    return vm_with(vmdir, disks)
 
 
 def _options(tmp_path: Path, out: str) -> MigrateOptions:
@@ -52,12 +31,12 @@ async def test_copies_hold_a_host_slot_besides_the_jobs_own_limit(
     # Without host slots, the job's own limit (3) lets every disk copy at once ...
     free = RecordingEvents()
     await run_migration(str(three_disk_vm), _options(tmp_path, "free"), free)
-    assert _concurrency(free) == 3
+    assert free.most_concurrent() == 3
     # ... with one host slot, one disk at a time, and the slot is given back.
     slots = asyncio.Semaphore(1)
     held = RecordingEvents()
     result = await run_migration(str(three_disk_vm), _options(tmp_path, "held"), held, copy_slots=slots)
-    assert _concurrency(held) == 1
+    assert held.most_concurrent() == 1
     assert len(held.progress) == 3 and all(
         reports[-1][0] == reports[-1][1] for reports in held.progress.values()
     )
@@ -88,7 +67,7 @@ async def test_two_jobs_share_the_host_slots(three_disk_vm: Path, tmp_path: Path
     merged.timeline = sorted(
         [(t, i, d, n) for t, i, d, n in one.timeline] + [(t, i + 10, d, n) for t, i, d, n in two.timeline]
     )
-    assert _concurrency(merged) <= 2
+    assert merged.most_concurrent() <= 2
     assert not slots.locked()
 
 

@@ -91,13 +91,6 @@ async def wait_for_name(client: BusClient, proc: asyncio.subprocess.Process) -> 
             await asyncio.sleep(0.05)
 
 
-@pytest.fixture
-async def client(private_bus: str) -> AsyncIterator[BusClient]:
-    bus_client = await BusClient.connect(private_bus)
-    yield bus_client
-    await bus_client.close()
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 async def test_serves_until_signalled(private_bus: str, client: BusClient, signum: int) -> None:
     async with running("DBUS_SESSION_BUS_ADDRESS", private_bus, "--bus", "session") as proc:

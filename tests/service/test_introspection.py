@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from dbus_fast import introspection as intr
 
 from tests.service.support import BusClient, ScriptedRunner, serve_daemon
@@ -52,13 +50,6 @@ async def introspect(client: BusClient, path: str) -> intr.Node:
 def interface_of(node: intr.Node, name: str) -> intr.Interface:
     (found,) = [i for i in node.interfaces if i.name == name]
     return found
-
-
-@pytest.fixture
-async def client(private_bus: str) -> AsyncIterator[BusClient]:
-    bus_client = await BusClient.connect(private_bus)
-    yield bus_client
-    await bus_client.close()
 
 
 async def test_live_objects_match_the_xml_files(private_bus: str, client: BusClient) -> None:

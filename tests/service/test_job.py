@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
 
 import pytest
 from dbus_fast.signature import Variant
@@ -15,14 +14,6 @@ from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.service.errors import INTERNAL_MESSAGE
 from vm2kvmd.service.job import Job, JobState, PropertyBatcher, RateMeter
-
-
-@pytest.fixture
-async def client(private_bus: str) -> AsyncIterator[BusClient]:
-    bus_client = await BusClient.connect(private_bus)
-    await bus_client.subscribe()
-    yield bus_client
-    await bus_client.close()
 
 
 def changed_values(client: BusClient, path: str, name: str) -> list[object]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,14 +47,6 @@ def capture() -> Iterator[Capture]:
     yield handler
     logger.removeHandler(handler)
     logger.setLevel(old_level)
-
-
-@pytest.fixture
-async def client(private_bus: str) -> AsyncIterator[BusClient]:
-    bus_client = await BusClient.connect(private_bus)
-    await bus_client.subscribe()
-    yield bus_client
-    await bus_client.close()
 
 
 def fields(record: logging.LogRecord) -> tuple[str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 from dbus_fast import MessageType
@@ -23,14 +22,6 @@ from vm2kvmd.service.errors import INTERNAL_MESSAGE
 from vm2kvmd.service.interface import dbus_methods, is_translated
 from vm2kvmd.service.job import Job
 from vm2kvmd.service.manager import Manager
-
-
-@pytest.fixture
-async def client(private_bus: str) -> AsyncIterator[BusClient]:
-    bus_client = await BusClient.connect(private_bus)
-    await bus_client.subscribe()
-    yield bus_client
-    await bus_client.close()
 
 
 def assert_error(reply: object, name: str, *fragments: str) -> str:

@@ -7,7 +7,7 @@ the real ``JobStore`` (in memory), shared by the "restarted" managers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
@@ -28,14 +28,6 @@ from vm2kvmd.service.runner import JobEvents
 from vm2kvmd.service.store import JobStore
 
 REPORT = {"format": 1, "name": "vm", "notes": []}
-
-
-@pytest.fixture
-async def client(private_bus: str) -> AsyncIterator[BusClient]:
-    bus_client = await BusClient.connect(private_bus)
-    await bus_client.subscribe()
-    yield bus_client
-    await bus_client.close()
 
 
 @pytest.fixture

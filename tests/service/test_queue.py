@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from dbus_fast.signature import Variant
 
 from tests.service.support import BusClient, ScriptedRunner, serve_daemon
@@ -17,14 +15,6 @@ from vm2kvmd.service.job import JobState
 from vm2kvmd.service.manager import Manager
 from vm2kvmd.service.runner import pipeline_runner
 from vm2kvmd.service.store import JobStore
-
-
-@pytest.fixture
-async def client(private_bus: str) -> AsyncIterator[BusClient]:
-    bus_client = await BusClient.connect(private_bus)
-    await bus_client.subscribe()
-    yield bus_client
-    await bus_client.close()
 
 
 def changed(client: BusClient, path: str, name: str) -> list[object]:

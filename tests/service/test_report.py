@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
-import pytest
 from dbus_fast import MessageType
 
 from tests.service.support import BusClient, ScriptedRunner, serve_daemon
@@ -22,14 +20,6 @@ REPORT = {
     "notes": [],
 }
 NO_REPORT = error_name(ErrorCode.NO_REPORT)
-
-
-@pytest.fixture
-async def client(private_bus: str) -> AsyncIterator[BusClient]:
-    bus_client = await BusClient.connect(private_bus)
-    await bus_client.subscribe()
-    yield bus_client
-    await bus_client.close()
 
 
 async def get_report(client: BusClient, path: str) -> tuple[str, str]:

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from tests.service.support import BusClient
 from tests.service.test_daemon_process import finish, name_owner, running, spawn, wait_for_name
-
-
-@pytest.fixture
-async def client(private_bus: str) -> AsyncIterator[BusClient]:
-    bus_client = await BusClient.connect(private_bus)
-    yield bus_client
-    await bus_client.close()
 
 
 async def test_unusable_state_dir_is_one_line_and_exit_1(tmp_path: Path) -> None:

@@ -191,13 +191,6 @@ async def spawn_notified(address: str, notify: str, tmp: Path, **extra: str) -> 
     )
 
 
-@pytest.fixture
-async def client(private_bus: str) -> AsyncIterator[BusClient]:
-    bus_client = await BusClient.connect(private_bus)
-    yield bus_client
-    await bus_client.close()
-
-
 async def test_daemon_process_notifies_systemd(private_bus: str, client: BusClient, tmp_path: Path) -> None:
     with notify_socket(abstract=True) as (sock, value):
         datagrams = Datagrams(sock)
