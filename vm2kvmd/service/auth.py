@@ -254,18 +254,21 @@ class Authorizer:
             self._watching = asyncio.ensure_future(self._add_match())
         await asyncio.shield(self._watching)
 
+    async def _bus_daemon(self, member: str, argument: str) -> Message:
+        """Call ``member(s)`` of the bus daemon itself; its reply, maybe an error."""
+        call = Message(
+            destination=DBUS_NAME,
+            path=DBUS_PATH,
+            interface=DBUS_NAME,
+            member=member,
+            signature="s",
+            body=[argument],
+        )
+        return await self._bus.call(call)
+
     async def _add_match(self) -> None:
         try:
-            reply = await self._bus.call(
-                Message(
-                    destination=DBUS_NAME,
-                    path=DBUS_PATH,
-                    interface=DBUS_NAME,
-                    member="AddMatch",
-                    signature="s",
-                    body=[NAME_LOST_RULE],
-                )
-            )
+            reply = await self._bus_daemon("AddMatch", NAME_LOST_RULE)
         except Exception as exc:
             reply = None
             log.warning("cannot watch bus names (%s); caller cache trimmed by size only", exc)
@@ -278,16 +281,7 @@ class Authorizer:
         if (known := self._callers.get(sender)) is not None:
             return known
         await self._watch()
-        reply = await self._bus.call(
-            Message(
-                destination=DBUS_NAME,
-                path=DBUS_PATH,
-                interface=DBUS_NAME,
-                member="GetConnectionCredentials",
-                signature="s",
-                body=[sender],
-            )
-        )
+        reply = await self._bus_daemon("GetConnectionCredentials", sender)
         if reply.message_type is MessageType.ERROR:
             raise Vm2kvmError(
                 ErrorCode.NOT_AUTHORIZED,
