@@ -161,6 +161,19 @@ async def following(proc: asyncio.subprocess.Process, within: float = 20.0) -> s
     return seen
 
 
+async def first_line_then_finish(
+    proc: asyncio.subprocess.Process, hold: asyncio.Event, stream: str = "stdout"
+) -> tuple[str, Run]:
+    """The first line vm2kvmctl writes to ``stream`` (within 10 s) while the job is held, then
+    the job released and vm2kvmctl run to its end (a stderr line stays in ``Run.err``)."""
+    reader = proc.stdout if stream == "stdout" else proc.stderr
+    assert reader is not None
+    async with asyncio.timeout(10):
+        first = (await reader.readline()).decode()
+    hold.set()
+    return first, await finish(proc, err_so_far=first if stream == "stderr" else "")
+
+
 async def ctl(address: str, *args: str, **kwargs: Any) -> Run:
     return await finish(await start_ctl(address, *args, **kwargs))
 

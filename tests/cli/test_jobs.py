@@ -18,7 +18,7 @@ import pytest
 from cli.client import DaemonError
 from cli.joblog import JournalUnavailable, LogLine, entry_line, from_journal
 from cli.main import PRIVILEGES_HINT, daemon_error_text
-from tests.cli.test_cli import assert_one_error_line, ctl, finish, start_ctl
+from tests.cli.test_cli import assert_one_error_line, ctl, first_line_then_finish, start_ctl
 from tests.service.support import ScriptedRunner, serve_daemon
 from vm2kvmd.constants import job_path
 from vm2kvmd.daemon import Daemon
@@ -91,11 +91,7 @@ async def test_progress_shows_the_queue_position(private_bus: str) -> None:
         await ctl(private_bus, "migrate", "/vms/a.vmx", "--detach")
         await ctl(private_bus, "migrate", "/vms/b.vmx", "--detach")
         proc = await start_ctl(private_bus, "migrate", "/vms/c.vmx")
-        assert proc.stderr is not None
-        async with asyncio.timeout(10):
-            first = (await proc.stderr.readline()).decode()
-        hold.set()
-        run = await finish(proc, err_so_far=first)
+        _first, run = await first_line_then_finish(proc, hold, "stderr")
     assert run.status == 0, run.err
     lines = run.err.splitlines()
     assert lines[0] == "job 3: queued, position 2"
@@ -185,11 +181,7 @@ async def test_logs_follow(private_bus: str) -> None:
         await ctl(private_bus, "migrate", "/vms/a.vmx", "--detach")
         await runner.copying.wait()
         proc = await start_ctl(private_bus, "logs", "1", "--follow", "--source", "store")
-        assert proc.stdout is not None
-        async with asyncio.timeout(10):
-            first = (await proc.stdout.readline()).decode()
-        hold.set()
-        run = await finish(proc)
+        first, run = await first_line_then_finish(proc, hold)
     assert run.status == 0, run.err
     lines = [first.rstrip("\n"), *run.out.splitlines()]
     assert all(LOG_LINE.match(line) for line in lines), lines

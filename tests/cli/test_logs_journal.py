@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_cli import ctl, finish, start_ctl
+from tests.cli.test_cli import ctl, first_line_then_finish, start_ctl
 from tests.service.support import ScriptedRunner, serve_daemon
 
 JOURNALD = Path("/lib/systemd/systemd-journald")
@@ -181,11 +181,7 @@ async def test_follow_the_journal(private_bus: str, daemon_logs_to: str) -> None
         proc = await start_ctl(
             private_bus, "logs", "1", "-f", "--source", "journal", "--journal-namespace", namespace
         )
-        assert proc.stdout is not None
-        async with asyncio.timeout(10):
-            first = (await proc.stdout.readline()).decode()
-        hold.set()
-        run = await finish(proc)
+        first, run = await first_line_then_finish(proc, hold)
     assert run.status == 0, run.err
     lines = [first.rstrip("\n"), *run.out.splitlines()]
     assert lines[: len(before)] == before

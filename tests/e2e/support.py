@@ -3,23 +3,21 @@ real pipeline, the real ``vm2kvmctl``, the real libvirtd and qemu-img.
 
 ``DaemonProcess`` runs ``python -m vm2kvmd.daemon --bus session`` with its job
 store in a test directory (never ``/var/lib/vm2kvm``); it can be stopped
-(SIGTERM), killed (SIGKILL, like a power loss for its jobs) and started again
-on the same store.  ``ctl`` runs ``python -m cli.main --bus session``.
+(SIGTERM) and started again on the same store.  ``ctl`` runs
+``python -m cli.main --bus session``.
 ``write_vmx`` writes a Workstation-style VMX for disks made with
 ``tests.helpers.vmdk_factory``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 import uuid as uuid_module
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,29 +35,20 @@ def bus_env(address: str) -> dict[str, str]:
 
 
 class DaemonProcess:
-    """``vm2kvmd --bus session`` as a child process; stopped with SIGTERM or killed with SIGKILL.
+    """``vm2kvmd --bus session`` as a child process; stopped with SIGTERM.
 
-    Its job store is ``state_dir`` (default ``LOG_DIR/state``), kept across
-    ``start`` after ``stop``/``kill``; ``env`` is added to its environment
-    (e.g. ``VM2KVMD_TEST_HOLD``), and ``start(env=...)`` adds more for one run.
-    Every run appends to the same log file.
+    Its job store is ``state_dir`` (``LOG_DIR/state``), kept across
+    ``start`` after ``stop``.  Every run appends to the same log file.  (The service
+    lifecycle tests, which kill vm2kvmd too, use ``lifecycle_support.ServiceDaemon``.)
     """
 
-    def __init__(
-        self,
-        address: str,
-        log_dir: Path,
-        *,
-        env: Mapping[str, str] | None = None,
-        state_dir: Path | None = None,
-    ) -> None:
+    def __init__(self, address: str, log_dir: Path) -> None:
         self.address = address
         self.log = log_dir / "vm2kvmd.log"
-        self.state_dir = state_dir if state_dir is not None else log_dir / "state"
-        self.env = dict(env or {})
+        self.state_dir = log_dir / "state"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, *, env: Mapping[str, str] | None = None) -> DaemonProcess:
+    def start(self) -> DaemonProcess:
         if self.alive:
             raise RuntimeError("vm2kvmd is already running")
         command = [sys.executable, "-m", "vm2kvmd.daemon", "--bus", "session", "--config", os.devnull]
@@ -68,12 +57,10 @@ class DaemonProcess:
             self.proc = subprocess.Popen(
                 command,
                 cwd=REPO,
-                env={**bus_env(self.address), **self.env, **(env or {})},
+                env=bus_env(self.address),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log_file,
-                # Its own process group: kill() takes its qemu-img and appliance with it.
-                start_new_session=True,
             )
         register_service(self.proc.pid)
         deadline = time.monotonic() + 30
@@ -93,21 +80,6 @@ class DaemonProcess:
         if self.proc is None:
             return None
         self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        finally:
-            stop_process(self.proc)
-            forget_service(self.proc.pid)
-        return self.proc.returncode
-
-    def kill(self) -> int | None:
-        """SIGKILL to vm2kvmd and every process it started (its process group), as a power
-        loss or ``systemctl kill -s KILL`` would; its jobs get no chance to clean up."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
         try:
             self.proc.wait(timeout=30)
         finally:

@@ -191,24 +191,35 @@ async def spawn_notified(address: str, notify: str, tmp: Path, **extra: str) -> 
     )
 
 
-async def test_daemon_process_notifies_systemd(private_bus: str, client: BusClient, tmp_path: Path) -> None:
-    with notify_socket(abstract=True) as (sock, value):
+@contextlib.asynccontextmanager
+async def notified_daemon(
+    address: str, tmp: Path, abstract: bool = False, **extra: str
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, Datagrams]]:
+    """vm2kvmd as a process with its own ``$NOTIFY_SOCKET``, and the datagrams it sends there;
+    killed afterwards if the test did not make it exit."""
+    with notify_socket(abstract=abstract) as (sock, value):
         datagrams = Datagrams(sock)
-        proc = await spawn_notified(private_bus, value, tmp_path, WATCHDOG_USEC="200000")
+        proc = await spawn_notified(address, value, tmp, **extra)
         try:
-            ready = await datagrams.wait_for("READY=1")
-            owned_at_ready = await name_owner(client)
-            # Pings every 0.1 s: a handful within a second.
-            await asyncio.sleep(1.0)
-            pings = datagrams.count("WATCHDOG=1")
-            proc.send_signal(signal.SIGTERM)
-            stopping = await datagrams.wait_for("STOPPING=1")
-            status, err = await finish(proc)
+            yield proc, datagrams
         finally:
             if proc.returncode is None:
                 proc.kill()
                 await proc.communicate()
             await datagrams.close()
+
+
+async def test_daemon_process_notifies_systemd(private_bus: str, client: BusClient, tmp_path: Path) -> None:
+    daemon = notified_daemon(private_bus, tmp_path, abstract=True, WATCHDOG_USEC="200000")
+    async with daemon as (proc, datagrams):
+        ready = await datagrams.wait_for("READY=1")
+        owned_at_ready = await name_owner(client)
+        # Pings every 0.1 s: a handful within a second.
+        await asyncio.sleep(1.0)
+        pings = datagrams.count("WATCHDOG=1")
+        proc.send_signal(signal.SIGTERM)
+        stopping = await datagrams.wait_for("STOPPING=1")
+        status, err = await finish(proc)
     assert status == 0, err
     assert owned_at_ready, "READY=1 came before the bus name was owned"
     assert datagrams.messages[ready] == "READY=1\nSTATUS=idle"
@@ -222,20 +233,13 @@ async def test_daemon_process_notifies_systemd(private_bus: str, client: BusClie
 async def test_watchdog_for_another_pid_is_not_ours(
     private_bus: str, client: BusClient, tmp_path: Path
 ) -> None:
-    with notify_socket() as (sock, value):
-        datagrams = Datagrams(sock)
-        proc = await spawn_notified(private_bus, value, tmp_path, WATCHDOG_USEC="100000", WATCHDOG_PID="1")
-        try:
-            await datagrams.wait_for("READY=1")
-            await asyncio.sleep(0.5)
-            proc.send_signal(signal.SIGTERM)
-            await datagrams.wait_for("STOPPING=1")
-            status, err = await finish(proc)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.communicate()
-            await datagrams.close()
+    daemon = notified_daemon(private_bus, tmp_path, WATCHDOG_USEC="100000", WATCHDOG_PID="1")
+    async with daemon as (proc, datagrams):
+        await datagrams.wait_for("READY=1")
+        await asyncio.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        await datagrams.wait_for("STOPPING=1")
+        status, err = await finish(proc)
     assert status == 0, err
     assert datagrams.count("WATCHDOG=1") == 0
 
