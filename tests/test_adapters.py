@@ -24,7 +24,7 @@ from tests.harness.disks import (
 from tests.harness.services import DirPool, child_pids, pid_alive
 from vm2kvmd.adapters import qemu_img
 from vm2kvmd.adapters.libvirt_host import LibvirtHost
-from vm2kvmd.core.qemu_source import Node
+from vm2kvmd.core.planning.blockdev import Node
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 URI = "qemu:///system"

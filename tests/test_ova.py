@@ -41,9 +41,9 @@ from tests.helpers.ova_factory import (
 )
 from tests.helpers.vmdk_factory import MiB, images_equal, make_vmdk, sha256_tree
 from tests.pipeline.support import RecordingEvents
-from vm2kvmd.core import qemu_source
-from vm2kvmd.core.model import DiskChain, Firmware, SourceVM
+from vm2kvmd.core.hardware.model import DiskChain, Firmware, SourceVM
 from vm2kvmd.core.options import MigrateOptions
+from vm2kvmd.core.planning import blockdev as qemu_source
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline import run_migration
 from vm2kvmd.sources import files as source_files

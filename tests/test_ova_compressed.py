@@ -31,11 +31,11 @@ from tests.harness.services import DirPool, remove_domain
 from tests.helpers.ova_factory import OvfDisk, OvfNic, build_ova, manifest_text, ovf_text, write_tar
 from tests.helpers.vmdk_factory import MiB, make_vmdk, sha256_tree
 from tests.pipeline.support import RecordingEvents
-from vm2kvmd.core.model import EXTRACTED_AT_MIGRATION
+from vm2kvmd.core.hardware.model import EXTRACTED_AT_MIGRATION
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline import run_migration
-from vm2kvmd.pipeline.inspection import inspect_source
+from vm2kvmd.pipeline.planning import inspect_source
 from vm2kvmd.sources import load_source
 from vm2kvmd.sources.extract import extract_blocking, gunzip
 from vm2kvmd.sources.files import Located

@@ -27,9 +27,9 @@ from vm2kvmd.adapters import qemu_img
 from vm2kvmd.adapters.libvirt_host import LibvirtHost
 from vm2kvmd.aio import in_thread
 from vm2kvmd.core.options import MigrateOptions
-from vm2kvmd.core.paths import PathResolver
-from vm2kvmd.core.qemu_source import source_blockdev
-from vm2kvmd.core.vmdk import load_chain
+from vm2kvmd.core.planning.blockdev import source_blockdev
+from vm2kvmd.core.vmware.paths import PathResolver
+from vm2kvmd.core.vmware.vmdk import load_chain
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline import DiskProgress, inspect_source, run_migration
 from vm2kvmd.pipeline.rollback import Rollback

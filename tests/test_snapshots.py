@@ -437,7 +437,7 @@ async def test_keep_esxi_chain_with_verify(
 ) -> None:
     """ESXi: a vmfs base, a vmfsSparse (-delta) and a seSparse (-sesparse) snapshot.
 
-    QEMU reads a vmfsThin base only through a descriptor view (see core.qemu_source).
+    QEMU reads a vmfsThin base only through a descriptor view (see core.planning.blockdev).
     """
     directory = tmp_path / "db01"
     directory.mkdir()

@@ -23,7 +23,7 @@ from tests.helpers.vmdk_factory import (
 from tests.pipeline.support import RecordingEvents as Events
 from tests.service.support import ScriptedRunner, serve_daemon
 from vm2kvmd.core.options import MigrateOptions
-from vm2kvmd.core.qemu_source import Node, target_node
+from vm2kvmd.core.planning.blockdev import Node, target_node
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline import run_migration
 from vm2kvmd.pipeline.verify import VERIFIED, verify_disk

@@ -43,11 +43,11 @@ from tests.helpers.vmdk_factory import (
 from tests.pipeline.support import RecordingEvents as Events
 from vm2kvmd.aio import in_thread
 from vm2kvmd.core.options import MigrateOptions
-from vm2kvmd.core.paths import PathResolver
-from vm2kvmd.core.vmdk import load_chain
+from vm2kvmd.core.vmware.paths import PathResolver
+from vm2kvmd.core.vmware.vmdk import load_chain
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline import MigrationResult, run_migration
-from vm2kvmd.pipeline.sources import SourceViews, open_source
+from vm2kvmd.pipeline.blockdev import SourceViews, open_source
 
 # A qcow2 target's own metadata (header, L1, refcount table and block, L2 tables) and
 # the file system's rounding; anything beyond the data and this is a thick copy.

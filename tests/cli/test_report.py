@@ -20,10 +20,10 @@ from rich.console import Console
 from cli.report import print_report
 from tests.cli.test_cli import assert_one_error_line, ctl
 from tests.core.test_report import GOLDEN_DIR, OPTS, REPORT_DATA, converted, load_vm
-from tests.core.vmx_support import DATA
+from tests.core.vmware.vmx_support import DATA
 from tests.service.support import ScriptedRunner, serve_daemon
-from vm2kvmd.core.guestcaps import GuestCaps
-from vm2kvmd.core.mapping import plan_domain
+from vm2kvmd.core.planning.guestcaps import GuestCaps
+from vm2kvmd.core.planning.mapping import plan_domain
 from vm2kvmd.core.report import build_report
 
 

@@ -14,14 +14,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.core.vmx_support import BASE, build, good_disk
+from tests.core.vmware.vmx_support import BASE, build, good_disk
 from tests.guests.phony import PhonyGuest, build_images
 from vm2kvmd.convert.context import ConversionOptions, GuestContext
-from vm2kvmd.core.guest import DeviceMap, GuestInfo, Kernel
-from vm2kvmd.core.guestcaps import GuestCaps
-from vm2kvmd.core.mapping import plan_domain
-from vm2kvmd.core.model import SourceVM
-from vm2kvmd.core.plan import DomainPlan, PlanOptions
+from vm2kvmd.core.guest.info import DeviceMap, GuestInfo, Kernel
+from vm2kvmd.core.hardware.model import SourceVM
+from vm2kvmd.core.planning.guestcaps import GuestCaps
+from vm2kvmd.core.planning.mapping import plan_domain
+from vm2kvmd.core.planning.plan import DomainPlan, PlanOptions
 
 VIRTIO = frozenset({"virtio", "virtio_ring", "virtio_pci", "virtio_blk", "virtio_net", "virtio_scsi"})
 OTHERS = frozenset({"ahci", "libahci", "ata_piix", "e1000", "vmxnet3", "vmw_pvscsi"})

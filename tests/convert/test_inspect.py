@@ -20,7 +20,7 @@ from vm2kvmd.convert.inspect import (
     mount_guest,
     refuse_unconvertible,
 )
-from vm2kvmd.core.guest import Filesystem, GuestInfo
+from vm2kvmd.core.guest.info import Filesystem, GuestInfo
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 DISK_ORDER = ("debian11", "data_only", "ubuntu2004", "rhel8", "sles12", "centos6", "dual_boot")

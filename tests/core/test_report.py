@@ -13,17 +13,17 @@ from typing import Any
 
 import pytest
 
-from tests.core.vmx_support import DATA, good_disk
-from vm2kvmd.core.guest import Change, Conversion, Filesystem, GuestInfo, Kernel
-from vm2kvmd.core.guestcaps import GuestCaps
-from vm2kvmd.core.linux_caps import caps_for_linux
-from vm2kvmd.core.mapping import plan_domain
-from vm2kvmd.core.model import Note, SourceVM
-from vm2kvmd.core.paths import PathResolver
-from vm2kvmd.core.plan import DomainPlan, PlanOptions
+from tests.core.vmware.vmx_support import DATA, good_disk
+from vm2kvmd.core.guest.info import Change, Conversion, Filesystem, GuestInfo, Kernel
+from vm2kvmd.core.guest.linux.caps import caps_for_linux
+from vm2kvmd.core.hardware.model import Note, SourceVM
+from vm2kvmd.core.planning.guestcaps import GuestCaps
+from vm2kvmd.core.planning.mapping import plan_domain
+from vm2kvmd.core.planning.plan import DomainPlan, PlanOptions
 from vm2kvmd.core.report import build_report, size_text, target_device
-from vm2kvmd.core.source_vm import build_source_vm
-from vm2kvmd.core.vmx import read_vmx
+from vm2kvmd.core.vmware.paths import PathResolver
+from vm2kvmd.core.vmware.vmx import read_vmx
+from vm2kvmd.core.vmware.vmx_hardware import build_source_vm
 
 REPORT_DATA = Path(__file__).resolve().parent.parent / "data" / "report"
 GOLDEN_DIR = "/golden/vmx"

@@ -10,7 +10,7 @@ Typical use::
     assert images_equal(top, converted, fmt_b="qcow2")    # the whole chain arrived
 
 Subformats (``SUBFORMATS``) and what they leave in the directory; qemu-img 7.2
-reads all of them (checked in ``tests/core/test_vmdk.py``):
+reads all of them (checked in ``tests/core/vmware/test_vmdk.py``):
 
 =======================  =================================================  ===============
 subformat                files                                              made by

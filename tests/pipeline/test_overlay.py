@@ -15,8 +15,8 @@ from tests.harness.services import DirPool
 from tests.helpers.vmdk_factory import images_equal, read_virtual, sha256_tree
 from tests.pipeline.support import MiB, RecordingEvents, allocated, make_disk, vm_with
 from vm2kvmd.adapters import qemu_img
-from vm2kvmd.core import qemu_source
 from vm2kvmd.core.options import MigrateOptions
+from vm2kvmd.core.planning import blockdev as qemu_source
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline import run_migration
 from vm2kvmd.pipeline.overlay import QCOW2_BACKING_MAX, Overlay, backing_file

@@ -21,8 +21,8 @@ from tests.helpers.vmdk_factory import images_equal, sha256_tree
 from tests.pipeline.support import MiB, RecordingEvents, allocated, make_disk, qemu_img_children, vm_with
 from vm2kvmd.adapters import qemu_img
 from vm2kvmd.adapters.libvirt_host import LibvirtHost
-from vm2kvmd.core import qemu_source
 from vm2kvmd.core.options import MigrateOptions
+from vm2kvmd.core.planning import blockdev as qemu_source
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline import inspect_source, preflight, run_migration
 

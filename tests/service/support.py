@@ -23,7 +23,7 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.signature import Variant
 
 from vm2kvmd.constants import BUS_NAME, JOB_IFACE, JOBS_PATH, MANAGER_IFACE, MANAGER_PATH
-from vm2kvmd.core.model import Note
+from vm2kvmd.core.hardware.model import Note
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.daemon import Daemon
 from vm2kvmd.errors import ErrorCode, Vm2kvmError

@@ -1,6 +1,6 @@
 """``qemu-img`` as asyncio subprocesses: convert with progress, info, measure, compare.
 
-A source is a blockdev options tree (``vm2kvmd.core.qemu_source``), given to
+A source is a blockdev options tree (``vm2kvmd.core.planning.blockdev``), given to
 qemu-img as ``--image-opts``: every caller describes a source disk the same
 way, built in one place from the ``DiskChain`` our resolver checked.  Sources
 are opened read-only and never with ``-U`` (force-share): every node of the
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vm2kvmd.aio import settle
-from vm2kvmd.core.qemu_source import image_opts, node_file, target_node
+from vm2kvmd.core.planning.blockdev import image_opts, node_file, target_node
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 QEMU_IMG = "qemu-img"

@@ -2,7 +2,7 @@
 
 A layer is copied with ``qemu-img convert -n -B <parent volume> -F qcow2``:
 the source is the layer *with* its parents (a blockdev tree from
-``vm2kvmd.core.qemu_source``, every node read-only), and ``-B`` makes
+``vm2kvmd.core.planning.blockdev``, every node read-only), and ``-B`` makes
 qemu-img write only what the top layer itself allocates (block status above
 its backing), zeroes included, so each qcow2 holds exactly its VMDK layer's
 grains and reads, through its backing chain, as that layer reads through
@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from vm2kvmd.adapters.qemu_img import _last_line, _run, _run_with_progress
-from vm2kvmd.core.qemu_source import image_opts, json_filename, node_file
+from vm2kvmd.core.planning.blockdev import image_opts, json_filename, node_file
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 

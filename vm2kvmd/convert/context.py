@@ -6,10 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vm2kvmd.convert.guestfs_api import GuestFS
-from vm2kvmd.core.guest import Change, DeviceMap, GuestInfo
-from vm2kvmd.core.guestcaps import GuestCaps
-from vm2kvmd.core.model import Note, SourceVM
-from vm2kvmd.core.plan import DomainPlan
+from vm2kvmd.core.guest.info import Change, DeviceMap, GuestInfo
+from vm2kvmd.core.hardware.model import Note, SourceVM
+from vm2kvmd.core.planning.guestcaps import GuestCaps
+from vm2kvmd.core.planning.plan import DomainPlan
 
 
 @dataclass(frozen=True)

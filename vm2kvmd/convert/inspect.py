@@ -16,8 +16,8 @@ import re
 from collections.abc import Sequence
 
 from vm2kvmd.convert.guestfs_api import GuestFS
-from vm2kvmd.core.guest import Filesystem, GuestInfo, Kernel, module_name
-from vm2kvmd.core.model import Note
+from vm2kvmd.core.guest.info import Filesystem, GuestInfo, Kernel, module_name
+from vm2kvmd.core.hardware.model import Note
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 _NO_CONVERSION_HINT = "migrate with --no-guest-conversion to copy the disks and define the VM unchanged"

@@ -16,8 +16,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from vm2kvmd.core.guest import Conversion, GuestInfo
-from vm2kvmd.core.model import (
+from vm2kvmd.core.guest.info import Conversion, GuestInfo
+from vm2kvmd.core.hardware.model import (
     Bus,
     CharPort,
     MediaKind,
@@ -28,14 +28,14 @@ from vm2kvmd.core.model import (
     SourceDisk,
     SourceVM,
 )
-from vm2kvmd.core.plan import DomainPlan, PlannedCharPort, PlannedDisk, PlannedNic, PlannedRemovable
+from vm2kvmd.core.planning.plan import DomainPlan, PlannedCharPort, PlannedDisk, PlannedNic, PlannedRemovable
 
 REPORT_FORMAT: Final = 1  # bumped when a key changes meaning or disappears
 NOT_CONVERTED: Final = "guest not converted"
 DROPPED: Final = "dropped"
 
 # The appliance names the planned disks /dev/sda, /dev/sdb, ... in plan order
-# (vm2kvmd.core.guest.DiskName); partitions follow as digits.
+# (vm2kvmd.core.guest.info.DiskName); partitions follow as digits.
 _APPLIANCE_DEV = re.compile(r"^/dev/sd([a-z]+)(\d*)$")
 
 

@@ -8,7 +8,6 @@ The D-Bus service and the demo call only these.
 
 from __future__ import annotations
 
-from vm2kvmd.pipeline.inspection import PLACEHOLDER_DIR, InspectResult, inspect_source
 from vm2kvmd.pipeline.migrate import (
     PHASES,
     BeforeCopy,
@@ -18,6 +17,7 @@ from vm2kvmd.pipeline.migrate import (
     preflight,
     run_migration,
 )
+from vm2kvmd.pipeline.planning import PLACEHOLDER_DIR, InspectResult, inspect_source
 
 __all__ = [
     "PHASES",

@@ -24,12 +24,12 @@ from vm2kvmd.adapters.appliance import Appliance
 from vm2kvmd.aio import settle
 from vm2kvmd.convert.context import ConversionOptions, GuestContext
 from vm2kvmd.convert.guestfs_api import GuestFS
-from vm2kvmd.core.guest import Conversion
-from vm2kvmd.core.guestcaps import GuestCaps
-from vm2kvmd.core.linux_caps import caps_for_linux
-from vm2kvmd.core.model import Note, SourceVM
+from vm2kvmd.core.guest.info import Conversion
+from vm2kvmd.core.guest.linux.caps import caps_for_linux
+from vm2kvmd.core.hardware.model import Note, SourceVM
 from vm2kvmd.core.options import MigrateOptions
-from vm2kvmd.core.plan import DomainPlan
+from vm2kvmd.core.planning.guestcaps import GuestCaps
+from vm2kvmd.core.planning.plan import DomainPlan
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline.events import JobEvents
 from vm2kvmd.pipeline.overlay import Overlay
@@ -115,7 +115,7 @@ def _convert(
     # Imported here: the step modules are only needed by jobs that convert.
     from vm2kvmd.convert.inspect import choose_root, inspect_guest, mount_guest, refuse_unconvertible
     from vm2kvmd.convert.linux import convert_linux
-    from vm2kvmd.core.linux_devices import device_map
+    from vm2kvmd.core.guest.linux.devices import device_map
 
     timings: list[tuple[str, float]] = []
     started = time.monotonic()

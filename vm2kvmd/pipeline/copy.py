@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from vm2kvmd.adapters import qemu_img
 from vm2kvmd.aio import settle
 from vm2kvmd.constants import DEFAULT_DISK_PARALLELISM
-from vm2kvmd.core import qemu_source
+from vm2kvmd.core.planning import blockdev as qemu_source
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline.events import JobEvents
 from vm2kvmd.pipeline.targets import CopyMode

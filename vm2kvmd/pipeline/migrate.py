@@ -37,20 +37,20 @@ from typing import Any
 from vm2kvmd.adapters import qemu_img
 from vm2kvmd.adapters.libvirt_host import LibvirtHost
 from vm2kvmd.aio import in_thread, settle
-from vm2kvmd.core.model import DiskChain, Note
+from vm2kvmd.core.hardware.model import DiskChain, Note
 from vm2kvmd.core.options import MigrateOptions
-from vm2kvmd.core.plan import DomainPlan, PlannedDisk
+from vm2kvmd.core.planning.plan import DomainPlan, PlannedDisk
 from vm2kvmd.core.report import build_report
 from vm2kvmd.core.residue import Residue, ResidueRecorder
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline import targets
+from vm2kvmd.pipeline.blockdev import QemuSource, SourceViews, open_source
 from vm2kvmd.pipeline.conversion import GuestConverter, unconverted
 from vm2kvmd.pipeline.copy import DiskCopy, copy_disks
 from vm2kvmd.pipeline.events import PHASES, DiskProgress, JobEvents
-from vm2kvmd.pipeline.inspection import InspectResult, inspect_with_host
 from vm2kvmd.pipeline.overlay import BeforeCopy, Overlay, WorkArea, create_overlays
+from vm2kvmd.pipeline.planning import InspectResult, inspect_with_host
 from vm2kvmd.pipeline.rollback import Rollback
-from vm2kvmd.pipeline.sources import QemuSource, SourceViews, open_source
 from vm2kvmd.pipeline.targets import DirTarget, DiskSizes, PoolTarget, Target
 from vm2kvmd.pipeline.testhold import hold
 from vm2kvmd.pipeline.verify import verify_disk

@@ -45,10 +45,10 @@ from typing import Any, Protocol
 
 from vm2kvmd.adapters import qemu_img
 from vm2kvmd.aio import in_thread
-from vm2kvmd.core import qemu_source
+from vm2kvmd.core.planning import blockdev as qemu_source
 from vm2kvmd.core.residue import Residue, ResidueRecorder
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
-from vm2kvmd.pipeline.sources import QemuSource
+from vm2kvmd.pipeline.blockdev import QemuSource
 
 # QEMU's qcow2 driver refuses longer backing file names (block/qcow2.c).
 QCOW2_BACKING_MAX = 1023

@@ -1,7 +1,7 @@
 """``--snapshots keep``: every VMDK layer as a qcow2 volume, every VMware snapshot as libvirt metadata.
 
 The same job as ``pipeline.migrate`` (inspect, prepare, copy, [verify],
-define), with the plan of ``core.snapshot_plan``: one volume per layer of
+define), with the plan of ``core.planning.snapshots``: one volume per layer of
 each disk's chains, created by libvirt on its parent's volume and filled
 by ``qemu-img convert -B`` (``adapters.qemu_img_layers``), the domain on
 the current state's volumes, then one redefined disk-only snapshot per
@@ -27,23 +27,23 @@ from dataclasses import dataclass
 from vm2kvmd.adapters import libvirt_snapshots, qemu_img_layers
 from vm2kvmd.adapters.libvirt_host import LibvirtHost
 from vm2kvmd.aio import in_thread, settle
-from vm2kvmd.core.model import DiskChain, Note
+from vm2kvmd.core.domainxml.snapshots import render_snapshot_xml
+from vm2kvmd.core.hardware.model import DiskChain, Note
 from vm2kvmd.core.options import MigrateOptions
-from vm2kvmd.core.paths import PathResolver
-from vm2kvmd.core.plan import PlannedDisk
+from vm2kvmd.core.planning.plan import PlannedDisk
+from vm2kvmd.core.planning.snapshots import ChainLoader, KeepPlan, LayerVolume, plan_keep
 from vm2kvmd.core.residue import Residue, ResidueRecorder
-from vm2kvmd.core.snapshot_plan import ChainLoader, KeepPlan, LayerVolume, plan_keep
-from vm2kvmd.core.snapshot_xml import render_snapshot_xml
-from vm2kvmd.core.vmdk import load_chain
-from vm2kvmd.core.vmsd import load_snapshot_tree, vmsd_path_for
+from vm2kvmd.core.vmware.paths import PathResolver
+from vm2kvmd.core.vmware.vmdk import load_chain
+from vm2kvmd.core.vmware.vmsd import load_snapshot_tree, vmsd_path_for
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
+from vm2kvmd.pipeline.blockdev import QemuSource, SourceViews, open_source
 from vm2kvmd.pipeline.copy import host_slot
 from vm2kvmd.pipeline.events import DiskProgress, JobEvents, human
-from vm2kvmd.pipeline.inspection import InspectResult, inspect_with_host
 from vm2kvmd.pipeline.migrate import MigrationResult
 from vm2kvmd.pipeline.overlay import BeforeCopy, Overlay, WorkArea
+from vm2kvmd.pipeline.planning import InspectResult, inspect_with_host
 from vm2kvmd.pipeline.rollback import Rollback
-from vm2kvmd.pipeline.sources import QemuSource, SourceViews, open_source
 from vm2kvmd.pipeline.targets import check_pool_targets, domain_exists
 from vm2kvmd.pipeline.testhold import hold
 from vm2kvmd.pipeline.verify import verify_disk

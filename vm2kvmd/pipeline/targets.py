@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from vm2kvmd.adapters.libvirt_host import BLOCK_POOL_TYPES, FILE_POOL_TYPES, LibvirtHost, PoolInfo
 from vm2kvmd.core.options import MigrateOptions
-from vm2kvmd.core.plan import DomainPlan, PlannedDisk
+from vm2kvmd.core.planning.plan import DomainPlan, PlannedDisk
 from vm2kvmd.core.residue import Residue
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline.events import human

@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from vm2kvmd.adapters import qemu_img
-from vm2kvmd.core.model import Note
-from vm2kvmd.core.qemu_source import target_node
+from vm2kvmd.core.hardware.model import Note
+from vm2kvmd.core.planning.blockdev import target_node
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 VERIFIED = "verified: identical to the source"

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from vm2kvmd.core.model import Note
+from vm2kvmd.core.hardware.model import Note
 from vm2kvmd.core.options import MigrateOptions
 
 if TYPE_CHECKING:

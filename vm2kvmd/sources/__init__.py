@@ -16,8 +16,8 @@ import threading
 from collections.abc import Callable, Mapping
 
 from vm2kvmd.aio import settle
-from vm2kvmd.core.model import SourceVM
-from vm2kvmd.core.source_vm import load_source_vm
+from vm2kvmd.core.hardware.model import SourceVM
+from vm2kvmd.core.vmware.vmx_hardware import load_source_vm
 from vm2kvmd.errors import Vm2kvmError
 from vm2kvmd.sources.ova import GzipOvaPackage, OvaPackage, is_gzip
 from vm2kvmd.sources.ovf_files import OvfFilesPackage

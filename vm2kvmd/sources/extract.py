@@ -31,7 +31,7 @@ import zlib
 from collections.abc import Callable, Sequence
 
 from vm2kvmd.aio import settle
-from vm2kvmd.core.ovf import parse_ovf
+from vm2kvmd.core.ovf.envelope import parse_ovf
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.sources.files import Located, open_read_only, stat_source
 from vm2kvmd.sources.ova import ExtractedOvaPackage, OvaPackage, is_gzip

@@ -4,7 +4,7 @@
 to header; it reads no data) and records each regular member's data offset
 and size.  Disks stay inside the archive: a ``DiskLayer`` whose ``path`` is
 the ``.ova`` and whose ``member_offset``/``member_size`` is the member's byte
-range, which QEMU opens through a raw offset node (``core.qemu_source``).
+range, which QEMU opens through a raw offset node (``core.planning.blockdev``).
 Nothing is written anywhere, not even to a work directory.
 
 Compressed with gzip (the whole ``.ova`` a gzip stream of the tar, or disk
@@ -16,7 +16,7 @@ and continues with an ``ExtractedOvaPackage``.
 
 Refused, with a hint:
 - an archive compressed with bzip2, xz or zstd, and members stored with
-  ``ovf:chunkSize`` (a disk problem, see ``core.ovf_storage``);
+  ``ovf:chunkSize`` (a disk problem, see ``core.ovf.storage``);
 - anything that is not a tar, sparse or duplicate members, a member whose data
   runs past the end of the file (a truncated download).
 Tolerated with a note: a descriptor that is not the first member (the OVF
@@ -35,10 +35,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import BinaryIO
 
-from vm2kvmd.core.model import DiskChain, Note
-from vm2kvmd.core.ovf import MAX_OVF_BYTES, OvfEnvelope, OvfFile
-from vm2kvmd.core.ovf_storage import ExtractedAtMigration
-from vm2kvmd.core.vmdk import load_member_layer
+from vm2kvmd.core.hardware.model import DiskChain, Note
+from vm2kvmd.core.ovf.envelope import MAX_OVF_BYTES, OvfEnvelope, OvfFile
+from vm2kvmd.core.ovf.storage import ExtractedAtMigration
+from vm2kvmd.core.vmware.vmdk import load_member_layer
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.sources.files import Located, open_read_only, stat_source
 from vm2kvmd.sources.package import Package

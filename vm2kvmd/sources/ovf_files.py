@@ -15,10 +15,10 @@ import os
 import stat
 from collections.abc import Mapping
 
-from vm2kvmd.core.model import DiskChain
-from vm2kvmd.core.ovf import OvfFile
-from vm2kvmd.core.paths import PathResolver
-from vm2kvmd.core.vmdk import load_chain
+from vm2kvmd.core.hardware.model import DiskChain
+from vm2kvmd.core.ovf.envelope import OvfFile
+from vm2kvmd.core.vmware.paths import PathResolver
+from vm2kvmd.core.vmware.vmdk import load_chain
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.sources.files import Located, stat_source
 from vm2kvmd.sources.package import Package

@@ -14,9 +14,9 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
-from vm2kvmd.core.model import DiskChain, Note, SourceVM
-from vm2kvmd.core.ovf import MAX_OVF_BYTES, OvfEnvelope, OvfFile, parse_ovf
-from vm2kvmd.core.ovf_hardware import build_source_vm
+from vm2kvmd.core.hardware.model import DiskChain, Note, SourceVM
+from vm2kvmd.core.ovf.envelope import MAX_OVF_BYTES, OvfEnvelope, OvfFile, parse_ovf
+from vm2kvmd.core.ovf.hardware import build_source_vm
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.sources.files import Located, read_range
 from vm2kvmd.sources.manifest import MAX_MANIFEST_BYTES, parse_manifest, verify_manifest

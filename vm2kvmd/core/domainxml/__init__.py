@@ -12,7 +12,7 @@ from lxml import etree
 
 from vm2kvmd.core.domainxml import chars, disks, general, interfaces, misc
 from vm2kvmd.core.domainxml._xml import sub
-from vm2kvmd.core.plan import DomainPlan
+from vm2kvmd.core.planning.plan import DomainPlan
 
 __all__ = ["render_domain_xml"]
 

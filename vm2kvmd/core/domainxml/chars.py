@@ -5,7 +5,7 @@ from __future__ import annotations
 from lxml import etree
 
 from vm2kvmd.core.domainxml._xml import sub
-from vm2kvmd.core.plan import DomainPlan, PlannedCharPort
+from vm2kvmd.core.planning.plan import DomainPlan, PlannedCharPort
 
 
 def _source(el: etree._Element, port: PlannedCharPort) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from lxml import etree
 
 from vm2kvmd.core.domainxml._xml import sub
-from vm2kvmd.core.plan import DomainPlan, PlannedDisk, PlannedRemovable
+from vm2kvmd.core.planning.plan import DomainPlan, PlannedDisk, PlannedRemovable
 
 # libvirt gives each SCSI controller 7 units when it assigns drive addresses
 # from target names (sdh lands on controller 1), and a controller it adds by

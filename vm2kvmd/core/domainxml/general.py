@@ -6,8 +6,8 @@ from lxml import etree
 
 from vm2kvmd.constants import METADATA_NS
 from vm2kvmd.core.domainxml._xml import sub
-from vm2kvmd.core.model import Firmware
-from vm2kvmd.core.plan import DomainPlan
+from vm2kvmd.core.hardware.model import Firmware
+from vm2kvmd.core.planning.plan import DomainPlan
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 

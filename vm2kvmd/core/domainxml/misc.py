@@ -5,7 +5,7 @@ from __future__ import annotations
 from lxml import etree
 
 from vm2kvmd.core.domainxml._xml import sub
-from vm2kvmd.core.plan import DomainPlan
+from vm2kvmd.core.planning.plan import DomainPlan
 
 # EHCI takes only high-speed devices; libvirt's documented companion set puts
 # three UHCI controllers behind it for full/low-speed ones (tablet, keyboards).

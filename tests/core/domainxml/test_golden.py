@@ -1,0 +1,64 @@
+"""Golden files: every ``tests/data/vmx/<case>.vmx`` renders to ``<case>.xml``.
+
+The disks the VMX files name are absent (the cases are real-world captures,
+not VMs), which the mapping plans anyway.  Run with ``--regenerate`` to rewrite
+the XML files from the current output, then read the diff.  Every golden file
+is also defined in libvirt's test driver and in the test libvirtd.
+
+The data directory is machine-specific (the VMX path is absolute and ends up in
+``<metadata>``), so it is written as ``GOLDEN_DIR`` in the golden files.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.core.domainxml.test_domainxml import define_everywhere
+from vm2kvmd.core.domainxml import render_domain_xml
+from vm2kvmd.core.planning.guestcaps import GuestCaps
+from vm2kvmd.core.planning.mapping import plan_domain
+from vm2kvmd.core.planning.plan import PlanOptions
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "vmx"
+GOLDEN_DIR = "/golden/vmx"
+OPTS = PlanOptions(
+    target_dir="/var/lib/libvirt/images",
+    new_uuid="00000000-0000-4000-8000-000000000001",
+    networks=(("VM Network", "default"),),
+)
+CASES = sorted(DATA_DIR.glob("*.vmx"))
+
+
+def render_case(vmx: Path) -> str:
+    try:
+        source_vm = importlib.import_module("vm2kvmd.core.vmware.vmx_hardware")
+        load_source_vm = source_vm.load_source_vm
+    except (ImportError, AttributeError) as exc:
+        pytest.fail(
+            f"vm2kvmd.core.vmware.vmx_hardware.load_source_vm is not available yet: {exc}", pytrace=False
+        )
+    vm = load_source_vm(str(vmx))
+    xml = render_domain_xml(plan_domain(vm, OPTS, GuestCaps.unconverted()))
+    assert isinstance(xml, str)
+    return xml.replace(str(DATA_DIR), GOLDEN_DIR)
+
+
+def test_there_are_cases() -> None:
+    assert len(CASES) >= 2, f"no .vmx cases in {DATA_DIR}"
+
+
+@pytest.mark.parametrize("vmx", CASES, ids=[p.stem for p in CASES])
+def test_golden(vmx: Path, regenerate: bool, libvirt_conn: Any) -> None:
+    golden = vmx.with_suffix(".xml")
+    xml = render_case(vmx)
+    if regenerate:
+        golden.write_text(xml, encoding="utf-8")
+    elif not golden.exists():
+        pytest.fail(f"{golden.name} does not exist; run pytest {__file__} --regenerate", pytrace=False)
+    else:
+        assert xml == golden.read_text(encoding="utf-8"), f"{golden.name} differs; --regenerate and review"
+    define_everywhere(libvirt_conn, xml)
