@@ -46,11 +46,11 @@ from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.planning import blockdev as qemu_source
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline import run_migration
-from vm2kvmd.sources import files as source_files
 from vm2kvmd.sources import load_source, open_package, verify_source
-from vm2kvmd.sources.manifest import parse_manifest
-from vm2kvmd.sources.ova import index_ova
-from vm2kvmd.sources.package import verify
+from vm2kvmd.sources.ovf import files as source_files
+from vm2kvmd.sources.ovf.manifest import parse_manifest
+from vm2kvmd.sources.ovf.ova import index_ova
+from vm2kvmd.sources.ovf.package import verify
 
 MAC1, MAC2 = "00:50:56:9a:01:10", "00:50:56:9a:01:11"
 BIOS_UUID = "42 1a 5c 3e 9b 1f 2d 4c-8a 11 22 33 44 55 66 01"

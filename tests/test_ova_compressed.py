@@ -37,8 +37,8 @@ from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline import run_migration
 from vm2kvmd.pipeline.planning import inspect_source
 from vm2kvmd.sources import load_source
-from vm2kvmd.sources.extract import extract_blocking, gunzip
-from vm2kvmd.sources.files import Located
+from vm2kvmd.sources.ovf.extract import extract_blocking, gunzip
+from vm2kvmd.sources.ovf.files import Located
 
 MAC = "00:50:56:9a:01:10"
 
@@ -279,7 +279,7 @@ def test_not_enough_space_names_the_work_dir(
     untouched(ova.parent)
     dest = tmp_path / "dest"
     dest.mkdir()
-    from vm2kvmd.sources import extract
+    from vm2kvmd.sources.ovf import extract
 
     usage = extract.shutil.disk_usage(dest)
     monkeypatch.setattr(extract.shutil, "disk_usage", lambda _p: usage._replace(free=1000))

@@ -55,8 +55,8 @@ from vm2kvmd.pipeline.targets import DirTarget, DiskSizes, PoolTarget, Target
 from vm2kvmd.pipeline.testhold import hold
 from vm2kvmd.pipeline.verify import verify_disk
 from vm2kvmd.sources import extracted_at_migration, verify_source
-from vm2kvmd.sources.extract import extract_package
-from vm2kvmd.sources.package import load_vm
+from vm2kvmd.sources.ovf.extract import extract_package
+from vm2kvmd.sources.ovf.package import load_vm
 
 __all__ = [
     "PHASES",

@@ -1,8 +1,8 @@
 """An OVF package: a descriptor, the files it references, maybe a manifest and a certificate.
 
 Two kinds share everything but where the files are: an ``.ova`` (members of
-one uncompressed tar, ``sources.ova``) and an ``.ovf`` next to its files
-(``sources.ovf_files``).  ``load_vm`` reads the descriptor and every disk
+one uncompressed tar, ``sources.ovf.ova``) and an ``.ovf`` next to its files
+(``sources.ovf.ovf_files``).  ``load_vm`` reads the descriptor and every disk
 into a ``SourceVM``; ``verify`` checks the manifest.  Both block.
 """
 
@@ -18,8 +18,8 @@ from vm2kvmd.core.hardware.model import DiskChain, Note, SourceVM
 from vm2kvmd.core.ovf.envelope import MAX_OVF_BYTES, OvfEnvelope, OvfFile, parse_ovf
 from vm2kvmd.core.ovf.hardware import build_source_vm
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
-from vm2kvmd.sources.files import Located, read_range
-from vm2kvmd.sources.manifest import MAX_MANIFEST_BYTES, parse_manifest, verify_manifest
+from vm2kvmd.sources.ovf.files import Located, read_range
+from vm2kvmd.sources.ovf.manifest import MAX_MANIFEST_BYTES, parse_manifest, verify_manifest
 
 
 class Package(ABC):

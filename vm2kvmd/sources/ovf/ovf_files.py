@@ -20,8 +20,8 @@ from vm2kvmd.core.ovf.envelope import OvfFile
 from vm2kvmd.core.vmware.paths import PathResolver
 from vm2kvmd.core.vmware.vmdk import load_chain
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
-from vm2kvmd.sources.files import Located, stat_source
-from vm2kvmd.sources.package import Package
+from vm2kvmd.sources.ovf.files import Located, stat_source
+from vm2kvmd.sources.ovf.package import Package
 
 
 def _located(real: str, name: str) -> Located | None:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
-from vm2kvmd.sources.files import Located, hash_range
+from vm2kvmd.sources.ovf.files import Located, hash_range
 
 MAX_MANIFEST_BYTES = 1 << 20
 _LINE_RE = re.compile(r"^(?P<algo>[A-Za-z0-9-]+)\s*\((?P<name>.+)\)\s*=\s*(?P<hex>[0-9A-Fa-f]+)$")

@@ -11,7 +11,7 @@ Compressed with gzip (the whole ``.ova`` a gzip stream of the tar, or disk
 members with ``ovf:compression="gzip"``): ``GzipOvaPackage`` reads only the
 descriptor, streaming through gzip to it; such disks are
 ``ExtractedAtMigration`` (their capacity from the DiskSection), and the
-migration job extracts them into its work directory (``sources.extract``)
+migration job extracts them into its work directory (``sources.ovf.extract``)
 and continues with an ``ExtractedOvaPackage``.
 
 Refused, with a hint:
@@ -40,8 +40,8 @@ from vm2kvmd.core.ovf.envelope import MAX_OVF_BYTES, OvfEnvelope, OvfFile
 from vm2kvmd.core.ovf.storage import ExtractedAtMigration
 from vm2kvmd.core.vmware.vmdk import load_member_layer
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
-from vm2kvmd.sources.files import Located, open_read_only, stat_source
-from vm2kvmd.sources.package import Package
+from vm2kvmd.sources.ovf.files import Located, open_read_only, stat_source
+from vm2kvmd.sources.ovf.package import Package
 
 BLOCK = 512
 GZIP_MAGIC = b"\x1f\x8b"
@@ -262,7 +262,7 @@ class GzipOvaPackage(Package):
     """An ``.ova`` compressed as a whole with gzip, for ``inspect``: the descriptor only.
 
     Every disk is ``ExtractedAtMigration``; nothing is located (the manifest
-    and the disks are read by the job, after extracting: ``sources.extract``).
+    and the disks are read by the job, after extracting: ``sources.ovf.extract``).
     """
 
     def __init__(self, path: str) -> None:

@@ -33,9 +33,9 @@ from collections.abc import Callable, Sequence
 from vm2kvmd.aio import settle
 from vm2kvmd.core.ovf.envelope import parse_ovf
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
-from vm2kvmd.sources.files import Located, open_read_only, stat_source
-from vm2kvmd.sources.ova import ExtractedOvaPackage, OvaPackage, is_gzip
-from vm2kvmd.sources.package import verify
+from vm2kvmd.sources.ovf.files import Located, open_read_only, stat_source
+from vm2kvmd.sources.ovf.ova import ExtractedOvaPackage, OvaPackage, is_gzip
+from vm2kvmd.sources.ovf.package import verify
 
 CHUNK = 1 << 20
 _GZIP = 16 + zlib.MAX_WBITS  # zlib window bits for the gzip wrapper
