@@ -42,8 +42,8 @@ sys.path.insert(0, str(REPO))
 
 from tests.harness.services import DirPool, ensure_libvirtd, remove_domain, unique_name  # noqa: E402
 from vm2kvmd.adapters import qemu_img  # noqa: E402
-from vm2kvmd.core import qemu_source  # noqa: E402
 from vm2kvmd.core.options import MigrateOptions  # noqa: E402
+from vm2kvmd.core.planning import blockdev as qemu_source  # noqa: E402
 from vm2kvmd.pipeline import DiskProgress, run_migration  # noqa: E402
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30

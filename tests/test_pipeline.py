@@ -28,11 +28,11 @@ from vm2kvmd.adapters.libvirt_host import LibvirtHost
 from vm2kvmd.aio import in_thread
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.planning.blockdev import source_blockdev
-from vm2kvmd.core.vmware.paths import PathResolver
-from vm2kvmd.core.vmware.vmdk import load_chain
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline import DiskProgress, inspect_source, run_migration
 from vm2kvmd.pipeline.rollback import Rollback
+from vm2kvmd.sources.vmware.paths import local_resolver
+from vm2kvmd.sources.vmware.vmdk import load_chain
 
 STATIC_MAC = "00:50:56:3a:7e:10"
 GENERATED_MAC = "00:0c:29:9a:4b:31"
@@ -171,7 +171,7 @@ async def test_migrate_into_pool(
         done = [d for d, _ in seen]
         assert done == sorted(done) and done[0] == 0 and done[-1] == disk.total
     # The total is what qemu-img measure says the copy needs.
-    chain = await in_thread(lambda: load_chain(str(source_vm.disks[0]), PathResolver(str(source_vm.dir))))
+    chain = await in_thread(lambda: load_chain(str(source_vm.disks[0]), local_resolver(str(source_vm.dir))))
     assert events.announced[0].total == await qemu_img.measure(source_blockdev(chain), "qcow2")
 
 

@@ -43,11 +43,11 @@ from tests.helpers.vmdk_factory import (
 from tests.pipeline.support import RecordingEvents as Events
 from vm2kvmd.aio import in_thread
 from vm2kvmd.core.options import MigrateOptions
-from vm2kvmd.core.vmware.paths import PathResolver
-from vm2kvmd.core.vmware.vmdk import load_chain
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline import MigrationResult, run_migration
 from vm2kvmd.pipeline.blockdev import SourceViews, open_source
+from vm2kvmd.sources.vmware.paths import local_resolver
+from vm2kvmd.sources.vmware.vmdk import load_chain
 
 # A qcow2 target's own metadata (header, L1, refcount table and block, L2 tables) and
 # the file system's rounding; anything beyond the data and this is a thick copy.
@@ -457,7 +457,7 @@ async def test_rdm_and_unknown_types_stay_errors(
 async def test_size_qemu_disagrees_with_is_refused_before_copying(tmp_path: Path, work_dir: Path) -> None:
     vm = tmp_path / "vm"
     disk = make_vmdk(vm, "disk", "monolithicFlat", 8 * MiB)
-    chain = await in_thread(lambda: load_chain(str(disk), PathResolver(str(vm))))
+    chain = await in_thread(lambda: load_chain(str(disk), local_resolver(str(vm))))
     # As if our parser counted an extent qemu does not see.
     wrong = replace(chain, layers=(replace(chain.top, virtual_size=9 * MiB),))
     views = SourceViews(str(tmp_path))
@@ -474,7 +474,7 @@ async def test_size_qemu_disagrees_with_is_refused_before_copying(tmp_path: Path
 async def test_views_that_cannot_be_written_are_a_clear_error(tmp_path: Path) -> None:
     src = await in_thread(_retyped_vmfs("vmfsThin"), tmp_path)
     chain = await in_thread(
-        lambda: load_chain(str(src.vmx.parent / "disk.vmdk"), PathResolver(str(src.vmx.parent)))
+        lambda: load_chain(str(src.vmx.parent / "disk.vmdk"), local_resolver(str(src.vmx.parent)))
     )
     views = SourceViews(str(tmp_path / "no such directory"))
     with pytest.raises(Vm2kvmError) as exc:

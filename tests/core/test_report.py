@@ -21,9 +21,9 @@ from vm2kvmd.core.planning.guestcaps import GuestCaps
 from vm2kvmd.core.planning.mapping import plan_domain
 from vm2kvmd.core.planning.plan import DomainPlan, PlanOptions
 from vm2kvmd.core.report import build_report, size_text, target_device
-from vm2kvmd.core.vmware.paths import PathResolver
-from vm2kvmd.core.vmware.vmx import read_vmx
+from vm2kvmd.core.vmware.vmx import parse_vmx
 from vm2kvmd.core.vmware.vmx_hardware import build_source_vm
+from vm2kvmd.sources.vmware.paths import local_resolver
 
 REPORT_DATA = Path(__file__).resolve().parent.parent / "data" / "report"
 GOLDEN_DIR = "/golden/vmx"
@@ -84,7 +84,9 @@ CHANGES = (
 
 def load_vm(name: str) -> SourceVM:
     # The VMDKs of the captures are absent: each disk is given a 1 MiB sparse chain.
-    return build_source_vm(read_vmx(str(DATA / name)), PathResolver(str(DATA)), good_disk())
+    return build_source_vm(
+        parse_vmx((DATA / name).read_bytes(), str(DATA / name)), local_resolver(str(DATA)), good_disk()
+    )
 
 
 def converted(vm: SourceVM) -> tuple[DomainPlan, Conversion]:

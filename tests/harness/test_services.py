@@ -240,7 +240,7 @@ def test_clean():
     subprocess.run(["true"], check=True)
 
 async def test_our_code_blocks_the_loop(tmp_path):
-    from vm2kvmd.core.vmware.vmx import read_vmx
+    from vm2kvmd.sources.vmware.vmx import read_vmx
     path = tmp_path / "x.vmx"
     path.write_text('displayName = "x"\\n')  # test code may block
     read_vmx(str(path))  # our code may not, inside the event loop

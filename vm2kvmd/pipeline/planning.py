@@ -30,6 +30,7 @@ from vm2kvmd.core.planning.snapshots import snapshot_notes
 from vm2kvmd.errors import Vm2kvmError
 from vm2kvmd.pipeline.targets import pool_layout
 from vm2kvmd.sources import load_source
+from vm2kvmd.sources.vmware.vmsd import load_snapshot_tree
 
 # Where disk paths point in an inspection whose pool cannot be looked up.
 PLACEHOLDER_DIR = "/var/lib/libvirt/images"
@@ -241,7 +242,9 @@ def inspect_with_host(
         allow_external=options.allow_external_paths,
     )
     # The .vmsd next to the VMX: how many snapshots are flattened or kept.
-    notes: list[Note] = list(snapshot_notes(vm, options.snapshots, strict=strict))
+    notes: list[Note] = list(
+        snapshot_notes(vm, options.snapshots, strict=strict, read_tree=load_snapshot_tree)
+    )
     if host is not None and not options.output_dir and not strict:
         try:
             host.connection()

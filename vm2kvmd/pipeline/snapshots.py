@@ -33,9 +33,7 @@ from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.planning.plan import PlannedDisk
 from vm2kvmd.core.planning.snapshots import ChainLoader, KeepPlan, LayerVolume, plan_keep
 from vm2kvmd.core.residue import Residue, ResidueRecorder
-from vm2kvmd.core.vmware.paths import PathResolver
-from vm2kvmd.core.vmware.vmdk import load_chain
-from vm2kvmd.core.vmware.vmsd import load_snapshot_tree, vmsd_path_for
+from vm2kvmd.core.vmware.vmsd import vmsd_path_for
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline.blockdev import QemuSource, SourceViews, open_source
 from vm2kvmd.pipeline.copy import host_slot
@@ -47,6 +45,9 @@ from vm2kvmd.pipeline.rollback import Rollback
 from vm2kvmd.pipeline.targets import check_pool_targets, domain_exists
 from vm2kvmd.pipeline.testhold import hold
 from vm2kvmd.pipeline.verify import verify_disk
+from vm2kvmd.sources.vmware.paths import local_resolver
+from vm2kvmd.sources.vmware.vmdk import load_chain
+from vm2kvmd.sources.vmware.vmsd import load_snapshot_tree
 
 __all__ = ["plan_keep_migration", "preflight_keep", "run_keep_migration"]
 
@@ -119,7 +120,7 @@ def _chain_loader(vmx_path: str, options: MigrateOptions) -> ChainLoader:
     """Reads the chain a snapshot names, through the same resolver rules as the VMX's disks."""
     vmsd = vmsd_path_for(vmx_path)
     directory = os.path.dirname(vmx_path)
-    resolver = PathResolver(
+    resolver = local_resolver(
         directory, datastores=dict(options.datastores) or None, allow_external=options.allow_external_paths
     )
 

@@ -17,11 +17,11 @@ from collections.abc import Callable, Mapping
 
 from vm2kvmd.aio import settle
 from vm2kvmd.core.hardware.model import SourceVM
-from vm2kvmd.core.vmware.vmx_hardware import load_source_vm
 from vm2kvmd.errors import Vm2kvmError
 from vm2kvmd.sources.ovf.ova import GzipOvaPackage, OvaPackage, is_gzip
 from vm2kvmd.sources.ovf.ovf_files import OvfFilesPackage
 from vm2kvmd.sources.ovf.package import Package, load_vm, verify
+from vm2kvmd.sources.vmware.vm import load_source_vm
 
 __all__ = ["extracted_at_migration", "load_source", "open_package", "source_kind", "verify_source"]
 

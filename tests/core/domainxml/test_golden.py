@@ -11,7 +11,6 @@ The data directory is machine-specific (the VMX path is absolute and ends up in
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from vm2kvmd.core.domainxml import render_domain_xml
 from vm2kvmd.core.planning.guestcaps import GuestCaps
 from vm2kvmd.core.planning.mapping import plan_domain
 from vm2kvmd.core.planning.plan import PlanOptions
+from vm2kvmd.sources.vmware.vm import load_source_vm
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "vmx"
 GOLDEN_DIR = "/golden/vmx"
@@ -34,13 +34,6 @@ CASES = sorted(DATA_DIR.glob("*.vmx"))
 
 
 def render_case(vmx: Path) -> str:
-    try:
-        source_vm = importlib.import_module("vm2kvmd.core.vmware.vmx_hardware")
-        load_source_vm = source_vm.load_source_vm
-    except (ImportError, AttributeError) as exc:
-        pytest.fail(
-            f"vm2kvmd.core.vmware.vmx_hardware.load_source_vm is not available yet: {exc}", pytrace=False
-        )
     vm = load_source_vm(str(vmx))
     xml = render_domain_xml(plan_domain(vm, OPTS, GuestCaps.unconverted()))
     assert isinstance(xml, str)

@@ -1,4 +1,4 @@
-"""The .vmsd reader: real-world layouts, the snapshot tree, times, memory state and damaged files."""
+"""The .vmsd parser: real-world layouts, the snapshot tree, times, damaged files (reading: tests/sources)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,18 @@ from vm2kvmd.core.vmware.vmsd import (
     MEMORY_VMSN_BYTES,
     Snapshot,
     SnapshotTree,
-    load_snapshot_tree,
     parse_vmsd,
-    read_vmsd,
-    vmsd_path_for,
+    with_memory,
 )
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "vmsd"
 PATH = "/vms/web01/web01.vmsd"
+
+
+def read(name: str) -> SnapshotTree:
+    path = DATA / name
+    return parse_vmsd(path.read_bytes(), str(path))
 
 
 def parse(text: str) -> SnapshotTree:
@@ -45,7 +48,7 @@ def one(extra: str = "", *, head: str = 'snapshot.numSnapshots = "1"\n') -> str:
 
 
 def test_workstation_tree_with_a_branch() -> None:
-    tree = read_vmsd(str(DATA / "ws17-win10-branch.vmsd"))
+    tree = read("ws17-win10-branch.vmsd")
     assert [s.uid for s in tree.snapshots] == [1, 2, 4]
     assert tree.current_uid == 4
     assert tree.current is not None and tree.current.name == "Test branch"
@@ -73,7 +76,7 @@ def test_workstation_tree_with_a_branch() -> None:
 
 
 def test_esxi_file_ignores_entries_past_num_snapshots() -> None:
-    tree = read_vmsd(str(DATA / "esxi7-db01.vmsd"))
+    tree = read("esxi7-db01.vmsd")
     assert [(s.uid, s.name) for s in tree.snapshots] == [(1, "pre-patch"), (3, "after patch, running")]
     assert tree.current_uid == 3
     assert tree.get(1).description == "CHG0012345: before the May patches"
@@ -86,7 +89,7 @@ def test_esxi_file_ignores_entries_past_num_snapshots() -> None:
 
 
 def test_empty_file_is_an_empty_tree() -> None:
-    tree = read_vmsd(str(DATA / "esxi-empty.vmsd"))
+    tree = read("esxi-empty.vmsd")
     assert tree.snapshots == () and tree.current_uid is None and len(tree) == 0
     # ESXi keeps the last uid and a stale current after every snapshot was deleted.
     tree = parse(
@@ -234,35 +237,25 @@ def test_damaged_files_are_errors_naming_the_key(
     assert err.hint
 
 
-def test_read_errors(tmp_path: Path) -> None:
-    with pytest.raises(Vm2kvmError) as info:
-        read_vmsd(str(tmp_path / "missing.vmsd"))
-    assert info.value.code is ErrorCode.SOURCE_NOT_FOUND
-    with pytest.raises(Vm2kvmError) as info:
-        read_vmsd(str(tmp_path))
-    assert info.value.code is ErrorCode.INVALID_SOURCE
-    assert "regular file" in info.value.message
-
-
-# --- the file next to the VMX ----------------------------------------------------------
-
-
-def test_load_finds_the_vmsd_and_sees_saved_memory(tmp_path: Path) -> None:
-    vmx = tmp_path / "web01.vmx"
-    assert vmsd_path_for(str(vmx)) == str(tmp_path / "web01.vmsd")
-    assert load_snapshot_tree(str(vmx)) is None
-    (tmp_path / "web01.vmsd").write_text(
+def test_with_memory_asks_only_for_names_next_to_the_vmsd() -> None:
+    tree = parse(
         'snapshot.numSnapshots = "3"\nsnapshot.current = "3"\n'
         'snapshot0.uid = "1"\nsnapshot0.filename = "web01-Snapshot1.vmsn"\n'
         'snapshot1.uid = "2"\nsnapshot1.parent = "1"\nsnapshot1.filename = "web01-Snapshot2.vmsn"\n'
         'snapshot2.uid = "3"\nsnapshot2.parent = "2"\n'
         'snapshot2.filename = "C:\\\\VMs\\\\web01-Snapshot3.vmsn"\n'
     )
-    (tmp_path / "web01-Snapshot1.vmsn").write_bytes(b"\0" * 4096)  # powered off: config only
-    (tmp_path / "web01-Snapshot2.vmsn").write_bytes(b"\0" * 4096)
-    (tmp_path / "web01-Snapshot2.vmem").write_bytes(b"")  # ESXi, Workstation: memory beside it
-    with (tmp_path / "web01-Snapshot3.vmsn").open("wb") as f:  # older products: memory inside
-        f.truncate(MEMORY_VMSN_BYTES)
-    tree = load_snapshot_tree(str(vmx))
-    assert tree is not None
-    assert [s.has_memory for s in tree.snapshots] == [False, True, True]
+    sizes = {
+        "/vms/web01/web01-Snapshot1.vmsn": 4096,  # powered off: config only
+        "/vms/web01/web01-Snapshot2.vmsn": 4096,
+        "/vms/web01/web01-Snapshot2.vmem": 0,  # memory beside it
+        "/vms/web01/web01-Snapshot3.vmsn": MEMORY_VMSN_BYTES,  # older products: memory inside
+    }
+    asked: list[str] = []
+
+    def size_of(path: str) -> int | None:
+        asked.append(path)
+        return sizes.get(path)
+
+    assert [s.has_memory for s in with_memory(tree, size_of).snapshots] == [False, True, True]
+    assert all(p.startswith("/vms/web01/") for p in asked)

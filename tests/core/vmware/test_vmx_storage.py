@@ -8,10 +8,10 @@ import pytest
 
 from tests.core.vmware.vmx_support import BASE, build, good_disk, note_text
 from vm2kvmd.core.hardware.model import Bus, DiskChain, MediaKind, Note
-from vm2kvmd.core.vmware.paths import PathResolver
 from vm2kvmd.core.vmware.vmx import parse_vmx
 from vm2kvmd.core.vmware.vmx_hardware import build_source_vm
 from vm2kvmd.errors import ErrorCode
+from vm2kvmd.sources.vmware.paths import local_resolver
 
 
 def test_disk_order_and_loader_keys(tmp_path: Path) -> None:
@@ -122,7 +122,7 @@ def test_external_paths_and_datastores_when_allowed(tmp_path: Path) -> None:
         ).encode(),
         str(vm_dir / "vm.vmx"),
     )
-    resolver = PathResolver(str(vm_dir), datastores={"san01": str(store)}, allow_external=True)
+    resolver = local_resolver(str(vm_dir), datastores={"san01": str(store)}, allow_external=True)
     vm = build_source_vm(vmx, resolver, good_disk(notes=(note,)))
     assert [d.path for d in vm.disks] == [str(tmp_path / "outside.vmdk"), str(store / "d.vmdk")]
     assert "following path outside the VM directory" in note_text(vm)

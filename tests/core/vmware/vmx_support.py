@@ -6,10 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vm2kvmd.core.hardware.model import DiskChain, DiskLayer, Extent, Note, SourceVM
-from vm2kvmd.core.vmware.paths import PathResolver
-from vm2kvmd.core.vmware.vmx import parse_vmx, read_vmx
+from vm2kvmd.core.vmware.vmx import parse_vmx
 from vm2kvmd.core.vmware.vmx_hardware import build_source_vm
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
+from vm2kvmd.sources.vmware.paths import local_resolver
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "vmx"
 BASE = 'displayName = "t"\nguestOS = "other"\nmemsize = "256"\nnumvcpus = "1"\n'
@@ -33,7 +33,7 @@ def good_disk(adapter: str | None = "lsilogic", notes: tuple[Note, ...] = ()) ->
 
 def build(tmp_path: Path, text: str, load_disk: Loader = missing_disk) -> SourceVM:
     vmx = parse_vmx(text.encode(), str(tmp_path / "vm.vmx"))
-    return build_source_vm(vmx, PathResolver(str(tmp_path)), load_disk)
+    return build_source_vm(vmx, local_resolver(str(tmp_path)), load_disk)
 
 
 def note_text(vm: SourceVM) -> str:
@@ -41,5 +41,5 @@ def note_text(vm: SourceVM) -> str:
 
 
 def from_data(name: str) -> SourceVM:
-    vmx = read_vmx(str(DATA / name))
-    return build_source_vm(vmx, PathResolver(str(DATA)), missing_disk)
+    vmx = parse_vmx((DATA / name).read_bytes(), str(DATA / name))
+    return build_source_vm(vmx, local_resolver(str(DATA)), missing_disk)

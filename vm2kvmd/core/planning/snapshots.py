@@ -1,8 +1,7 @@
 """Keeping VMware snapshots: which qcow2 volume each VMDK layer becomes, and the libvirt snapshots.
 
-Pure apart from the injected ``ChainLoader`` (which reads the VMDK
-descriptors a snapshot names) and ``snapshot_notes`` (which reads the
-``.vmsd``).
+Pure: the injected ``ChainLoader`` reads the VMDK descriptors a snapshot
+names, the injected ``TreeReader`` the ``.vmsd`` (``snapshot_notes``).
 
 With ``--snapshots keep`` every VMDK layer of every disk becomes one qcow2
 volume whose backing file is its parent layer's volume, so the chain keeps
@@ -36,7 +35,7 @@ from dataclasses import dataclass
 from vm2kvmd.core.hardware.model import DiskChain, DiskLayer, Note, SourceVM
 from vm2kvmd.core.planning.plan import DomainPlan, PlannedDisk
 from vm2kvmd.core.planning.storage import file_safe
-from vm2kvmd.core.vmware.vmsd import Snapshot, SnapshotTree, load_snapshot_tree, vmsd_path_for
+from vm2kvmd.core.vmware.vmsd import Snapshot, SnapshotTree, vmsd_path_for
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 __all__ = [
@@ -45,6 +44,7 @@ __all__ = [
     "LayerVolume",
     "SnapshotDisk",
     "SnapshotPoint",
+    "TreeReader",
     "libvirt_names",
     "plan_keep",
     "snapshot_notes",
@@ -53,6 +53,8 @@ __all__ = [
 
 # (file name as written in the .vmsd, the .vmsd key naming it) -> the chain it heads.
 ChainLoader = Callable[[str, str], DiskChain]
+# The VMX's path -> the snapshot tree next to it; None when the VM has no .vmsd.
+TreeReader = Callable[[str], SnapshotTree | None]
 
 _NAME_MAX = 250  # a volume name is a file name (NAME_MAX 255)
 _FLATTEN_HINT = "or migrate the current state only with --snapshots flatten"
@@ -379,14 +381,14 @@ def tree_notes(tree: SnapshotTree, mode: str) -> tuple[Note, ...]:
     return tuple(notes)
 
 
-def snapshot_notes(vm: SourceVM, mode: str, *, strict: bool) -> tuple[Note, ...]:
-    """The notes about the ``.vmsd`` next to ``vm``'s VMX (reads it).
+def snapshot_notes(vm: SourceVM, mode: str, *, strict: bool, read_tree: TreeReader) -> tuple[Note, ...]:
+    """The notes about the ``.vmsd`` next to ``vm``'s VMX (``read_tree`` reads it).
 
     A ``.vmsd`` that cannot be read only matters when keeping snapshots: it
     raises with ``strict`` and ``mode`` keep, and is a note otherwise.
     """
     try:
-        tree = load_snapshot_tree(vm.source_path)
+        tree = read_tree(vm.source_path)
     except Vm2kvmError as err:
         if strict and mode == "keep":
             raise

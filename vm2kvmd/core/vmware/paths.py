@@ -6,6 +6,10 @@ on Windows.  All of them go through ``PathResolver.resolve`` so the rule "never
 leave the directory the caller pointed us at without saying so" is enforced in
 one place: the daemon runs as root and must not read files the caller did not
 ask for (a symlink or ``..`` in a VMX is enough to try).
+
+The resolver asks the host's file system through the injected ``HostPaths``
+(``vm2kvmd.sources.vmware.paths`` implements it on local files), so the rules
+here stay pure.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from vm2kvmd.core.hardware.model import Note
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
@@ -29,24 +34,42 @@ class Resolved:
     note: Note | None = None  # set when the path is outside the source directory (allowed) or guessed
 
 
+class HostPaths(Protocol):
+    """What path resolution needs to know about the host's file system."""
+
+    def realpath(self, path: str) -> str:
+        """``path`` made absolute with every symlink resolved."""
+        ...
+
+    def exists(self, path: str) -> bool:
+        """Whether ``path`` names an existing file, following symlinks."""
+        ...
+
+    def lexists(self, path: str) -> bool:
+        """Whether ``path`` names anything, a dangling symlink included."""
+        ...
+
+
 class PathResolver:
     """Resolves names written in a source VM to absolute host paths.
 
     ``base_dir`` is the directory of the VMX (or OVF); ``datastores`` maps
     datastore names to host directories; with ``allow_external`` a path outside
     ``base_dir`` and the datastore directories is followed with a note instead
-    of being an error.
+    of being an error.  ``host`` answers what only the file system knows.
     """
 
     def __init__(
         self,
         base_dir: str,
         *,
+        host: HostPaths,
         datastores: Mapping[str, str] | None = None,
         allow_external: bool = False,
     ) -> None:
-        self.base_dir = os.path.realpath(base_dir)
-        self.datastores = {k: os.path.realpath(v) for k, v in (datastores or {}).items()}
+        self.host = host
+        self.base_dir = host.realpath(base_dir)
+        self.datastores = {k: host.realpath(v) for k, v in (datastores or {}).items()}
         self.allow_external = allow_external
 
     def resolve(
@@ -91,7 +114,7 @@ class PathResolver:
             note = Note(f"Windows path {name!r} looked up as {basename!r} next to the VM", key)
         else:
             path = os.path.join(base, name)
-        real = os.path.realpath(path)
+        real = self.host.realpath(path)
         if contained and not self._inside(real):
             if not self.allow_external:
                 raise Vm2kvmError(

@@ -1,10 +1,12 @@
-"""VMDK descriptors to ``DiskLayer`` and ``DiskChain``.
+"""VMDK descriptors to ``DiskLayer`` and ``DiskChain``, without reading a file.
 
-``parse_descriptor`` is pure: descriptor text in, ``ParsedDescriptor`` out.
-``load_layer`` adds the file system: it resolves every extent through the
-``PathResolver`` (so a VMDK cannot lead the daemon outside the VM directory)
-and checks each extent against its file.  ``load_chain`` follows
-``parentFileNameHint`` from a snapshot to its base, checking CIDs.
+``parse_descriptor``: descriptor text in, ``ParsedDescriptor`` out.  The
+``check_*`` functions judge a descriptor, an extent line and what its file
+holds; ``follow_chain`` follows ``parentFileNameHint`` from a snapshot to its
+base, checking CIDs, through an injected layer loader.
+``vm2kvmd.sources.vmware.vmdk`` reads the files (``load_layer``,
+``load_chain``, ``load_member_layer``), resolving every extent through the
+``PathResolver`` so a VMDK cannot lead the daemon outside the VM directory.
 
 Choices worth knowing:
 - A parent that does not exist is ``DISK_CHAIN_BROKEN`` (the snapshot is
@@ -24,20 +26,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from vm2kvmd.core.hardware.model import DiskChain, DiskLayer, Extent, Note
 from vm2kvmd.core.vmware.paths import PathResolver
-from vm2kvmd.core.vmware.vmdk_header import (
-    SECTOR,
-    SparseHeader,
-    read_descriptor,
-    read_member_descriptor,
-    read_sparse_header,
-)
-from vm2kvmd.core.vmware.vmdk_header import read_descriptor_and_header as _read_descriptor_and_header
+from vm2kvmd.core.vmware.vmdk_header import SECTOR, SparseHeader
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 __all__ = [
@@ -46,11 +40,15 @@ __all__ = [
     "SUPPORTED_CREATE_TYPES",
     "ExtentLine",
     "ParsedDescriptor",
-    "load_chain",
-    "load_layer",
-    "load_member_layer",
+    "check_create_type",
+    "check_extent",
+    "check_flat_extent",
+    "check_sparse_extent",
+    "embedded_extent",
+    "follow_chain",
+    "layer_of",
+    "member_layer",
     "parse_descriptor",
-    "read_descriptor",
 ]
 
 NO_PARENT = 0xFFFFFFFF
@@ -136,7 +134,9 @@ class ParsedDescriptor:
         return sum(ext.sectors for ext in self.extents)
 
 
-def _invalid(message: str, path: str, *, key: str | None = None, value: str | None = None) -> Vm2kvmError:
+def invalid_descriptor(
+    message: str, path: str, *, key: str | None = None, value: str | None = None
+) -> Vm2kvmError:
     return Vm2kvmError(
         ErrorCode.INVALID_DISK,
         message,
@@ -149,31 +149,35 @@ def _invalid(message: str, path: str, *, key: str | None = None, value: str | No
 
 def _number(text: str | None, what: str, line: int, path: str, raw: str) -> int:
     if text is None or not _NUMBER_RE.match(text):
-        raise _invalid(f"extent line {line}: {what} {text!r} is not a whole number", path, value=raw)
+        raise invalid_descriptor(
+            f"extent line {line}: {what} {text!r} is not a whole number", path, value=raw
+        )
     number = int(text)
     if number > MAX_DISK_SECTORS:
-        raise _invalid(f"extent line {line}: {what} {number} is beyond any real disk", path, value=raw)
+        raise invalid_descriptor(
+            f"extent line {line}: {what} {number} is beyond any real disk", path, value=raw
+        )
     return number
 
 
 def _parse_extent(raw: str, line: int, path: str) -> ExtentLine:
     match = _EXTENT_RE.match(raw)
     if not match or not _KIND_RE.match(match["kind"]):
-        raise _invalid(f"extent line {line} is malformed", path, value=raw)
+        raise invalid_descriptor(f"extent line {line} is malformed", path, value=raw)
     kind = match["kind"]
     sectors = _number(match["sectors"], "size", line, path, raw)
     if sectors == 0:
-        raise _invalid(f"extent line {line} has a size of 0 sectors", path, value=raw)
+        raise invalid_descriptor(f"extent line {line} has a size of 0 sectors", path, value=raw)
     name = match["name"]
     if kind == "ZERO":
         if name is not None:
-            raise _invalid(f"extent line {line}: a ZERO extent names no file", path, value=raw)
+            raise invalid_descriptor(f"extent line {line}: a ZERO extent names no file", path, value=raw)
         return ExtentLine(match["access"], sectors, kind, None, 0, line)
     if not name:
-        raise _invalid(f"extent line {line} names no file", path, value=raw)
+        raise invalid_descriptor(f"extent line {line} names no file", path, value=raw)
     offset_text = match["offset"]
     if offset_text is not None and (kind in _SPARSE_KINDS or kind in _RDM_EXTENT_KINDS):
-        raise _invalid(f"extent line {line}: a {kind} extent takes no offset", path, value=raw)
+        raise invalid_descriptor(f"extent line {line}: a {kind} extent takes no offset", path, value=raw)
     offset = 0 if offset_text is None else _number(offset_text, "offset", line, path, raw)
     return ExtentLine(match["access"], sectors, kind, name, offset, line)
 
@@ -182,13 +186,17 @@ def _unquote(value: str, key: str, line: int, path: str) -> str:
     if not value.startswith('"'):
         return value
     if len(value) < 2 or not value.endswith('"'):
-        raise _invalid(f"line {line}: the value of {key} has no closing quote", path, key=key, value=value)
+        raise invalid_descriptor(
+            f"line {line}: the value of {key} has no closing quote", path, key=key, value=value
+        )
     return value[1:-1]
 
 
 def _cid(text: str, key: str, path: str) -> int:
     if not _CID_RE.match(text):
-        raise _invalid(f"{key} {text!r} is not a 32-bit hexadecimal number", path, key=key, value=text)
+        raise invalid_descriptor(
+            f"{key} {text!r} is not a 32-bit hexadecimal number", path, key=key, value=text
+        )
     return int(text, 16)
 
 
@@ -207,26 +215,30 @@ def parse_descriptor(text: str, path: str) -> ParsedDescriptor:
         key, sep, value = line.partition("=")
         key = key.strip()
         if not sep or not _KEY_RE.match(key):
-            raise _invalid(f"line {number} is not part of a VMDK descriptor", path, value=line[:80])
+            raise invalid_descriptor(f"line {number} is not part of a VMDK descriptor", path, value=line[:80])
         value = _unquote(value.strip(), key, number, path)
         if key.startswith("ddb."):
             ddb[key[4:]] = value
             continue
         if key in _SINGLE_KEYS and key in header:
-            raise _invalid(f"line {number}: {key} appears twice", path, key=key, value=value)
+            raise invalid_descriptor(f"line {number}: {key} appears twice", path, key=key, value=value)
         header[key] = value
     create_type = header.get("createType")
     if not create_type:
-        raise _invalid("no createType: not a VMDK descriptor, or a truncated one", path, key="createType")
+        raise invalid_descriptor(
+            "no createType: not a VMDK descriptor, or a truncated one", path, key="createType"
+        )
     if "CID" not in header:
-        raise _invalid("no CID: not a VMDK descriptor, or a truncated one", path, key="CID")
+        raise invalid_descriptor("no CID: not a VMDK descriptor, or a truncated one", path, key="CID")
     cid = _cid(header["CID"], "CID", path)
     parent_cid = _cid(header["parentCID"], "parentCID", path) if "parentCID" in header else NO_PARENT
     if not extents:
-        raise _invalid("the descriptor lists no extents (truncated?)", path)
+        raise invalid_descriptor("the descriptor lists no extents (truncated?)", path)
     total = sum(ext.sectors for ext in extents)
     if total > MAX_DISK_SECTORS:
-        raise _invalid(f"extents add up to {total} sectors, beyond any real disk", path, value=str(total))
+        raise invalid_descriptor(
+            f"extents add up to {total} sectors, beyond any real disk", path, value=str(total)
+        )
     return ParsedDescriptor(
         create_type=create_type,
         cid=cid,
@@ -238,7 +250,7 @@ def parse_descriptor(text: str, path: str) -> ParsedDescriptor:
     )
 
 
-def _check_create_type(create_type: str, path: str) -> None:
+def check_create_type(create_type: str, path: str) -> None:
     if create_type in SUPPORTED_CREATE_TYPES:
         return
     if create_type in _RDM_CREATE_TYPES:
@@ -257,6 +269,52 @@ def _check_create_type(create_type: str, path: str) -> None:
     )
 
 
+def check_extent(ext: ExtentLine, descriptor: str, key: str | None) -> None:
+    """What an extent line alone can be refused for, before its file is looked at."""
+    if ext.kind not in _EXTENT_KINDS:
+        raise _unsupported_extent(ext, descriptor, key)
+    if ext.access == "NOACCESS":
+        raise Vm2kvmError(
+            ErrorCode.UNSUPPORTED_DISK,
+            f"extent line {ext.line} is NOACCESS: VMware gives the guest no access to its "
+            f"{ext.sectors} sectors, so there is nothing to copy for them",
+            file=descriptor,
+            key=key,
+            value=ext.file_name or ext.kind,
+            hint="make the extent RW or RDONLY in the descriptor if its data is valid, "
+            "or clone the disk with vmware-vdiskmanager or vmkfstools first",
+        )
+    if ext.file_name is not None and _URL_RE.match(ext.file_name):
+        raise Vm2kvmError(
+            ErrorCode.UNSUPPORTED_DISK,
+            f"extent line {ext.line} names an object, not a file: {ext.file_name}",
+            file=descriptor,
+            key=key,
+            value=ext.file_name,
+            hint="vSAN/vVol disks cannot be read as files; export the VM (OVF) or copy the disk "
+            "to a VMFS or NFS datastore first",
+        )
+
+
+def is_sparse(ext: ExtentLine) -> bool:
+    """Whether the extent's file starts with a sparse header (checked by ``check_sparse_extent``)."""
+    return ext.kind in _SPARSE_KINDS
+
+
+def check_flat_extent(ext: ExtentLine, ext_path: str, size: int, descriptor: str, key: str | None) -> None:
+    """A FLAT or VMFS extent's file of ``size`` bytes holds every sector the line names."""
+    needed = (ext.offset + ext.sectors) * SECTOR
+    if size < needed:
+        raise Vm2kvmError(
+            ErrorCode.INVALID_DISK,
+            f"extent file {ext_path} has {size} bytes, extent line {ext.line} needs {needed}",
+            file=descriptor,
+            key=key,
+            value=ext.file_name,
+            hint="the flat file is truncated (an incomplete copy?); copy it again from the datastore",
+        )
+
+
 def _unsupported_extent(ext: ExtentLine, path: str, key: str | None) -> Vm2kvmError:
     if ext.kind in _RDM_EXTENT_KINDS:
         message = f"extent line {ext.line} is a raw device mapping ({ext.kind})"
@@ -267,39 +325,7 @@ def _unsupported_extent(ext: ExtentLine, path: str, key: str | None) -> Vm2kvmEr
     return Vm2kvmError(ErrorCode.UNSUPPORTED_DISK, message, file=path, key=key, value=ext.kind, hint=hint)
 
 
-def _stat_extent(ext_path: str, ext: ExtentLine, descriptor: str, key: str | None) -> os.stat_result:
-    try:
-        st = os.stat(ext_path)
-    except FileNotFoundError:
-        raise Vm2kvmError(
-            ErrorCode.DISK_MISSING,
-            f"extent file {ext_path} (extent line {ext.line}) does not exist",
-            file=descriptor,
-            key=key,
-            value=ext.file_name,
-            hint="copy every file of the disk (-flat, -sNNN, -delta...) next to its descriptor",
-        ) from None
-    except OSError as exc:
-        raise Vm2kvmError(
-            ErrorCode.INVALID_DISK,
-            f"cannot read extent file {ext_path}: {exc.strerror or exc}",
-            file=descriptor,
-            key=key,
-            value=ext.file_name,
-        ) from None
-    if not stat.S_ISREG(st.st_mode):
-        raise Vm2kvmError(
-            ErrorCode.INVALID_DISK,
-            f"extent file {ext_path} is not a regular file",
-            file=descriptor,
-            key=key,
-            value=ext.file_name,
-            hint="devices and raw device mappings are not converted",
-        )
-    return st
-
-
-def _check_sparse_extent(
+def check_sparse_extent(
     ext: ExtentLine, ext_path: str, header: SparseHeader | None, descriptor: str, key: str | None
 ) -> None:
     accepted = _SPARSE_KINDS[ext.kind]
@@ -324,70 +350,17 @@ def _check_sparse_extent(
         )
 
 
-def _load_extent(
-    ext: ExtentLine, descriptor: str, resolver: PathResolver, key: str | None, notes: list[Note]
-) -> Extent:
-    if ext.kind not in _EXTENT_KINDS:
-        raise _unsupported_extent(ext, descriptor, key)
-    if ext.access == "NOACCESS":
-        raise Vm2kvmError(
-            ErrorCode.UNSUPPORTED_DISK,
-            f"extent line {ext.line} is NOACCESS: VMware gives the guest no access to its "
-            f"{ext.sectors} sectors, so there is nothing to copy for them",
-            file=descriptor,
-            key=key,
-            value=ext.file_name or ext.kind,
-            hint="make the extent RW or RDONLY in the descriptor if its data is valid, "
-            "or clone the disk with vmware-vdiskmanager or vmkfstools first",
-        )
-    if ext.file_name is None:
-        return Extent(ext.access, ext.sectors, ext.kind, None, None, 0)
-    if _URL_RE.match(ext.file_name):
-        raise Vm2kvmError(
-            ErrorCode.UNSUPPORTED_DISK,
-            f"extent line {ext.line} names an object, not a file: {ext.file_name}",
-            file=descriptor,
-            key=key,
-            value=ext.file_name,
-            hint="vSAN/vVol disks cannot be read as files; export the VM (OVF) or copy the disk "
-            "to a VMFS or NFS datastore first",
-        )
-    resolved = resolver.resolve(
-        ext.file_name, relative_to=os.path.dirname(descriptor), key=key, file=descriptor
-    )
-    if resolved.note is not None:
-        notes.append(resolved.note)
-    ext_path = resolved.path
-    if ext_path == descriptor:
-        raise _invalid(f"extent line {ext.line} names the descriptor itself as its data", descriptor)
-    if ext.kind in _SPARSE_KINDS:
-        _stat_extent(ext_path, ext, descriptor, key)
-        header, _ = read_sparse_header(ext_path)
-        _check_sparse_extent(ext, ext_path, header, descriptor, key)
-    else:
-        size = _stat_extent(ext_path, ext, descriptor, key).st_size
-        needed = (ext.offset + ext.sectors) * SECTOR
-        if size < needed:
-            raise Vm2kvmError(
-                ErrorCode.INVALID_DISK,
-                f"extent file {ext_path} has {size} bytes, extent line {ext.line} needs {needed}",
-                file=descriptor,
-                key=key,
-                value=ext.file_name,
-                hint="the flat file is truncated (an incomplete copy?); copy it again from the datastore",
-            )
-    return Extent(ext.access, ext.sectors, ext.kind, ext.file_name, ext_path, ext.offset)
-
-
-def _embedded_extent(parsed: ParsedDescriptor, header: SparseHeader, path: str) -> Extent:
+def embedded_extent(parsed: ParsedDescriptor, header: SparseHeader, path: str) -> Extent:
     # The data of a hosted sparse file is the file itself.  Its extent line
     # still carries the name the file was created with, which is stale after
     # a rename; VMware and qemu ignore it, and so do we.
     if len(parsed.extents) != 1 or parsed.extents[0].kind != "SPARSE":
-        raise _invalid("an embedded descriptor must list exactly one SPARSE extent (the file itself)", path)
+        raise invalid_descriptor(
+            "an embedded descriptor must list exactly one SPARSE extent (the file itself)", path
+        )
     ext = parsed.extents[0]
     if header.capacity != ext.sectors:
-        raise _invalid(
+        raise invalid_descriptor(
             f"embedded descriptor gives {ext.sectors} sectors, the sparse header {header.capacity}",
             path,
             value=str(ext.sectors),
@@ -395,34 +368,26 @@ def _embedded_extent(parsed: ParsedDescriptor, header: SparseHeader, path: str) 
     return Extent(ext.access, ext.sectors, ext.kind, ext.file_name, path, 0)
 
 
-def load_layer(path: str, resolver: PathResolver, *, key: str | None = None) -> DiskLayer:
-    """Read one VMDK (descriptor and extents) without following its parent.
-
-    ``key`` is the VMX key that named the disk; it goes into errors and notes.
-    Raises ``Vm2kvmError``: DISK_MISSING (the file or an extent is absent),
-    INVALID_DISK, UNSUPPORTED_DISK, PATH_OUTSIDE_SOURCE, INVALID_VALUE.
-    """
-    real = os.path.realpath(path)
-    text, own_header = _read_descriptor_and_header(real, key=key)
-    parsed = parse_descriptor(text, real)
-    _check_create_type(parsed.create_type, real)
-    notes: list[Note] = []
-    if own_header is not None:
-        extents: tuple[Extent, ...] = (_embedded_extent(parsed, own_header, real),)
-    else:
-        extents = tuple(_load_extent(ext, real, resolver, key, notes) for ext in parsed.extents)
-    sectors = parsed.sectors
+def layer_of(
+    path: str,
+    parsed: ParsedDescriptor,
+    extents: tuple[Extent, ...],
+    *,
+    embedded: bool,
+    notes: tuple[Note, ...] = (),
+) -> DiskLayer:
+    """The ``DiskLayer`` of the descriptor at ``path`` whose extents were checked against their files."""
     return DiskLayer(
-        path=real,
+        path=path,
         create_type=parsed.create_type,
         cid=parsed.cid,
         parent_cid=parsed.parent_cid,
         parent_hint=parsed.parent_hint,
         extents=extents,
-        embedded=own_header is not None,
+        embedded=embedded,
         adapter_type=parsed.adapter_type,
-        virtual_size=sectors * SECTOR,
-        notes=tuple(notes),
+        virtual_size=parsed.sectors * SECTOR,
+        notes=notes,
     )
 
 
@@ -430,14 +395,17 @@ def _broken(message: str, path: str, key: str | None, value: str | None, hint: s
     return Vm2kvmError(ErrorCode.DISK_CHAIN_BROKEN, message, file=path, key=key, value=value, hint=hint)
 
 
-def load_chain(path: str, resolver: PathResolver, *, key: str | None = None) -> DiskChain:
-    """Read a VMDK and every parent named by ``parentFileNameHint``, top first.
+def follow_chain(
+    top: DiskLayer, resolver: PathResolver, load_layer: Callable[[str], DiskLayer], *, key: str | None = None
+) -> DiskChain:
+    """``top`` and every parent named by ``parentFileNameHint``, top first.
 
-    Raises what ``load_layer`` raises, and DISK_CHAIN_BROKEN for a missing
-    parent, a CID mismatch, a cycle, or more than ``MAX_CHAIN_LAYERS`` layers.
+    ``load_layer`` reads the layer at a resolved path.  Raises what it
+    raises, and DISK_CHAIN_BROKEN for a missing parent, a CID mismatch, a
+    cycle, or more than ``MAX_CHAIN_LAYERS`` layers.
     """
-    layers = [load_layer(path, resolver, key=key)]
-    seen = {layers[0].path}
+    layers = [top]
+    seen = {top.path}
     while (child := layers[-1]).parent_hint is not None:
         hint = child.parent_hint
         if len(layers) >= MAX_CHAIN_LAYERS:
@@ -461,7 +429,7 @@ def load_chain(path: str, resolver: PathResolver, *, key: str | None = None) -> 
                 hint,
                 "the descriptors' parentFileNameHint lines are damaged; restore them from a backup",
             )
-        if not os.path.lexists(parent_path):
+        if not resolver.host.lexists(parent_path):
             raise _broken(
                 f"parent disk {parent_path} of snapshot {child.path} does not exist",
                 child.path,
@@ -470,7 +438,7 @@ def load_chain(path: str, resolver: PathResolver, *, key: str | None = None) -> 
                 "copy the base disk and every snapshot file of the VM, or consolidate snapshots in "
                 "VMware first",
             )
-        parent = load_layer(parent_path, resolver, key=key)
+        parent = load_layer(parent_path)
         if parent.cid != child.parent_cid:
             raise _broken(
                 f"snapshot {child.path} expects parent CID {child.parent_cid:08x}, "
@@ -486,20 +454,17 @@ def load_chain(path: str, resolver: PathResolver, *, key: str | None = None) -> 
     return DiskChain(tuple(layers))
 
 
-def load_member_layer(path: str, offset: int, size: int, *, name: str, key: str | None = None) -> DiskLayer:
-    """A single-file VMDK stored as bytes ``[offset, offset+size)`` of ``path`` (a member of an OVA tar).
+def member_layer(
+    path: str, offset: int, size: int, text: str, header: SparseHeader, *, label: str, key: str | None = None
+) -> DiskLayer:
+    """The layer of a single-file VMDK stored as bytes ``[offset, offset+size)`` of ``path``.
 
-    The layer's ``path`` is the archive, its ``member_offset``/``member_size``
-    the byte range; QEMU opens it through a raw offset node
-    (``core.planning.blockdev``).  ``name`` is the member's name, for messages.
-    Raises what ``load_layer`` raises; a parent (``parentFileNameHint``) is
-    UNSUPPORTED_DISK: an OVF package holds whole disks, not snapshot chains.
+    ``text`` and ``header`` are its embedded descriptor and sparse header;
+    ``label`` names the member in messages.  A parent (``parentFileNameHint``)
+    is UNSUPPORTED_DISK: an OVF package holds whole disks, not snapshot chains.
     """
-    real = os.path.realpath(path)
-    label = f"{real} member {name}"
-    text, header = read_member_descriptor(real, offset, size, label=label, key=key)
     parsed = parse_descriptor(text, label)
-    _check_create_type(parsed.create_type, label)
+    check_create_type(parsed.create_type, label)
     if parsed.parent_hint is not None:
         raise Vm2kvmError(
             ErrorCode.UNSUPPORTED_DISK,
@@ -509,17 +474,10 @@ def load_member_layer(path: str, offset: int, size: int, *, name: str, key: str 
             value=parsed.parent_hint,
             hint="consolidate the VM's snapshots in VMware and export it again",
         )
-    extent = _embedded_extent(parsed, header, label)
-    return DiskLayer(
-        path=real,
-        create_type=parsed.create_type,
-        cid=parsed.cid,
-        parent_cid=parsed.parent_cid,
+    extent = embedded_extent(parsed, header, label)
+    return dataclasses.replace(
+        layer_of(path, parsed, (dataclasses.replace(extent, path=path),), embedded=True),
         parent_hint=None,
-        extents=(dataclasses.replace(extent, path=real),),
-        embedded=True,
-        adapter_type=parsed.adapter_type,
-        virtual_size=parsed.sectors * SECTOR,
         member_offset=offset,
         member_size=size,
     )

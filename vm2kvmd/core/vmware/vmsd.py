@@ -26,8 +26,9 @@ snapshot was taken; the VM then wrote into a new delta on top of it.  So the
 state of a snapshot is that file with its parents, and the VMX names a delta
 below the current snapshot's file.
 
-``parse_vmsd`` is pure.  ``load_snapshot_tree`` finds the file next to a VMX
-and adds what only the file system knows: whether a snapshot saved the VM's
+``parse_vmsd`` is pure.  ``vm2kvmd.sources.vmware.vmsd.load_snapshot_tree``
+finds the file next to a VMX and adds (``with_memory``) what only the file
+system knows: whether a snapshot saved the VM's
 memory (a ``.vmem`` next to its ``.vmsn``, or a ``.vmsn`` large enough to hold
 memory itself, as older products wrote it).
 
@@ -42,7 +43,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -55,10 +55,10 @@ __all__ = [
     "MEMORY_VMSN_BYTES",
     "Snapshot",
     "SnapshotTree",
-    "load_snapshot_tree",
+    "memory_saved",
     "parse_vmsd",
-    "read_vmsd",
     "vmsd_path_for",
+    "with_memory",
 ]
 
 MAX_VMSD_BYTES = 4 * 1024 * 1024
@@ -139,7 +139,7 @@ def _invalid(vmsd: VmxFile, key: str, value: str, why: str) -> Vm2kvmError:
     return vmsd.invalid(key, value, why, hint=_HINT)
 
 
-def _broken(path: str, key: str | None, value: str | None, message: str) -> Vm2kvmError:
+def broken_vmsd(path: str, key: str | None, value: str | None, message: str) -> Vm2kvmError:
     return Vm2kvmError(ErrorCode.INVALID_SOURCE, message, file=path, key=key, value=value, hint=_HINT)
 
 
@@ -166,7 +166,7 @@ def _disks(vmsd: VmxFile, key: str, notes: list[Note]) -> tuple[tuple[str, str],
         raw_node = vmsd.get_str(f"{prefix}.node") or ""
         if not file_name or not raw_node.strip():
             missing = f"{prefix}.fileName" if not file_name else f"{prefix}.node"
-            raise _broken(vmsd.path, missing, None, f"{missing} is missing (numDisks = {count})")
+            raise broken_vmsd(vmsd.path, missing, None, f"{missing} is missing (numDisks = {count})")
         node = raw_node.strip().lower()
         if not _NODE_RE.match(node):
             raise _invalid(vmsd, f"{prefix}.node", raw_node, "is not a disk slot like scsi0:0")
@@ -180,7 +180,7 @@ def _snapshot(vmsd: VmxFile, index: int, notes: list[Note]) -> Snapshot:
     key = f"snapshot{index}"
     uid = vmsd.get_int(f"{key}.uid", None, minimum=1, maximum=2**31 - 1)
     if uid is None:
-        raise _broken(vmsd.path, f"{key}.uid", None, f"{key}.uid is missing")
+        raise broken_vmsd(vmsd.path, f"{key}.uid", None, f"{key}.uid is missing")
     parent_uid = vmsd.get_int(f"{key}.parent", None, minimum=1, maximum=2**31 - 1)
     state_file = (vmsd.get_str(f"{key}.filename") or "").strip() or None
     return Snapshot(
@@ -201,7 +201,7 @@ def _parents_first(snapshots: list[Snapshot], vmsd: VmxFile) -> tuple[Snapshot, 
     for snap in snapshots:
         if snap.parent_uid is not None and snap.parent_uid not in by_uid:
             key = f"{snap.key}.parent"
-            raise _broken(
+            raise broken_vmsd(
                 vmsd.path, vmsd.key_name(key), str(snap.parent_uid),
                 f"snapshot {snap.name!r} names parent uid {snap.parent_uid}, which is no snapshot",
             )  # fmt: skip
@@ -212,7 +212,7 @@ def _parents_first(snapshots: list[Snapshot], vmsd: VmxFile) -> tuple[Snapshot, 
         ready = [s for s in remaining if s.parent_uid is None or s.parent_uid in placed]
         if not ready:
             snap = remaining[0]
-            raise _broken(
+            raise broken_vmsd(
                 vmsd.path, vmsd.key_name(f"{snap.key}.parent"), str(snap.parent_uid),
                 f"snapshot {snap.name!r} is its own ancestor (the parent uids loop)",
             )  # fmt: skip
@@ -262,13 +262,13 @@ def parse_vmsd(data: bytes, path: str) -> SnapshotTree:
                 )
             )
     if count > MAX_SNAPSHOTS:
-        raise _broken(
+        raise broken_vmsd(
             path, "snapshot.numSnapshots", str(count), f"{count} snapshots are more than any VM has"
         )
     snapshots: list[Snapshot] = []
     for index in range(count):
         if index not in found:
-            raise _broken(
+            raise broken_vmsd(
                 path, f"snapshot{index}.uid", None,
                 f"snapshot{index} is missing although snapshot.numSnapshots is {count}",
             )  # fmt: skip
@@ -280,7 +280,7 @@ def parse_vmsd(data: bytes, path: str) -> SnapshotTree:
     if current_uid == 0:
         current_uid = None
     if current_uid is not None and all(s.uid != current_uid for s in snapshots):
-        raise _broken(
+        raise broken_vmsd(
             path, vmsd.key_name("snapshot.current"), str(current_uid),
             f"snapshot.current names uid {current_uid}, which is no snapshot",
         )  # fmt: skip
@@ -299,35 +299,7 @@ def vmsd_path_for(vmx_path: str) -> str:
     return os.path.splitext(vmx_path)[0] + ".vmsd"
 
 
-def read_vmsd(path: str) -> SnapshotTree:
-    """Read and parse the ``.vmsd`` at ``path``.
-
-    Raises ``Vm2kvmError``: SOURCE_NOT_FOUND when it is missing or unreadable,
-    INVALID_SOURCE when it is not a regular file or too large, and what
-    ``parse_vmsd`` raises.
-    """
-    try:
-        info = os.stat(path)
-        if not stat.S_ISREG(info.st_mode):
-            # A FIFO would block the daemon forever.
-            raise _broken(path, None, None, "the snapshot database is not a regular file")
-        if info.st_size > MAX_VMSD_BYTES:
-            raise _broken(
-                path, None, None, f"the snapshot database is {info.st_size} bytes; that is no .vmsd"
-            )
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_VMSD_BYTES + 1)
-    except OSError as err:
-        raise Vm2kvmError(
-            ErrorCode.SOURCE_NOT_FOUND,
-            f"cannot read the snapshot database: {err.strerror or err}",
-            file=path,
-            hint="check the file's permissions",
-        ) from None
-    return parse_vmsd(data, path)
-
-
-def _memory_saved(directory: str, state_file: str | None, size_of: Callable[[str], int | None]) -> bool:
+def memory_saved(directory: str, state_file: str | None, size_of: Callable[[str], int | None]) -> bool:
     if not state_file:
         return False
     # Only names next to the VMX are looked at: the .vmsd is data, not a list of paths to stat.
@@ -338,23 +310,11 @@ def _memory_saved(directory: str, state_file: str | None, size_of: Callable[[str
     return size is not None and size >= MEMORY_VMSN_BYTES
 
 
-def _file_size(path: str) -> int | None:
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_size if stat.S_ISREG(info.st_mode) else None
-
-
-def load_snapshot_tree(vmx_path: str) -> SnapshotTree | None:
-    """The snapshot tree of the VM at ``vmx_path``; None when it has no ``.vmsd``."""
-    path = vmsd_path_for(vmx_path)
-    if not os.path.lexists(path):
-        return None
-    tree = read_vmsd(path)
-    directory = os.path.dirname(path)
+def with_memory(tree: SnapshotTree, size_of: Callable[[str], int | None]) -> SnapshotTree:
+    """``tree`` with ``has_memory`` set; ``size_of`` is the size of a regular file, None if there is none."""
+    directory = os.path.dirname(tree.path)
     snapshots = tuple(
-        dataclasses.replace(s, has_memory=_memory_saved(directory, s.state_file, _file_size))
+        dataclasses.replace(s, has_memory=memory_saved(directory, s.state_file, size_of))
         for s in tree.snapshots
     )
     return dataclasses.replace(tree, snapshots=snapshots)

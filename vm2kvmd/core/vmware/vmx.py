@@ -30,9 +30,7 @@ VMware's config writer applies to every value; ``decode_escapes`` also decodes
 from __future__ import annotations
 
 import codecs
-import os
 import re
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -208,7 +206,7 @@ def decode_escapes(value: str, *, percent: bool = True) -> str:
 _PASS_VMX = "pass the .vmx file of the VM"
 
 
-def _invalid_source(path: str, message: str, *, hint: str = _PASS_VMX, key: str | None = None) -> Vm2kvmError:
+def invalid_source(path: str, message: str, *, hint: str = _PASS_VMX, key: str | None = None) -> Vm2kvmError:
     return Vm2kvmError(ErrorCode.INVALID_SOURCE, message, file=path, key=key, hint=hint)
 
 
@@ -294,17 +292,17 @@ def parse_vmx(data: bytes, path: str) -> VmxFile:
     INVALID_VALUE for an unusable ``.encoding``.
     """
     if len(data) > MAX_VMX_BYTES:
-        raise _invalid_source(
+        raise invalid_source(
             path,
             f"file is {len(data)} bytes, more than the {MAX_VMX_BYTES} a VMX file can have",
         )
     if not data.strip(_BOM + b" \t\r\n"):
-        raise _invalid_source(path, "file is empty")
+        raise invalid_source(path, "file is empty")
     if data.startswith(_VMDK_MAGIC):
-        raise _invalid_source(path, "this is a VMDK disk, not a VMX file")
+        raise invalid_source(path, "this is a VMDK disk, not a VMX file")
     if b"\x00" in data:
         first_nul = data.index(b"\x00")
-        raise _invalid_source(
+        raise invalid_source(
             path,
             f"file contains NUL bytes (first at byte {first_nul}); it is not a text VMX file",
         )
@@ -374,9 +372,9 @@ def parse_vmx(data: bytes, path: str) -> VmxFile:
         spelling[lower] = key
 
     if not entries:
-        raise _invalid_source(path, "no key = value lines found; this is not a VMX file")
+        raise invalid_source(path, "no key = value lines found; this is not a VMX file")
     if bad_lines > len(entries):
-        raise _invalid_source(
+        raise invalid_source(
             path,
             f"{bad_lines} of {bad_lines + len(entries)} lines are not key = value lines; not a VMX file",
         )
@@ -398,7 +396,7 @@ def parse_vmx(data: bytes, path: str) -> VmxFile:
 
 
 def _truncated(path: str, number: int, key: str | None) -> Vm2kvmError:
-    return _invalid_source(
+    return invalid_source(
         path,
         f"file ends in the middle of line {number}; it looks truncated",
         key=key,
@@ -408,54 +406,3 @@ def _truncated(path: str, number: int, key: str | None) -> Vm2kvmError:
 
 def _shorten(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def read_vmx(path: str) -> VmxFile:
-    """Read and parse a VMX file; the only I/O of this module.
-
-    Raises ``Vm2kvmError``: SOURCE_NOT_FOUND when the path is missing,
-    unreadable or a directory; INVALID_SOURCE when it is not a regular file,
-    too large, or not a VMX file (see ``parse_vmx``).
-    """
-    abspath = os.path.abspath(path)
-    try:
-        info = os.stat(abspath)
-    except FileNotFoundError:
-        raise Vm2kvmError(
-            ErrorCode.SOURCE_NOT_FOUND, "no such file", file=abspath, hint="check the path of the .vmx file"
-        ) from None
-    except (OSError, ValueError) as err:
-        raise _not_found(abspath, err) from None
-    if stat.S_ISDIR(info.st_mode):
-        raise Vm2kvmError(
-            ErrorCode.SOURCE_NOT_FOUND,
-            "is a directory, not a VMX file",
-            file=abspath,
-            hint="pass the .vmx file inside the VM directory",
-        )
-    if not stat.S_ISREG(info.st_mode):
-        # Reading a FIFO or a device could block the daemon forever.
-        raise _invalid_source(abspath, "is not a regular file")
-    if info.st_size > MAX_VMX_BYTES:
-        raise _invalid_source(
-            abspath,
-            f"file is {info.st_size} bytes, more than the {MAX_VMX_BYTES} a VMX file can have",
-        )
-    try:
-        with open(abspath, "rb") as handle:
-            data = handle.read(MAX_VMX_BYTES + 1)  # the file may grow between stat and read
-    except IsADirectoryError:
-        raise Vm2kvmError(ErrorCode.SOURCE_NOT_FOUND, "is a directory, not a VMX", file=abspath) from None
-    except (OSError, ValueError) as err:
-        raise _not_found(abspath, err) from None
-    return parse_vmx(data, abspath)
-
-
-def _not_found(path: str, err: Exception) -> Vm2kvmError:
-    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-    return Vm2kvmError(
-        ErrorCode.SOURCE_NOT_FOUND,
-        f"cannot read the file: {reason}",
-        file=path,
-        hint="check the path and the permissions of the .vmx file",
-    )

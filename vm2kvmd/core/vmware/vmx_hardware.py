@@ -1,8 +1,9 @@
 """Building a ``SourceVM`` from a parsed VMX file.
 
-``build_source_vm`` is pure apart from what the injected ``PathResolver`` and
-``DiskLoader`` do (and an existence check of CD-ROM/floppy images);
-``load_source_vm`` wires in the real VMX reader and VMDK loader.
+``build_source_vm`` is pure: the file system is reached only through the
+injected ``PathResolver`` (and its ``HostPaths``) and ``DiskLoader``;
+``vm2kvmd.sources.vmware.vm.load_source_vm`` wires in the real VMX reader and
+VMDK loader.
 
 Defaults follow VMware where a key is absent: ``numvcpus`` 1, ``memsize``
 32 MiB (VMware's historical default, also libvirt's; noted because no modern
@@ -24,11 +25,10 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Mapping
 
 from vm2kvmd.core.hardware.model import Cpu, Firmware, Memory, Note, SourceVM
 from vm2kvmd.core.vmware.paths import PathResolver
-from vm2kvmd.core.vmware.vmx import VmxFile, decode_escapes, read_vmx
+from vm2kvmd.core.vmware.vmx import VmxFile, decode_escapes
 from vm2kvmd.core.vmware.vmx_devices import (
     MAX_PARALLELS,
     MAX_SERIALS,
@@ -42,7 +42,7 @@ from vm2kvmd.core.vmware.vmx_devices import (
 )
 from vm2kvmd.core.vmware.vmx_storage import DiskLoader, read_storage
 
-__all__ = ["DiskLoader", "build_source_vm", "load_source_vm", "parse_genid", "parse_vmware_uuid"]
+__all__ = ["DiskLoader", "build_source_vm", "parse_genid", "parse_vmware_uuid"]
 
 MAX_VCPUS = 768  # ESXi 8 limit
 MAX_MEMORY_MIB = 24 * 1024 * 1024  # 24 TiB, ESXi 8 limit
@@ -203,18 +203,3 @@ def build_source_vm(vmx: VmxFile, resolver: PathResolver, load_disk: DiskLoader)
         vnc=read_vnc(vmx),
         notes=tuple(notes),
     )
-
-
-def load_source_vm(
-    vmx_path: str,
-    *,
-    datastores: Mapping[str, str] | None = None,
-    allow_external: bool = False,
-) -> SourceVM:
-    """Read the VMX at ``vmx_path`` and every disk chain it names."""
-    # Imported here: the VMDK reader is its own module and only this entry point needs it.
-    from vm2kvmd.core.vmware.vmdk import load_chain
-
-    vmx = read_vmx(vmx_path)
-    resolver = PathResolver(os.path.dirname(vmx.path), datastores=datastores, allow_external=allow_external)
-    return build_source_vm(vmx, resolver, lambda path, key: load_chain(path, resolver, key=key))

@@ -15,7 +15,6 @@ nobody wants on the target), and a device with neither ``deviceType`` nor
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -316,7 +315,7 @@ def _image(
         return RemovableDrive(address, MediaKind.IMAGE, file_name, None, start_connected, missing=True)
     if resolved.note:
         notes.append(resolved.note)
-    missing = not os.path.exists(resolved.path)
+    missing = not resolver.host.exists(resolved.path)
     return RemovableDrive(address, MediaKind.IMAGE, file_name, resolved.path, start_connected, missing)
 
 

@@ -38,10 +38,10 @@ from typing import BinaryIO
 from vm2kvmd.core.hardware.model import DiskChain, Note
 from vm2kvmd.core.ovf.envelope import MAX_OVF_BYTES, OvfEnvelope, OvfFile
 from vm2kvmd.core.ovf.storage import ExtractedAtMigration
-from vm2kvmd.core.vmware.vmdk import load_member_layer
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.sources.ovf.files import Located, open_read_only, stat_source
 from vm2kvmd.sources.ovf.package import Package
+from vm2kvmd.sources.vmware.vmdk import load_member_layer
 
 BLOCK = 512
 GZIP_MAGIC = b"\x1f\x8b"

@@ -17,11 +17,11 @@ from collections.abc import Mapping
 
 from vm2kvmd.core.hardware.model import DiskChain
 from vm2kvmd.core.ovf.envelope import OvfFile
-from vm2kvmd.core.vmware.paths import PathResolver
-from vm2kvmd.core.vmware.vmdk import load_chain
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.sources.ovf.files import Located, stat_source
 from vm2kvmd.sources.ovf.package import Package
+from vm2kvmd.sources.vmware.paths import local_resolver
+from vm2kvmd.sources.vmware.vmdk import load_chain
 
 
 def _located(real: str, name: str) -> Located | None:
@@ -48,7 +48,7 @@ class OvfFilesPackage(Package):
         path = os.path.abspath(path)
         size = stat_source(path, "OVF descriptor").st_size
         super().__init__(path, Located(path, 0, size, path), path)
-        self.resolver = PathResolver(
+        self.resolver = local_resolver(
             os.path.dirname(path), datastores=datastores, allow_external=allow_external
         )
 
