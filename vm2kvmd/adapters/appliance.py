@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, cast
 
-from vm2kvmd.convert.guestfs_api import GuestFS
+from vm2kvmd.adapters.guestfs_api import GuestFS
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 # The appliance's own memory: dracut and update-initramfs of a large kernel need room; 1 GiB is

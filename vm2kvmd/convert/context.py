@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vm2kvmd.convert.guestfs_api import GuestFS
+from vm2kvmd.adapters.guestfs_api import GuestFS
 from vm2kvmd.core.guest.info import Change, DeviceMap, GuestInfo
 from vm2kvmd.core.hardware.model import Note, SourceVM
 from vm2kvmd.core.planning.guestcaps import GuestCaps

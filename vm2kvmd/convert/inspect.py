@@ -15,7 +15,7 @@ import posixpath
 import re
 from collections.abc import Sequence
 
-from vm2kvmd.convert.guestfs_api import GuestFS
+from vm2kvmd.adapters.guestfs_api import GuestFS
 from vm2kvmd.core.guest.info import Filesystem, GuestInfo, Kernel, module_name
 from vm2kvmd.core.hardware.model import Note
 from vm2kvmd.errors import ErrorCode, Vm2kvmError

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from vm2kvmd.adapters.appliance import Appliance
+from vm2kvmd.adapters.guestfs_api import GuestFS
 from vm2kvmd.aio import settle
 from vm2kvmd.convert.context import ConversionOptions, GuestContext
-from vm2kvmd.convert.guestfs_api import GuestFS
 from vm2kvmd.core.guest.info import Conversion
 from vm2kvmd.core.guest.linux.caps import caps_for_linux
 from vm2kvmd.core.hardware.model import Note, SourceVM
