@@ -22,50 +22,26 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # What each part of vm2kvmd may import from vm2kvmd ("" is the package itself: __version__).
+_BASE = frozenset({"errors", "constants"})
+_CORE = _BASE | {"core"}
+_ADAPTERS = _CORE | {"adapters", "aio"}
+_SOURCES = _ADAPTERS | {"sources"}  # the vSphere loader (issue 12) reads through the session adapter
+_CONVERT = _ADAPTERS | {"convert"}
+_PIPELINE = _SOURCES | _CONVERT | {"pipeline"}
+_SERVICE = _PIPELINE | {"", "service", "config"}
 ALLOWED: Mapping[str, frozenset[str]] = {
     "": frozenset(),
     "errors": frozenset({"errors"}),
-    "constants": frozenset({"errors", "constants"}),
-    "core": frozenset({"core", "errors", "constants"}),
+    "constants": _BASE,
+    "core": _CORE,
     "aio": frozenset({"aio", "errors"}),
-    "config": frozenset({"config", "errors", "constants"}),
-    "adapters": frozenset({"adapters", "core", "aio", "errors", "constants"}),
-    # The vSphere loader (issue 12) reads through the session adapter.
-    "sources": frozenset({"sources", "adapters", "core", "aio", "errors", "constants"}),
-    "convert": frozenset({"convert", "adapters", "core", "aio", "errors", "constants"}),
-    "pipeline": frozenset(
-        {"pipeline", "convert", "sources", "adapters", "core", "aio", "errors", "constants"}
-    ),
-    "service": frozenset(
-        {
-            "",
-            "service",
-            "pipeline",
-            "convert",
-            "sources",
-            "adapters",
-            "core",
-            "aio",
-            "config",
-            "errors",
-            "constants",
-        }
-    ),
-    "daemon": frozenset(
-        {
-            "",
-            "daemon",
-            "service",
-            "pipeline",
-            "sources",
-            "adapters",
-            "core",
-            "aio",
-            "config",
-            "errors",
-            "constants",
-        }
-    ),
+    "config": _BASE | {"config"},
+    "adapters": _ADAPTERS,
+    "sources": _SOURCES,
+    "convert": _CONVERT,
+    "pipeline": _PIPELINE,
+    "service": _SERVICE,
+    "daemon": _SERVICE | {"daemon"},
 }
 # vm2kvmctl reaches the daemon over D-Bus; from vm2kvmd it shares only names and error codes.
 CLI_ALLOWED = frozenset({"", "errors", "constants"})

@@ -3,10 +3,7 @@
 ``core.vmware.vmdk`` parses and judges; this module reads: the descriptor
 (``vmdk_files``), each extent's file (resolved through the ``PathResolver``, so
 a VMDK cannot lead the daemon outside the VM directory) and, for a chain, every
-parent ``parentFileNameHint`` names.
-
-Choices worth knowing: a parent that does not exist is ``DISK_CHAIN_BROKEN``
-(the snapshot is there, its chain is not); a missing extent is ``DISK_MISSING``.
+parent ``parentFileNameHint`` names (the choices made: ``core.vmware.vmdk``).
 """
 
 from __future__ import annotations
