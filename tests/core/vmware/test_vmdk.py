@@ -1,10 +1,15 @@
-"""parse_descriptor on descriptor text (the loaders on real files: tests/sources/vmware/test_vmdk*.py)."""
+"""parse_descriptor on text, follow_chain over given layers (loaders on files: tests/sources/vmware)."""
 
 from __future__ import annotations
 
+import posixpath
+
 import pytest
 
-from vm2kvmd.core.vmware.vmdk import NO_PARENT, parse_descriptor
+from tests.core.vmware.fake_host import FakeHost
+from vm2kvmd.core.hardware.model import DiskChain, DiskLayer, Extent
+from vm2kvmd.core.vmware.paths import PathResolver
+from vm2kvmd.core.vmware.vmdk import NO_PARENT, follow_chain, parse_descriptor
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 GOOD = """\
@@ -120,3 +125,47 @@ def test_parse_bad_header(text: str, key: str) -> None:
 def test_parse_foreign_lines(line: str) -> None:
     with pytest.raises(Vm2kvmError, match="not part of a VMDK descriptor"):
         parse_descriptor(HEAD + line + '\nRW 8 FLAT "a" 0\n', "/x")
+
+
+# --- follow_chain over injected layers ---------------------------------------------
+
+
+def _layer(path: str, cid: int, parent_cid: int = NO_PARENT, hint: str | None = None) -> DiskLayer:
+    extent = Extent("RW", 8, "SPARSE", posixpath.basename(path), path)
+    return DiskLayer(path, "monolithicSparse", cid, parent_cid, hint, (extent,), True, None, 4096)
+
+
+def _follow(layers: dict[str, DiskLayer], top: str) -> DiskChain:
+    host = FakeHost(files=frozenset(layers))
+    return follow_chain(
+        layers[top], PathResolver("/vm", host=host), layers.__getitem__, key="scsi0:0.fileName"
+    )
+
+
+def test_follow_chain_top_first() -> None:
+    layers = {
+        "/vm/d-000002.vmdk": _layer("/vm/d-000002.vmdk", 3, 2, "d-000001.vmdk"),
+        "/vm/d-000001.vmdk": _layer("/vm/d-000001.vmdk", 2, 1, "d.vmdk"),
+        "/vm/d.vmdk": _layer("/vm/d.vmdk", 1),
+    }
+    chain = _follow(layers, "/vm/d-000002.vmdk")
+    assert [layer.path for layer in chain.layers] == ["/vm/d-000002.vmdk", "/vm/d-000001.vmdk", "/vm/d.vmdk"]
+
+
+@pytest.mark.parametrize(
+    ("layers", "words"),
+    [
+        ({"/vm/s.vmdk": _layer("/vm/s.vmdk", 2, 1, "d.vmdk")}, "does not exist"),
+        (
+            {"/vm/s.vmdk": _layer("/vm/s.vmdk", 2, 7, "d.vmdk"), "/vm/d.vmdk": _layer("/vm/d.vmdk", 1)},
+            "expects parent CID 00000007",
+        ),
+        ({"/vm/s.vmdk": _layer("/vm/s.vmdk", 2, 2, "s.vmdk")}, "loops"),
+    ],
+    ids=["missing-parent", "cid-mismatch", "self-parent"],
+)
+def test_follow_chain_broken(layers: dict[str, DiskLayer], words: str) -> None:
+    with pytest.raises(Vm2kvmError) as info:
+        _follow(layers, "/vm/s.vmdk")
+    assert info.value.code is ErrorCode.DISK_CHAIN_BROKEN and words in info.value.message
+    assert info.value.key == "scsi0:0.fileName" and info.value.file == "/vm/s.vmdk"
