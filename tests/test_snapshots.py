@@ -21,7 +21,6 @@ import libvirt
 import pytest
 from dbus_fast import Variant
 
-from cli.main import build_parser, mapping_options
 from tests.harness.services import DirPool
 from tests.helpers.vmdk_factory import (
     MiB,
@@ -33,6 +32,7 @@ from tests.helpers.vmdk_factory import (
     sha256_tree,
 )
 from tests.pipeline.support import RecordingEvents as Events
+from vm2kvmctl.main import build_parser, mapping_options
 from vm2kvmd.adapters import libvirt_snapshots, qemu_img_layers
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
