@@ -26,6 +26,7 @@ from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.planning.blockdev import Node, target_node
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline import run_migration
+from vm2kvmd.pipeline.copy import copy_disks
 from vm2kvmd.pipeline.verify import VERIFIED, verify_disk
 
 SIZE = 16 * MiB
@@ -176,7 +177,7 @@ async def test_mismatch_fails_the_job_and_rolls_back(
 ) -> None:
     vmx = await asyncio.to_thread(write_vmx, source.parent, source)
     before = await asyncio.to_thread(sha256_tree, source.parent)
-    real_copy = migrate_module.copy_disks
+    real_copy = copy_disks  # what migrate calls, until the test replaces it there
 
     async def copy_then_corrupt(copies: Sequence[Any], *args: Any, **kwargs: Any) -> None:
         await real_copy(copies, *args, **kwargs)
