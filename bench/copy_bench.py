@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 from tests.harness.services import DirPool, ensure_libvirtd, remove_domain, unique_name  # noqa: E402
 from vm2kvmd.adapters import qemu_img  # noqa: E402
 from vm2kvmd.core.options import MigrateOptions  # noqa: E402
-from vm2kvmd.core.planning import blockdev  # noqa: E402
+from vm2kvmd.core.planning import blockdev as qemu_source  # noqa: E402
 from vm2kvmd.pipeline import DiskProgress, run_migration  # noqa: E402
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
@@ -190,7 +190,7 @@ def engine_runs(source_node: dict[str, Any], size: int, scratch: Path, runs: int
     overlay = scratch / "overlay.qcow2"
     target = scratch / "target.qcow2"
     overlay.unlink(missing_ok=True)
-    backing = blockdev.json_filename(source_node)
+    backing = qemu_source.json_filename(source_node)
     create = ["qemu-img", "create", "-q", "-f", "qcow2", "-b", backing, "-F", "vmdk", str(overlay)]
     subprocess.run(create, check=True)
 
@@ -238,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     vmx = build_source(directory, size, data)
     vmdk = vmx.parent / "disk.vmdk"
     extents = sorted(vmx.parent.glob("disk*.vmdk"))
-    node = blockdev.target_node(str(vmdk), "vmdk")
+    node = qemu_source.target_node(str(vmdk), "vmdk")
     source_data = asyncio.run(qemu_img.data_bytes(node))
     work = directory / "work"
     plain_dir = directory / "plain"

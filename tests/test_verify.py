@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import vm2kvmd.pipeline.copy as copy_module
 import vm2kvmd.pipeline.migrate as migrate_module
 from tests.cli.test_cli import assert_one_error_line, ctl
 from tests.helpers.vmdk_factory import (
@@ -26,7 +27,6 @@ from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.planning.blockdev import Node, target_node
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline import run_migration
-from vm2kvmd.pipeline.copy import copy_disks
 from vm2kvmd.pipeline.verify import VERIFIED, verify_disk
 
 SIZE = 16 * MiB
@@ -177,7 +177,7 @@ async def test_mismatch_fails_the_job_and_rolls_back(
 ) -> None:
     vmx = await asyncio.to_thread(write_vmx, source.parent, source)
     before = await asyncio.to_thread(sha256_tree, source.parent)
-    real_copy = copy_disks  # what migrate calls, until the test replaces it there
+    real_copy = copy_module.copy_disks
 
     async def copy_then_corrupt(copies: Sequence[Any], *args: Any, **kwargs: Any) -> None:
         await real_copy(copies, *args, **kwargs)
