@@ -6,13 +6,14 @@ PY := $(VENV)/bin/python
 # Extra pytest arguments: make test PYTEST_ARGS='-k vmx -x'
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo demo-clean test lint format clean install uninstall
+.PHONY: help setup demo demo-clean test lint lock format clean install uninstall
 
 help:
 	@echo "./demo.sh and ./test.sh are the two set-up commands; make wraps them."
 	@echo "make demo        migrate the embedded sample VMware VM into libvirt (qemu:///system)"
 	@echo "make test        run the whole test suite"
-	@echo "make lint        ruff + mypy + shellcheck"
+	@echo "make lint        ruff, mypy, the layering check, shellcheck (./test.sh runs them first)"
+	@echo "make lock        refresh requirements.lock from pyproject.toml"
 	@echo "make format      ruff format + ruff check --fix"
 	@echo "make demo-clean  undefine the demo domain and delete its volumes"
 	@echo "make clean       remove build/ (except the demo disks) and caches; keeps .venv"
@@ -33,13 +34,13 @@ demo-clean:
 test:
 	./test.sh $(PYTEST_ARGS)
 
+# What ./test.sh runs before the tests.
 lint: setup
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy
-	$(VENV)/bin/mypy scripts
-	@if command -v shellcheck >/dev/null; then shellcheck scripts/*.sh .ci/run; \
-	else echo "shellcheck not installed; skipped (apt-get install shellcheck)"; fi
+	scripts/lint.sh
+
+# requirements.lock from pyproject.toml's ranges, resolved afresh (docs/development.md).
+lock:
+	scripts/lock.sh
 
 format: setup
 	$(VENV)/bin/ruff format .
@@ -58,7 +59,9 @@ clean:
 # programs look: systemd, the system bus, polkit, /etc.  ExecStart= and Exec= are
 # rewritten to $(BINDIR).  DESTDIR stages everything under a root (packaging);
 # INSTALL_VENV=0 skips the virtualenv (the tests), PIP_ARGS passes pip options
-# (e.g. --no-index --find-links DIR on a host without PyPI).
+# (e.g. --no-index --find-links DIR on a host without PyPI).  The versions are
+# requirements.lock's, also for the build (PIP_CONSTRAINT reaches pip's build
+# environment, -c does not).
 PREFIX ?= /usr/local
 DESTDIR ?=
 BINDIR ?= $(PREFIX)/bin
@@ -78,7 +81,8 @@ SUBST := sed -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/usr/local/share/doc/vm2k
 install:
 ifeq ($(INSTALL_VENV),1)
 	$(SYSTEM_PYTHON) -m venv --clear --system-site-packages $(DESTDIR)$(VENVDIR)
-	$(DESTDIR)$(VENVDIR)/bin/python -m pip install --quiet --disable-pip-version-check $(PIP_ARGS) .
+	PIP_CONSTRAINT=$(CURDIR)/requirements.lock \
+		$(DESTDIR)$(VENVDIR)/bin/python -m pip install --quiet --disable-pip-version-check $(PIP_ARGS) .
 ifneq ($(DESTDIR),)
 	# A venv knows its own path: the staged one must name the final one.
 	grep -rlF '$(DESTDIR)$(VENVDIR)' $(DESTDIR)$(VENVDIR)/bin $(DESTDIR)$(VENVDIR)/pyvenv.cfg \

@@ -46,9 +46,9 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from copy_bench import GiB, build_source, warm  # noqa: E402
 
-from cli.client import Client, unwrap  # noqa: E402
 from tests.harness.bus import PrivateBus  # noqa: E402
 from tests.harness.services import DirPool, ensure_libvirtd, remove_domain, unique_name  # noqa: E402
+from vm2kvmctl.client import Client, unwrap  # noqa: E402
 from vm2kvmd.constants import JOB_IFACE, MANAGER_PATH, OBJECT_MANAGER_IFACE  # noqa: E402
 from vm2kvmd.service.store import DiskRecord, JobStore  # noqa: E402
 
@@ -163,7 +163,7 @@ def cli_time(address: str, runs: int = 5) -> float:
     for _ in range(runs):
         begin = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "cli.main", "--bus", "session", "--json", "jobs", "--all"],
+            [sys.executable, "-m", "vm2kvmctl.main", "--bus", "session", "--json", "jobs", "--all"],
             cwd=REPO,
             env=env,
             check=True,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything vm2kvm needs on Debian 12: the Debian packages (only the
-# missing ones) and the project virtualenv (re-installed only when
-# pyproject.toml changed).  Safe to run again and again; the second run only
+# missing ones) and the project virtualenv with the exact versions of
+# requirements.lock (re-installed only when pyproject.toml or the lock
+# changed).  Safe to run again and again; the second run only
 # checks and takes well under a second.
 set -euo pipefail
 
@@ -16,6 +17,7 @@ PACKAGES=(
     e2fsprogs fdisk
     lvm2
     debootstrap busybox-static linux-image-amd64
+    shellcheck
 )
 VENV=.venv
 STAMP="$VENV/.vm2kvm-installed"
@@ -62,11 +64,14 @@ if [[ ! -e $VENV ]]; then
     /usr/bin/python3 -m venv --system-site-packages "$VENV"
 fi
 
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml requirements.lock | sha256sum | cut -d' ' -f1)
 have=$(cat "$STAMP" 2>/dev/null || true)
 if [[ $want != "$have" || ! -x $VENV/bin/vm2kvmd || ! -x $VENV/bin/vm2kvmctl ]]; then
     say "installing vm2kvm and its test tools into $VENV"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+    # PIP_CONSTRAINT rather than -c: pip passes it on to the isolated
+    # environment that builds vm2kvm, so setuptools is pinned too.
+    PIP_CONSTRAINT="$PWD/requirements.lock" \
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
     printf '%s\n' "$want" >"$STAMP"
 fi
 say "ready"

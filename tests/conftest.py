@@ -195,7 +195,7 @@ def _no_blocking_calls(request: pytest.FixtureRequest) -> Iterator[None]:
     if request.node.get_closest_marker("allow_blocking"):
         yield
         return
-    with blockbuster_ctx(["vm2kvmd", "cli"]):
+    with blockbuster_ctx(["vm2kvmd", "vm2kvmctl"]):
         yield
 
 

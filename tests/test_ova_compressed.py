@@ -16,6 +16,7 @@ import gzip
 import io
 import os
 import re
+import shutil
 import subprocess
 import tarfile
 import threading
@@ -108,7 +109,8 @@ def gzip_member_ova(
     return write_tar(out / "web.ova", members), disks
 
 
-BUILDERS = {"whole archive gzip'd": gzip_whole_ova, "gzip'd members": gzip_member_ova}
+OvaBuilder = Callable[[Path, tuple[int, ...]], tuple[Path, list[OvfDisk]]]
+BUILDERS: dict[str, OvaBuilder] = {"whole archive gzip'd": gzip_whole_ova, "gzip'd members": gzip_member_ova}
 
 
 # --- inspect: the descriptor only -------------------------------------------------------
@@ -279,10 +281,8 @@ def test_not_enough_space_names_the_work_dir(
     untouched(ova.parent)
     dest = tmp_path / "dest"
     dest.mkdir()
-    from vm2kvmd.sources.ovf import extract
-
-    usage = extract.shutil.disk_usage(dest)
-    monkeypatch.setattr(extract.shutil, "disk_usage", lambda _p: usage._replace(free=1000))
+    usage = shutil.disk_usage(dest)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage._replace(free=1000))
     with pytest.raises(Vm2kvmError) as caught:
         extract_blocking(str(ova), str(dest), [], threading.Event(), lambda _: None)
     err = caught.value

@@ -21,7 +21,6 @@ import libvirt
 import pytest
 from dbus_fast import Variant
 
-from cli.main import build_parser, mapping_options
 from tests.harness.services import DirPool
 from tests.helpers.vmdk_factory import (
     MiB,
@@ -33,6 +32,7 @@ from tests.helpers.vmdk_factory import (
     sha256_tree,
 )
 from tests.pipeline.support import RecordingEvents as Events
+from vm2kvmctl.main import build_parser, mapping_options
 from vm2kvmd.adapters import libvirt_snapshots, qemu_img_layers
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
@@ -182,23 +182,28 @@ class LibvirtSnapshot:
     current: bool
 
 
+def _attribute(element: ET.Element, path: str, name: str) -> str | None:
+    """Attribute ``name`` of the child at ``path``; None if either is missing."""
+    child = element.find(path)
+    return None if child is None else child.get(name)
+
+
 def snapshots_of(conn: Any, domain: str) -> dict[str, LibvirtSnapshot]:
     dom = conn.lookupByName(domain)
     current = dom.snapshotCurrent(0).getName() if dom.hasCurrentSnapshot(0) else None
     found = {}
     for snap in dom.listAllSnapshots(0):
         root = ET.fromstring(snap.getXMLDesc(0))
+        # libvirt writes name and snapshot on every disk of a snapshot
         disks = {
-            d.get("name"): (
-                d.get("snapshot"),
-                d.find("source").get("file") if d.find("source") is not None else None,
-            )
+            d.attrib["name"]: (d.attrib["snapshot"], _attribute(d, "source", "file"))
             for d in root.iterfind("disks/disk")
         }
-        sources = {
-            d.find("target").get("dev"): d.find("source").get("file")
-            for d in root.iterfind("domain/devices/disk")
-        }
+        sources = {}
+        for d in root.iterfind("domain/devices/disk"):
+            target, source = _attribute(d, "target", "dev"), _attribute(d, "source", "file")
+            assert target is not None and source is not None, ET.tostring(d)
+            sources[target] = source
         memory = root.find("memory")
         found[snap.getName()] = LibvirtSnapshot(
             name=snap.getName(),

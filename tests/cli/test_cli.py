@@ -2,7 +2,7 @@
 
 The daemon runs in this process with an injected runner/inspector
 (``tests/service/support.py``); the CLI is a real subprocess
-(``python -m cli.main``, and once the installed console script).
+(``python -m vm2kvmctl.main``, and once the installed console script).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ class Run:
 def ctl_env(address: str, env_var: str = "DBUS_SESSION_BUS_ADDRESS") -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DBUS_")}
     env[env_var] = address
-    env["PYTHONPATH"] = str(REPO)  # `python -m cli.main` from any working directory
+    env["PYTHONPATH"] = str(REPO)  # `python -m vm2kvmctl.main` from any working directory
     return env
 
 
@@ -126,7 +126,7 @@ async def start_ctl(
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "cli.main",
+        "vm2kvmctl.main",
         *bus_args,
         *args,
         cwd=cwd or REPO,

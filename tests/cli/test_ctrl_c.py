@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from dbus_fast import Message, MessageFlag, MessageType
 
-from cli.follow import QUESTION, Choice, decide
 from tests.cli.test_cli import REPO, assert_one_error_line, ctl_env, finish, following, start_ctl
 from tests.service.support import ScriptedRunner, serve_daemon
+from vm2kvmctl.follow import QUESTION, Choice, decide
 from vm2kvmd.service.job import JobState
 
 ASKED = QUESTION.format(number=1)
@@ -193,7 +193,7 @@ async def test_on_a_terminal_with_progress_bars(private_bus: str) -> None:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "cli.main",
+            "vm2kvmctl.main",
             "--bus",
             "session",
             "migrate",

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from cli.client import DaemonError
-from cli.joblog import JournalUnavailable, LogLine, entry_line, from_journal
-from cli.main import PRIVILEGES_HINT, daemon_error_text
 from tests.cli.test_cli import assert_one_error_line, ctl, first_line_then_finish, start_ctl
 from tests.service.support import ScriptedRunner, serve_daemon
+from vm2kvmctl.client import DaemonError
+from vm2kvmctl.joblog import JournalUnavailable, LogLine, entry_line, from_journal
+from vm2kvmctl.main import PRIVILEGES_HINT, daemon_error_text
 from vm2kvmd.constants import job_path
 from vm2kvmd.daemon import Daemon
 from vm2kvmd.errors import ErrorCode, Vm2kvmError

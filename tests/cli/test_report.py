@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from cli.report import print_report
 from tests.cli.test_cli import assert_one_error_line, ctl
 from tests.core.test_report import GOLDEN_DIR, OPTS, REPORT_DATA, converted, load_vm
 from tests.core.vmware.vmx_support import DATA
 from tests.service.support import ScriptedRunner, serve_daemon
+from vm2kvmctl.report import print_report
 from vm2kvmd.core.planning.guestcaps import GuestCaps
 from vm2kvmd.core.planning.mapping import plan_domain
 from vm2kvmd.core.report import build_report

@@ -35,11 +35,12 @@ class Appliance:
         self.names = names
 
     def disk(self, name: str) -> str:
-        return self.g.list_devices()[self.names.index(name)]
+        devices: list[str] = self.g.list_devices()
+        return devices[self.names.index(name)]
 
 
 def launch(scenarios: dict[str, Callable[[], PhonyGuest]], work: Path) -> Iterator[Appliance]:
-    import guestfs  # type: ignore[import-not-found]
+    import guestfs
 
     os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
     os.environ.setdefault("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")

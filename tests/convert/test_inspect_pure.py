@@ -48,7 +48,8 @@ def test_unknown_root_option_lists_the_roots() -> None:
 
 class FakeMounts:
     def __init__(self, mountpoints: dict[str, str], broken: set[str]) -> None:
-        self.mountpoints, self.broken, self.mounted = mountpoints, broken, []  # type: list[str]
+        self.mountpoints, self.broken = mountpoints, broken
+        self.mounted: list[str] = []
 
     def inspect_get_mountpoints(self, root: str) -> dict[str, str]:
         return self.mountpoints

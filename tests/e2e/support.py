@@ -4,7 +4,7 @@ real pipeline, the real ``vm2kvmctl``, the real libvirtd and qemu-img.
 ``DaemonProcess`` runs ``python -m vm2kvmd.daemon --bus session`` with its job
 store in a test directory (never ``/var/lib/vm2kvm``); it can be stopped
 (SIGTERM) and started again on the same store.  ``ctl`` runs
-``python -m cli.main --bus session``.
+``python -m vm2kvmctl.main --bus session``.
 ``write_vmx`` writes a Workstation-style VMX for disks made with
 ``tests.helpers.vmdk_factory``.
 """
@@ -108,7 +108,7 @@ def ctl(address: str, *args: str, timeout: float = 120, convert: bool = False) -
     if args and args[0] == "migrate" and not convert and "--no-guest-conversion" not in args:
         args = (*args, "--no-guest-conversion")
     proc = subprocess.run(
-        [sys.executable, "-m", "cli.main", "--bus", "session", *args],
+        [sys.executable, "-m", "vm2kvmctl.main", "--bus", "session", *args],
         cwd=REPO,
         env=bus_env(address),
         stdin=subprocess.DEVNULL,

@@ -77,6 +77,12 @@ def write_vmx_disk(vmdir: Path, file_name: str, key: str = "scsi0:0") -> str:
     return str(write_vmx(vmdir, "bad", [VmxDisk(key, file_name)]))
 
 
+def missing_extent(vmdir: Path) -> str:
+    vmx = with_disk(vmdir, subformat="monolithicFlat")
+    (vmdir / "disk-flat.vmdk").unlink()
+    return str(vmx)
+
+
 def missing_parent(vmdir: Path) -> str:
     make_vmdk(vmdir, "base", "monolithicSparse", 8 * MiB)
     from tests.helpers.vmdk_factory import make_delta
@@ -156,11 +162,7 @@ CASES: dict[str, Case] = {
         ("bad.vmx", ".encoding"),
     ),
     "missing disk": Case(lambda d: write_vmx_disk(d, "gone.vmdk"), ErrorCode.DISK_MISSING, ("gone.vmdk",)),
-    "missing extent": Case(
-        lambda d: (str(with_disk(d, subformat="monolithicFlat")), (d / "disk-flat.vmdk").unlink())[0],
-        ErrorCode.DISK_MISSING,
-        ("disk-flat.vmdk",),
-    ),
+    "missing extent": Case(missing_extent, ErrorCode.DISK_MISSING, ("disk-flat.vmdk",)),
     "cyclic parents": Case(cyclic, ErrorCode.DISK_CHAIN_BROKEN, ("a.vmdk",)),
     "missing parent": Case(missing_parent, ErrorCode.DISK_CHAIN_BROKEN, ("base.vmdk",)),
     "cid mismatch": Case(cid_mismatch, ErrorCode.DISK_CHAIN_BROKEN, ("CID",)),
@@ -251,7 +253,7 @@ async def call(address: str, method: str, source: str, options: dict[str, Varian
         )
     finally:
         bus.disconnect()
-        await bus.wait_for_disconnect()
+        await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
 
 
 @pytest.mark.parametrize("case_name", list(CASES))

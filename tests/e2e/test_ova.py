@@ -103,7 +103,7 @@ async def _migrate_call(address: str, source: str, pool: str, name: str) -> Mess
         )
     finally:
         bus.disconnect()
-        await bus.wait_for_disconnect()
+        await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
 
 
 def _s(value: str) -> Variant:

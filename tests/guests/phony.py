@@ -243,7 +243,7 @@ def build_images(specs: Sequence[PhonyGuest], cache_dir: Path = DEFAULT_CACHE_DI
 
 
 def _build(specs: Sequence[PhonyGuest], finals: Mapping[str, Path]) -> None:
-    import guestfs  # type: ignore[import-not-found]
+    import guestfs
 
     os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
     os.environ.setdefault("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")

@@ -45,7 +45,7 @@ def overlay(image: Path, directory: Path) -> Path:
 @contextlib.contextmanager
 def open_overlays(images: Sequence[Path], tmp_path: Path) -> Iterator[Any]:
     """A launched guestfs handle on overlays of ``images`` (sda, sdb, ... in that order); always closed."""
-    import guestfs  # type: ignore[import-not-found]
+    import guestfs
 
     os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
     os.environ.setdefault("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")

@@ -21,10 +21,11 @@ from tests.harness.services import DEFAULT_URI, DirPool, remove_domain
 from tests.pipeline.support import MiB, RecordingEvents, small_vm
 from vm2kvmd.adapters.libvirt_host import LibvirtHost
 from vm2kvmd.core.options import MigrateOptions
+from vm2kvmd.core.residue import Residue
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline import inspect_source, run_migration
 from vm2kvmd.pipeline.overlay import Overlay, WorkArea
-from vm2kvmd.pipeline.rollback import Residue, Rollback, undo_residue
+from vm2kvmd.pipeline.rollback import Rollback, undo_residue
 from vm2kvmd.pipeline.targets import DirTarget, PoolTarget
 from vm2kvmd.service.recovery import recover
 from vm2kvmd.service.store import JobStore
@@ -131,7 +132,7 @@ async def test_a_failed_run_removes_what_it_made_and_its_rows_but_not_a_domain_i
     monkeypatch.setenv(HOLD, "copy:2")
     theirs = str(uuid.uuid4())
 
-    async def take_the_name(_overlays: Sequence[Overlay]) -> None:
+    async def take_the_name(overlays: Sequence[Overlay]) -> None:
         xml = _domain_xml(undefine, theirs)
         await asyncio.to_thread(libvirt_conn.defineXML, xml)
 

@@ -116,7 +116,7 @@ def test_allocation_option() -> None:
     with pytest.raises(Vm2kvmError) as exc:
         MigrateOptions.from_mapping({"allocation": "thick"})
     assert exc.value.key == "allocation"
-    from cli.main import build_parser, mapping_options
+    from vm2kvmctl.main import build_parser, mapping_options
 
     args = build_parser().parse_args(["migrate", "/vm.vmx", "--allocation", "preallocated"])
     assert mapping_options(args)["allocation"].value == "preallocated"

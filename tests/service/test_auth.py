@@ -542,7 +542,7 @@ async def test_the_method_sees_its_caller(
 ) -> None:
     iface = "org.vm2kvm.Extra1"
     for member in ("WhoAmI", "WhoAmIAsync"):
-        monkeypatch.setitem(RULES, (iface, member), Rule("ask who I am"))  # type: ignore[arg-type]
+        monkeypatch.setitem(RULES, (iface, member), Rule("ask who I am"))
     daemon.bus.export(EXTRA_PATH, Extra(iface))
     authorizer = daemon.bus.authorizer
     forgotten: list[str] = []

@@ -96,7 +96,7 @@ CASES = {
 @pytest.fixture(scope="module")
 def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, dict[str, str]]]:
     """One launched handle with an overlay of every case's image; name -> root device."""
-    import guestfs  # type: ignore[import-not-found]
+    import guestfs
 
     os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
     os.environ.setdefault("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")

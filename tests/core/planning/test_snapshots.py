@@ -269,6 +269,12 @@ def test_libvirt_names_are_unique_and_usable() -> None:
 # --- XML ---------------------------------------------------------------------------------
 
 
+def attribute(root: etree._Element, path: str, name: str) -> str | None:
+    element = root.find(path)
+    assert element is not None, path
+    return element.get(name)
+
+
 def test_snapshot_xml() -> None:
     d = Disks({"sys": None, "mid": "sys", "sys-000001": "mid", "data": None})
     vm = vm_with(disk(0, d.chain("sys-000001")), disk(1, d.chain("data")))
@@ -289,14 +295,14 @@ def test_snapshot_xml() -> None:
     assert root.findtext("name") == "one & <two>"
     assert root.findtext("description") == 'say "hi"\nbye'
     assert root.findtext("creationTime") == "1700000000"
-    assert root.find("memory").get("snapshot") == "no"
+    assert attribute(root, "memory", "snapshot") == "no"
     disks = [dict(e.attrib) for e in root.iterfind("disks/disk")]
     assert disks == [
         {"name": "sda", "snapshot": "external", "type": "file"},
         {"name": "sdb", "snapshot": "no"},
     ]
-    assert root.find("disks/disk/source").get("file") == f"{POOL}/web01-disk1-mid.qcow2"
-    assert root.find("disks/disk/driver").get("type") == "qcow2"
+    assert attribute(root, "disks/disk/source", "file") == f"{POOL}/web01-disk1-mid.qcow2"
+    assert attribute(root, "disks/disk/driver", "type") == "qcow2"
     sources = [e.get("file") for e in root.iterfind("domain/devices/disk/source")]
     assert sources == [f"{POOL}/web01-disk1-sys.qcow2", f"{POOL}/web01-disk2.qcow2"]
     assert root.findtext("domain/name") == "web01"

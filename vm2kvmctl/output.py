@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from cli.client import job_number
+from vm2kvmctl.client import job_number
 
 FINISHED = ("completed", "failed", "cancelled")
 

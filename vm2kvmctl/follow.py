@@ -15,8 +15,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Final
 
-from cli import output
-from cli.client import (
+from vm2kvmctl import output
+from vm2kvmctl.client import (
     Answer,
     Changed,
     Client,
@@ -28,8 +28,8 @@ from cli.client import (
     Unreachable,
     job_number,
 )
-from cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Context, error_line
-from cli.progress import JobView, job_view
+from vm2kvmctl.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Context, error_line
+from vm2kvmctl.progress import JobView, job_view
 
 
 class OnInterrupt(enum.Enum):

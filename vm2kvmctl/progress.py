@@ -21,7 +21,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from cli.output import human_bytes
+from vm2kvmctl.output import human_bytes
 
 
 class JobView(Protocol):

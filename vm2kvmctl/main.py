@@ -18,9 +18,9 @@ from typing import Final
 from dbus_fast.signature import Variant
 from rich.console import Console
 
-from cli import jobs, output
-from cli.client import Client, DaemonError, Unreachable, job_number
-from cli.common import (
+from vm2kvmctl import jobs, output
+from vm2kvmctl.client import Client, DaemonError, Unreachable, job_number
+from vm2kvmctl.common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -31,8 +31,8 @@ from cli.common import (
     error_line,
     parse_job,
 )
-from cli.follow import CtrlC, OnInterrupt, ctrl_c_policy, follow_and_report, interactive, wait_job
-from cli.report import print_report
+from vm2kvmctl.follow import CtrlC, OnInterrupt, ctrl_c_policy, follow_and_report, interactive, wait_job
+from vm2kvmctl.report import print_report
 from vm2kvmd import __version__
 from vm2kvmd.constants import error_name
 from vm2kvmd.errors import ErrorCode

@@ -7,11 +7,11 @@ import asyncio
 import json
 from typing import Any, Final
 
-from cli import joblog, output
-from cli.client import Client, job_number
-from cli.common import EXIT_FAILED, EXIT_OK, Context, error_line, parse_job
-from cli.follow import CtrlC, ctrl_c_policy, follow_and_report
-from cli.joblog import JournalUnavailable, LogLine
+from vm2kvmctl import joblog, output
+from vm2kvmctl.client import Client, job_number
+from vm2kvmctl.common import EXIT_FAILED, EXIT_OK, Context, error_line, parse_job
+from vm2kvmctl.follow import CtrlC, ctrl_c_policy, follow_and_report
+from vm2kvmctl.joblog import JournalUnavailable, LogLine
 
 FOLLOW_POLL: Final = 0.5  # seconds between looks for new log lines with --follow
 
