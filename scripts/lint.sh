@@ -23,8 +23,6 @@ step "$VENV/bin/mypy"
 # their own, run here first so a finding stops CI before the long suite.
 # If the check becomes an import-linter contract instead, this is the place
 # for `step "$VENV/bin/lint-imports"`.
-if [[ -e tests/test_layering.py ]]; then
-    step "$VENV/bin/python" -m pytest -o cache_dir=build/pytest-cache -q tests/test_layering.py
-fi
+step "$VENV/bin/python" -m pytest -o cache_dir=build/pytest-cache -q tests/test_layering.py
 # -------------------------------------------------------------------------
 step shellcheck test.sh demo.sh .ci/run scripts/*.sh

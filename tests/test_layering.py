@@ -337,7 +337,7 @@ def imports_from_tests(modules: Iterable[Module]) -> set[tuple[str, str]]:
 
 
 def _cli_package() -> str:
-    return "vm2kvmctl" if (ROOT / "vm2kvmctl").is_dir() else "cli"
+    return "vm2kvmctl"
 
 
 @pytest.fixture(scope="module")
