@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 from dbus_fast import Message, MessageFlag
 from dbus_fast.annotations import DBusStr, DBusUInt32
-from dbus_fast.service import dbus_method
 from dbus_fast.signature import Variant
 
 from tests.harness.bus import PrivateBus
@@ -45,7 +44,7 @@ from vm2kvmd.service.auth import (
     polkit_flags,
 )
 from vm2kvmd.service.caller import current_caller
-from vm2kvmd.service.interface import BusInterface
+from vm2kvmd.service.interface import BusInterface, bus_method
 from vm2kvmd.service.job import Job
 from vm2kvmd.service.manager import Manager
 
@@ -506,15 +505,15 @@ async def test_the_daemon_process_refuses_and_allows(
 class Extra(BusInterface):
     """Methods nobody wrote a rule for (unless a test adds one)."""
 
-    @dbus_method()
+    @bus_method()
     def Frobnicate(self) -> DBusStr:
         return "frobnicated"
 
-    @dbus_method()
+    @bus_method()
     def WhoAmI(self) -> DBusUInt32:
         return current_caller().uid
 
-    @dbus_method()
+    @bus_method()
     async def WhoAmIAsync(self) -> DBusUInt32:
         await asyncio.sleep(0)
         return current_caller().uid
