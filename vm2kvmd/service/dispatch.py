@@ -174,6 +174,10 @@ class Dispatcher:
     async def _reply_later(self, msg: Message, method: ExportedMethod, result: Any) -> None:
         try:
             value = await result
+        except asyncio.CancelledError:
+            # The daemon is stopping: the caller gets an answer rather than a timeout.
+            self._reply_error(msg, method, Vm2kvmError(ErrorCode.CANCELLED, "vm2kvmd is shutting down"))
+            raise
         except Exception as exc:
             self._reply_error(msg, method, exc)
             return
