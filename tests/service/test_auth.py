@@ -592,6 +592,9 @@ async def test_an_unprivileged_caller_is_refused(request: pytest.FixtureRequest,
         else:
             address = stack.enter_context(PrivateBus()).address  # a session bus: the daemon may own its name
         async with daemon_on(address) as daemon:
+            # A handler added later sees the calls first, and changes nothing about their authorization.
+            seen: list[str | None] = []
+            daemon.bus.add_message_handler(lambda msg: seen.append(msg.member))
             _, uid, replies = await unprivileged(
                 address,
                 inspect_call(source),
@@ -601,6 +604,7 @@ async def test_an_unprivileged_caller_is_refused(request: pytest.FixtureRequest,
             )
             assert daemon.manager.jobs == []
     assert uid != 0
+    assert {"Inspect", "Migrate", "GetJobs"} <= set(seen)
     for reply in replies[:3]:
         assert reply["error"] == NOT_AUTHORIZED, replies
         assert "cannot check authorization: polkit is not running" in reply["text"]

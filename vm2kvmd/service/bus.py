@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from dbus_fast import BusType, Message, MessageType
@@ -48,12 +49,21 @@ class ServiceBus(MessageBus):
     def __init__(self, *args: Any, owner_of: OwnerOf | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.authorizer = Authorizer(self, owner_of)
-        # path -> interface name -> interface: what export()/unexport() left exported.
         self.dispatcher = Dispatcher(self, self.authorizer)
-        # First: the fds of every call are closed, whoever handles it.
+        # First: the fds of every call are closed, whoever handles it.  The dispatcher stays last.
         self.add_message_handler(_drop_unexpected_fds)
         self.add_message_handler(self.authorizer.on_message)
-        self.add_message_handler(self.dispatcher.on_message)
+
+    def add_message_handler(self, handler: Callable[[Message], Message | bool | None]) -> None:
+        """Add ``handler`` ahead of the dispatcher, which takes every call of an exported method:
+        handlers added later see those calls too (and one that answers a call keeps our method
+        from running, never runs it unauthorized)."""
+        dispatch = getattr(self, "dispatcher", None)
+        if dispatch is not None:
+            super().remove_message_handler(dispatch.on_message)
+        super().add_message_handler(handler)
+        if dispatch is not None:
+            super().add_message_handler(dispatch.on_message)
 
     @property
     def owner_of(self) -> OwnerOf | None:
