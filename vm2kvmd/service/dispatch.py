@@ -94,10 +94,6 @@ class Dispatcher:
         if not interfaces:
             self._objects.pop(path, None)
 
-    def objects(self) -> dict[str, dict[str, ServiceInterface]]:
-        """path -> interface name -> interface, of everything exported (a copy)."""
-        return {path: dict(interfaces) for path, interfaces in self._objects.items()}
-
     def on_message(self, msg: Message) -> Message | bool | None:
         """The message handler: takes every call of an exported method (see the module doc)."""
         if msg.message_type is not MessageType.METHOD_CALL:
