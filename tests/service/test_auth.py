@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from dbus_fast import Message, MessageFlag
+from dbus_fast.aio import MessageBus
 from dbus_fast.annotations import DBusStr, DBusUInt32
-from dbus_fast.service import dbus_method
+from dbus_fast.service import ServiceInterface, dbus_method
 from dbus_fast.signature import Variant
 
 from tests.harness.bus import PrivateBus
@@ -32,6 +32,7 @@ from tests.harness.processes import register_service, stop_process
 from tests.service.support import BusClient, ScriptedRunner, StaticInspector, serve_daemon
 from tests.service.test_daemon_process import finish, running, wait_for_name
 from vm2kvmd.constants import BUS_NAME, JOB_IFACE, MANAGER_IFACE, MANAGER_PATH
+from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.daemon import Daemon
 from vm2kvmd.service import auth
 from vm2kvmd.service.auth import (
@@ -45,7 +46,7 @@ from vm2kvmd.service.auth import (
     polkit_flags,
 )
 from vm2kvmd.service.caller import current_caller
-from vm2kvmd.service.interface import BusInterface
+from vm2kvmd.service.interface import BusInterface, bus_method
 from vm2kvmd.service.job import Job
 from vm2kvmd.service.manager import Manager
 
@@ -68,9 +69,9 @@ POLKIT_MOCK_POLICY = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bu
 """
 
 # One connection as the unprivileged user: the calls in argv[2] (JSON), in order; prints
-# {"name": unique name, "replies": [{"error": name or "", "text" | "body": ...}]}.
+# {"name": unique name, "uid": its uid, "replies": [{"error": name or "", "text" | "body": ...}]}.
 _CLIENT = r"""
-import asyncio, json, sys
+import asyncio, json, os, sys
 from dbus_fast import Message, MessageFlag, MessageType
 from dbus_fast.aio import MessageBus
 
@@ -85,7 +86,7 @@ async def main(address, calls):
             replies.append({"error": reply.error_name, "text": reply.body[0] if reply.body else ""})
         else:
             replies.append({"error": "", "body": reply.body})
-    print(json.dumps({"name": bus.unique_name, "replies": replies}, default=str))
+    print(json.dumps({"name": bus.unique_name, "uid": os.getuid(), "replies": replies}, default=str))
     bus.disconnect()
 
 asyncio.run(main(sys.argv[1], json.loads(sys.argv[2])))
@@ -97,20 +98,19 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (runs a ca
 # --- unit: the rule table ---------------------------------------------------------------------
 
 
-def _method_names(cls: type) -> set[str]:
-    names = set()
-    for _, member in inspect.getmembers(cls):
-        method = getattr(member, "__dict__", {}).get("__DBUS_METHOD")
-        if method is not None:
-            names.add(method.name)
-    return names
+def _method_names(interface: ServiceInterface) -> set[str]:
+    return {m.name for m in interface.introspect().methods}
 
 
-@pytest.mark.parametrize(("cls", "iface"), [(Manager, MANAGER_IFACE), (Job, JOB_IFACE)])
-def test_every_method_has_exactly_one_rule(cls: type, iface: str) -> None:
+def _job() -> Job:
+    return Job(1, "/vms/a.vmx", MigrateOptions(), None)
+
+
+@pytest.mark.parametrize(("make", "iface"), [(Manager, MANAGER_IFACE), (_job, JOB_IFACE)])
+def test_every_method_has_exactly_one_rule(make: Callable[[], ServiceInterface], iface: str) -> None:
     """A method added without a rule is refused to everyone; this says which one to add."""
     ruled = {member for (interface, member) in RULES if interface == iface}
-    assert _method_names(cls) == ruled
+    assert _method_names(make()) == ruled
 
 
 def test_rule_table() -> None:
@@ -312,25 +312,34 @@ def job_call(path: str, member: str) -> dict[str, Any]:
 
 async def as_nobody(address: str, *calls: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     """Make ``calls`` on one connection as user nobody; its unique name and the replies."""
+    name, uid, replies = await unprivileged(address, *calls)
+    assert uid == NOBODY
+    return name, replies
+
+
+async def unprivileged(address: str, *calls: dict[str, Any]) -> tuple[str, int, list[dict[str, Any]]]:
+    """Make ``calls`` on one connection from a child process that is not root: run as root, the
+    child drops to nobody (groups, gid, uid); run as anyone else, it is already unprivileged.
+    Its unique name, uid and the replies."""
+    drop: dict[str, Any] = {"user": NOBODY, "group": NOBODY, "extra_groups": []} if os.geteuid() == 0 else {}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         _CLIENT,
         address,
         json.dumps(list(calls)),
-        user=NOBODY,
-        group=NOBODY,
-        extra_groups=[],
         cwd="/",
         env={"PATH": "/usr/bin:/bin"},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        **drop,
     )
     async with asyncio.timeout(60):
         out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
     answer = json.loads(out)
-    return answer["name"], answer["replies"]
+    assert answer["uid"] != 0
+    return answer["name"], answer["uid"], answer["replies"]
 
 
 def denied(reply: dict[str, Any], action: str) -> bool:
@@ -506,15 +515,15 @@ async def test_the_daemon_process_refuses_and_allows(
 class Extra(BusInterface):
     """Methods nobody wrote a rule for (unless a test adds one)."""
 
-    @dbus_method()
+    @bus_method()
     def Frobnicate(self) -> DBusStr:
         return "frobnicated"
 
-    @dbus_method()
+    @bus_method()
     def WhoAmI(self) -> DBusUInt32:
         return current_caller().uid
 
-    @dbus_method()
+    @bus_method()
     async def WhoAmIAsync(self) -> DBusUInt32:
         await asyncio.sleep(0)
         return current_caller().uid
@@ -568,3 +577,92 @@ async def test_the_method_sees_its_caller(
         await asyncio.sleep(0.02)
     assert name in forgotten
     assert daemon.bus.authorizer.cached(name) is None
+
+
+# --- no way around the dispatcher ------------------------------------------------------------------
+
+
+async def test_an_unprivileged_caller_is_refused(request: pytest.FixtureRequest, source: str) -> None:
+    """Never skipped: as root the caller drops to nobody in a child process, otherwise it is the
+    (unprivileged) user running the tests.  No polkit: everything but the read-only methods is refused,
+    with or without an interface name in the call."""
+    with contextlib.ExitStack() as stack:
+        if os.geteuid() == 0:
+            address = request.getfixturevalue("system_bus").address
+        else:
+            address = stack.enter_context(PrivateBus()).address  # a session bus: the daemon may own its name
+        async with daemon_on(address) as daemon:
+            # A handler added later sees the calls first, and changes nothing about their authorization.
+            seen: list[str | None] = []
+            daemon.bus.add_message_handler(lambda msg: seen.append(msg.member))
+            _, uid, replies = await unprivileged(
+                address,
+                inspect_call(source),
+                migrate_call(source),
+                {**migrate_call(source), "iface": None},
+                call("GetJobs"),
+            )
+            assert daemon.manager.jobs == []
+    assert uid != 0
+    assert {"Inspect", "Migrate", "GetJobs"} <= set(seen)
+    for reply in replies[:3]:
+        assert reply["error"] == NOT_AUTHORIZED, replies
+        assert "cannot check authorization: polkit is not running" in reply["text"]
+    assert replies[3] == {"error": "", "body": [[]]}
+
+
+async def test_dbus_fast_never_runs_our_methods_itself(private_bus: str) -> None:
+    """Defense in depth: exported without ServiceBus (so nothing authorizes), our methods refuse."""
+    manager = Manager(runner=ScriptedRunner(), inspector=StaticInspector())
+    plain = await MessageBus(bus_address=private_bus).connect()
+    caller = await BusClient.connect(private_bus)
+    try:
+        plain.export(MANAGER_PATH, manager)
+        assert plain.unique_name is not None
+        for member, signature, body in (("GetJobs", "", []), ("Migrate", "sa{sv}", ["/vms/a.vmx", {}])):
+            reply = await caller.call(plain.unique_name, MANAGER_PATH, MANAGER_IFACE, member, signature, body)
+            assert reply.error_name == NOT_AUTHORIZED, reply.body
+            assert f"{member} was called without authorization" in reply.body[0]
+    finally:
+        await caller.close()
+        plain.disconnect()
+        await manager.shutdown(grace=1)
+    assert manager.jobs == []
+
+
+class Plain(ServiceInterface):
+    """A method as dbus-fast alone would run it: for anyone."""
+
+    @dbus_method()
+    def Frobnicate(self) -> DBusStr:
+        return "frobnicated"
+
+
+async def test_a_method_not_declared_with_bus_method_is_refused(
+    private_bus: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    iface = "org.vm2kvm.Plain1"
+    # Not even a rule makes it callable: only @bus_method methods are run.
+    monkeypatch.setitem(RULES, (iface, "Frobnicate"), auth.EXEMPT)
+    async with serve_daemon(private_bus) as daemon:
+        daemon.bus.export(EXTRA_PATH, Plain(iface))
+        caller = await BusClient.connect(private_bus)
+        try:
+            named = await caller.call(BUS_NAME, EXTRA_PATH, iface, "Frobnicate")
+            no_interface = Message(destination=BUS_NAME, path=EXTRA_PATH, member="Frobnicate")
+            unnamed = await caller.bus.call(no_interface)
+        finally:
+            await caller.close()
+    for reply in (named, unnamed):
+        assert reply is not None and reply.error_name == NOT_AUTHORIZED, reply
+        assert f"{iface}.Frobnicate has no authorization rule" in reply.body[0]
+
+
+def test_a_bus_interface_declares_its_methods_with_bus_method() -> None:
+    class Sloppy(BusInterface):
+        @dbus_method()
+        def Frobnicate(self) -> DBusStr:
+            return "frobnicated"
+
+    with pytest.raises(TypeError, match=r"declare \['Frobnicate'\] with @bus_method"):
+        Sloppy("org.vm2kvm.Sloppy1")

@@ -1,7 +1,7 @@
 """Who may call which method: the sender's credentials, a rule per method, polkit.
 
 Every method of our interfaces goes through ``Authorizer.authorize`` before it
-runs (``ServiceBus`` wraps the handlers, ``service/bus.py``):
+runs (``ServiceBus``'s dispatcher, ``service/bus.py``):
 
 1. ``RULES`` maps ``(interface, member)`` to a ``Rule``.  A method without a
    rule is refused to everyone, root included: a method added without
@@ -130,11 +130,6 @@ RULES: Final[Mapping[tuple[str, str], Rule]] = {
 
 def rule_for(interface: str, member: str) -> Rule | None:
     return RULES.get((interface, member))
-
-
-def is_exempt(interface: str, member: str) -> bool:
-    rule = rule_for(interface, member)
-    return rule is not None and rule.exempt
 
 
 def interactive(msg: Message) -> bool:

@@ -1,6 +1,6 @@
 """Who is calling: the peer of the D-Bus method being handled.
 
-The bus dispatch wrapper (``service/bus.py``) asks the bus daemon for the
+The bus dispatcher (``service/bus.py``) asks the bus daemon for the
 sender's credentials, authorizes the call (``service/auth.py``) and sets
 ``CURRENT`` for the method it then runs; methods read it with
 ``current_caller()``.  Code not reached through the bus (in-process tests,

@@ -34,7 +34,7 @@ from dbus_fast.annotations import (
     DBusUInt64,
 )
 from dbus_fast.constants import PropertyAccess
-from dbus_fast.service import dbus_method, dbus_property, dbus_signal
+from dbus_fast.service import dbus_property, dbus_signal
 from dbus_fast.signature import Variant
 
 from vm2kvmd.constants import (
@@ -48,7 +48,7 @@ from vm2kvmd.constants import (
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.service.errors import error_pair
-from vm2kvmd.service.interface import BusInterface
+from vm2kvmd.service.interface import BusInterface, bus_method
 from vm2kvmd.service.jobstate import (
     END_MESSAGE_IDS,
     END_PROPS,
@@ -463,15 +463,15 @@ class Job(BusInterface):
 
     # --- org.vm2kvm.Job1 ---------------------------------------------------------
 
-    @dbus_method()
+    @bus_method()
     def Cancel(self) -> DBusNoValue:
         self.cancel()
 
-    @dbus_method()
+    @bus_method()
     def Dismiss(self) -> DBusNoValue:
         self.dismiss()
 
-    @dbus_method()
+    @bus_method()
     async def Retry(self) -> DBusObjectPath:
         if self._state not in RETRYABLE:
             raise Vm2kvmError(
@@ -482,11 +482,11 @@ class Job(BusInterface):
             raise Vm2kvmError(ErrorCode.INTERNAL, f"job {self.number} is not managed")
         return await self.retry_hook(self)
 
-    @dbus_method()
+    @bus_method()
     def GetReport(self) -> DBusStr:
         return self.report_json()
 
-    @dbus_method()
+    @bus_method()
     async def GetLog(self) -> DBusLogLines:
         return await self.log_lines()
 

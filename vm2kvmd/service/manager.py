@@ -24,7 +24,7 @@ from dbus_fast import Message, MessageFlag, MessageType
 from dbus_fast.aio import MessageBus
 from dbus_fast.annotations import DBusDict, DBusObjectPath, DBusSignature, DBusStr, DBusUInt32
 from dbus_fast.constants import PropertyAccess
-from dbus_fast.service import dbus_method, dbus_property
+from dbus_fast.service import dbus_property
 
 from vm2kvmd import __version__
 from vm2kvmd.constants import (
@@ -43,7 +43,7 @@ from vm2kvmd.service.access import check_readable, read_checked
 from vm2kvmd.service.bus import ServiceBus
 from vm2kvmd.service.caller import Caller, current_caller
 from vm2kvmd.service.errors import to_dbus_error
-from vm2kvmd.service.interface import BusInterface
+from vm2kvmd.service.interface import BusInterface, bus_method
 from vm2kvmd.service.job import Job, JobState, now_us
 from vm2kvmd.service.runner import (
     Inspector,
@@ -335,7 +335,7 @@ class Manager(BusInterface):
 
     # --- org.vm2kvm.Manager1 -----------------------------------------------------------
 
-    @dbus_method()
+    @bus_method()
     async def Inspect(self, source: DBusStr, options: DBusDict) -> DBusStr:
         caller = current_caller()
         self._check_open()
@@ -346,18 +346,18 @@ class Manager(BusInterface):
         result = await read_checked(caller, asyncio.to_thread(self._inspector, path, opts))
         return inspect_json(result)
 
-    @dbus_method()
+    @bus_method()
     async def Migrate(self, source: DBusStr, options: DBusDict) -> DBusObjectPath:
         caller = current_caller()
         self._check_open()
         path = check_source(source)
         return await self._create(caller, path, self._options(options))
 
-    @dbus_method()
+    @bus_method()
     def GetJobs(self) -> DBusPathList:
         return list(self._jobs)
 
-    @dbus_method()
+    @bus_method()
     def ListJobs(self) -> DBusStr:
         # One JSON string instead of GetManagedObjects' a{sv} per job: the variants of a
         # thousand jobs cost 100 ms to marshal and unmarshal, this a tenth of it.
