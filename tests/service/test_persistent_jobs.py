@@ -126,7 +126,7 @@ async def test_get_log_has_the_jobs_lines_with_time_and_phase(
     assert entries[0] == ("", "migrating /vms/a.vmx")
     assert ("inspect", "phase inspect") in entries
     assert ("copy", "copying") in entries  # a runner's log line
-    assert entries[-1] == ("cleanup", "migrated to domain vm")
+    assert entries[-1] == ("define", "migrated to domain vm")
     assert await asyncio.to_thread(store.log, 1) == [tuple(line) for line in lines]
 
 
