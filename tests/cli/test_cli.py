@@ -29,7 +29,7 @@ from tests.service.support import (
 from vm2kvmd.constants import BUS_NAME, job_path
 from vm2kvmd.daemon import Daemon
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
-from vm2kvmd.service.job import JobState
+from vm2kvmd.service.jobs.state import JobState
 
 REPO = Path(__file__).resolve().parents[2]
 CONSOLE_SCRIPT = Path(sys.executable).parent / "vm2kvmctl"

@@ -46,7 +46,7 @@ from vm2kvmd.service.auth import (
 )
 from vm2kvmd.service.caller import current_caller
 from vm2kvmd.service.interface import BusInterface
-from vm2kvmd.service.job import Job
+from vm2kvmd.service.jobs.dbus_object import JobObject
 from vm2kvmd.service.manager import Manager
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,7 +106,7 @@ def _method_names(cls: type) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize(("cls", "iface"), [(Manager, MANAGER_IFACE), (Job, JOB_IFACE)])
+@pytest.mark.parametrize(("cls", "iface"), [(Manager, MANAGER_IFACE), (JobObject, JOB_IFACE)])
 def test_every_method_has_exactly_one_rule(cls: type, iface: str) -> None:
     """A method added without a rule is refused to everyone; this says which one to add."""
     ruled = {member for (interface, member) in RULES if interface == iface}

@@ -13,7 +13,10 @@ from vm2kvmd.constants import BUS_NAME, JOB_IFACE, MANAGER_PATH, error_name, job
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.service.errors import INTERNAL_MESSAGE
-from vm2kvmd.service.job import Job, JobState, PropertyBatcher, RateMeter
+from vm2kvmd.service.jobs.dbus_object import JobObject
+from vm2kvmd.service.jobs.job import Job
+from vm2kvmd.service.jobs.progress import PropertyBatcher, RateMeter
+from vm2kvmd.service.jobs.state import JobState
 
 
 def changed_values(client: BusClient, path: str, name: str) -> list[object]:
@@ -199,20 +202,21 @@ async def test_cancel_in_the_managers_queue_ends_the_job_at_once() -> None:
     """A job the manager has not started yet has no task: cancelling it finishes it there and then."""
     runner = ScriptedRunner()
     job = Job(1, "/vms/a.vmx", MigrateOptions(), runner)
+    obj = JobObject(job)
     ended: list[JobState] = []
     job.on_finished = lambda j: ended.append(j.state)
     job.set_queue_position(3)
-    assert job.properties()["QueuePosition"] == 3
+    assert obj.properties()["QueuePosition"] == 3
     assert job.cancel("no longer wanted")
     assert ended == [JobState.CANCELLED]
-    props = job.properties()
+    props = obj.properties()
     assert props["QueuePosition"] == 0 and props["StartTime"] == 0 and props["EndTime"] > 0
     assert props["Error"] == [error_name(ErrorCode.CANCELLED), "no longer wanted"]
     await job.wait()  # returns: the job has ended
     job.start()  # too late: nothing runs
     assert runner.calls == []
     job.dismiss()
-    assert job.properties()["Dismissed"] is True
+    assert obj.properties()["Dismissed"] is True
 
 
 def test_dismiss_of_an_unfinished_job_is_invalid_state() -> None:
