@@ -1,4 +1,4 @@
-"""One conversion job, in four parts.
+"""One conversion job, in parts that each do one thing.
 
 * ``state``: ``JobStatus``, the state machine (states, phases, disks and progress, the
   result); no bus, no store, no event loop;

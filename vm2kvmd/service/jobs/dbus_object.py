@@ -77,31 +77,31 @@ class JobObject(BusInterface):
         self.job = job
         self.status = job.status
         self.path = job_path(job.number)
-        self.retry = retry
-        self.batcher = PropertyBatcher(self._emit_changed)
+        self._retry = retry
+        self._batcher = PropertyBatcher(self._emit_changed)
         self._json: str | None = None  # a finished job's json_text()
         if self.status.finished:
-            self.batcher.close()
+            self._batcher.close()
         job.observer = self
 
     # --- what the job tells (JobObserver) -------------------------------------------
 
     def started(self) -> None:
-        self.batcher.changed("State", "StartTime", "QueuePosition", now=True)
+        self._batcher.changed("State", "StartTime", "QueuePosition", now=True)
 
     def phase_changed(self) -> None:
-        self.batcher.changed("Phase", now=True)
+        self._batcher.changed("Phase", now=True)
 
     def progress_changed(self) -> None:
-        self.batcher.changed(*PROGRESS_PROPS)
+        self._batcher.changed(*PROGRESS_PROPS)
 
     def queue_position_changed(self) -> None:
-        self.batcher.changed("QueuePosition", now=True)
+        self._batcher.changed("QueuePosition", now=True)
 
     def finished(self, success: bool, message: str, *, left_queue: bool) -> None:
         left = ("QueuePosition",) if left_queue else ()
-        self.batcher.changed(*END_PROPS, *left, *PROGRESS_PROPS, now=True)
-        self.batcher.close()
+        self._batcher.changed(*END_PROPS, *left, *PROGRESS_PROPS, now=True)
+        self._batcher.close()
         self.Completed(success, message)
 
     def dismissed(self) -> None:
@@ -178,9 +178,9 @@ class JobObject(BusInterface):
     @dbus_method()
     async def Retry(self) -> DBusObjectPath:
         self.status.check_retryable()
-        if self.retry is None:
+        if self._retry is None:
             raise Vm2kvmError(ErrorCode.INTERNAL, f"job {self.job.number} is not managed")
-        return await self.retry(self.job)
+        return await self._retry(self.job)
 
     @dbus_method()
     def GetReport(self) -> DBusStr:

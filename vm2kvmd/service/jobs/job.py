@@ -72,14 +72,14 @@ class Job:
             create_time=create_time or now_us(),
             retry_of=retry_of,
         )
-        self.persistence = JobPersistence(io, number)
-        self.log = JobLog(self.status, self.persistence)
-        self.runner = runner
+        self._persistence = JobPersistence(io, number)
+        self._log = JobLog(self.status, self._persistence)
+        self._runner = runner
         self.observer: JobObserver | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.cancel_reason: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._cancel_reason: str | None = None
         # A job loaded finished never ends again: one shared set event (a thousand cost 0.7 MiB).
-        self.ended = ENDED if self.status.finished else asyncio.Event()
+        self._ended = ENDED if self.status.finished else asyncio.Event()
         # Set by the manager.
         self.on_finished: Callable[[Job], None] | None = None
         self.on_dismissed: Callable[[Job], None] | None = None
@@ -110,21 +110,21 @@ class Job:
 
     def start(self) -> None:
         """Run the job now (the manager calls this when the queue lets it)."""
-        if self.task is None and not self.status.finished:
-            self.task = asyncio.create_task(self._run(), name=f"vm2kvm job {self.number}")
+        if self._task is None and not self.status.finished:
+            self._task = asyncio.create_task(self._run(), name=f"vm2kvm job {self.number}")
 
     def cancel(self, reason: str = "cancelled by request") -> bool:
         """Ask the job to stop; False when it has already finished."""
         if self.status.finished:
             return False
-        if self.cancel_reason is None:
-            self.cancel_reason = reason
-            self.log.line(logging.INFO, "cancelling (%s)", reason)
-        if self.task is None:
+        if self._cancel_reason is None:
+            self._cancel_reason = reason
+            self._log.line(logging.INFO, "cancelling (%s)", reason)
+        if self._task is None:
             # Still in the queue: nothing runs, nothing to undo.
             self._finish(JobState.CANCELLED, (error_name(ErrorCode.CANCELLED), reason))
         elif self.status.state is JobState.RUNNING:
-            self.task.cancel()
+            self._task.cancel()
         # else: started but not yet running; _run checks the reason first.
         return True
 
@@ -132,7 +132,7 @@ class Job:
         """Mark a finished job as seen: clients hide it (``jobs`` without ``--all``)."""
         if not self.status.dismiss():
             return
-        self.persistence.dismissed()
+        self._persistence.dismissed()
         if self.observer is not None:
             self.observer.dismissed()
         if self.on_dismissed is not None:
@@ -144,26 +144,26 @@ class Job:
 
     async def wait(self) -> None:
         """Until the job has finished (its task is owned here, never left behind)."""
-        if self.task is not None:
-            await asyncio.shield(self.task)
+        if self._task is not None:
+            await asyncio.shield(self._task)
         else:
-            await self.ended.wait()
+            await self._ended.wait()
 
     async def _run(self) -> None:
-        if self.cancel_reason is not None:
-            self._finish(JobState.CANCELLED, (error_name(ErrorCode.CANCELLED), self.cancel_reason))
+        if self._cancel_reason is not None:
+            self._finish(JobState.CANCELLED, (error_name(ErrorCode.CANCELLED), self._cancel_reason))
             return
         self.status.start(now_us())
-        self.persistence.started(self.status)
+        self._persistence.started(self.status)
         if self.observer is not None:
             self.observer.started()
-        self.log.started()
+        self._log.started()
         try:
-            if self.runner is None:
+            if self._runner is None:
                 raise Vm2kvmError(ErrorCode.INTERNAL, f"job {self.number} has no runner")
-            result = await self.runner(self.source, self.options, JobEventSink(self))
+            result = await self._runner(self.source, self.options, JobEventSink(self))
         except asyncio.CancelledError:
-            reason = self.cancel_reason or "cancelled"
+            reason = self._cancel_reason or "cancelled"
             self._finish(JobState.CANCELLED, (error_name(ErrorCode.CANCELLED), reason))
         except Vm2kvmError as exc:
             state = JobState.CANCELLED if exc.code is ErrorCode.CANCELLED else JobState.FAILED
@@ -177,19 +177,19 @@ class Job:
         report = json.dumps(dict(result.report)) if result.report else ""
         notes = [str(note) for note in result.notes]
         self.status.succeed(result.domain_name or "", result.outputs, notes, report, now_us())
-        self._ended()
+        self._end()
 
     def _finish(self, state: JobState, error: tuple[str, str]) -> None:
         left_queue = self.status.finish(state, error, now_us())
-        self._ended(left_queue=left_queue)
+        self._end(left_queue=left_queue)
 
-    def _ended(self, *, left_queue: bool = False) -> None:
-        self.persistence.finished(self.status)
-        self.log.finished()
+    def _end(self, *, left_queue: bool = False) -> None:
+        self._persistence.finished(self.status)
+        self._log.finished()
         if self.observer is not None:
             success = self.status.state is JobState.COMPLETED
             self.observer.finished(success, self.status.end_message(), left_queue=left_queue)
-        self.ended.set()
+        self._ended.set()
         if self.on_finished is not None:
             self.on_finished(self)
 
@@ -198,15 +198,15 @@ class Job:
     def phase_reported(self, name: str) -> None:
         if not self.status.enter_phase(name):
             return
-        self.persistence.phase(self.status)
-        self.log.line(logging.INFO, "phase %s", name)
+        self._persistence.phase(self.status)
+        self._log.line(logging.INFO, "phase %s", name)
         if self.observer is not None:
             self.observer.phase_changed()
 
     def disks_reported(self, disks: list[Disk]) -> None:
         if not self.status.set_disks(disks):
             return
-        self.persistence.disks(self.status)
+        self._persistence.disks(self.status)
         if self.observer is not None:
             self.observer.progress_changed()
 
@@ -214,16 +214,16 @@ class Job:
         try:
             changed = self.status.disk_progress(index, done, total)
         except IndexError:
-            self.log.line(logging.WARNING, "progress for unknown disk %d ignored", index)
+            self._log.line(logging.WARNING, "progress for unknown disk %d ignored", index)
             return
         if changed and self.observer is not None:
             self.observer.progress_changed()
 
     def runner_logged(self, message: str) -> None:
-        self.log.line(logging.INFO, "%s", message)
+        self._log.line(logging.INFO, "%s", message)
 
     async def log_lines(self) -> list[tuple[int, str, str]]:
-        return await self.persistence.log_lines()
+        return await self._persistence.log_lines()
 
 
 class JobEventSink:
