@@ -29,7 +29,7 @@ from tests.service.support import (
 from vm2kvmd.constants import BUS_NAME, job_path
 from vm2kvmd.daemon import Daemon
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
-from vm2kvmd.service.job import JobState
+from vm2kvmd.service.jobs.state import JobState
 
 REPO = Path(__file__).resolve().parents[2]
 CONSOLE_SCRIPT = Path(sys.executable).parent / "vm2kvmctl"
@@ -371,7 +371,7 @@ async def test_jobs_and_status(private_bus: str) -> None:
     assert table.status == 0
     rows = [line.split() for line in table.out.splitlines()]
     assert rows[0] == ["JOB", "STATE", "PHASE", "PROGRESS", "USER", "SOURCE", "DOMAIN"]
-    assert rows[1] == ["1", "completed", "cleanup", "100%", "root", "/vms/a.vmx", "vm"]
+    assert rows[1] == ["1", "completed", "define", "100%", "root", "/vms/a.vmx", "vm"]
     assert rows[2][:3] == ["2", "failed", "cleanup"]
     assert "/vms/b [old].vmx" in table.out  # no markup eaten
     listed = as_json.json()

@@ -24,7 +24,7 @@ from dbus_fast import Message, MessageFlag, MessageType
 from tests.cli.test_cli import REPO, assert_one_error_line, ctl_env, finish, following, start_ctl
 from tests.service.support import ScriptedRunner, serve_daemon
 from vm2kvmctl.follow import QUESTION, Choice, decide
-from vm2kvmd.service.job import JobState
+from vm2kvmd.service.jobs.state import JobState
 
 ASKED = QUESTION.format(number=1)
 

@@ -149,7 +149,7 @@ async def journal_run(address: str, namespace: str, *args: str) -> list[str]:
 async def test_logs_from_a_real_journal(private_bus: str, daemon_logs_to: str) -> None:
     namespace = daemon_logs_to
     # An older "job 1" (numbers start again when the state directory is wiped): not this job's.
-    logging.getLogger("vm2kvmd.service.job").info(
+    logging.getLogger("vm2kvmd.service.jobs.log").info(
         "job 1: from an earlier life", extra={"VM2KVM_JOB_ID": "1", "VM2KVM_PHASE": "copy"}
     )
     await asyncio.sleep(0.5)  # received (and so timed by journald) before job 1 is created

@@ -2,8 +2,9 @@
 
 * ``ScriptedRunner``: a small *real* runner injected into the manager (the
   pipeline is replaced by dependency injection, not mocked): it goes through
-  the phases, announces disks, sleeps and reports progress, and can fail or
-  wait to be cancelled.
+  the pipeline's phases, announces disks, sleeps and reports progress, and can
+  fail or wait to be cancelled; it reports phases as the pipeline does
+  (``test_scripted_runner`` compares the two).
 * ``serve_daemon``: the daemon in-process on a private bus, stopped (jobs
   cancelled and awaited, name released) on exit.
 * ``BusClient``: a plain dbus-fast client with signal recording.
@@ -27,6 +28,7 @@ from vm2kvmd.core.hardware.model import Note
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.daemon import Daemon
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
+from vm2kvmd.pipeline import PHASES
 from vm2kvmd.service.manager import Manager
 from vm2kvmd.service.runner import Inspector, JobEvents, Preflight, Runner
 from vm2kvmd.service.store import JobStore
@@ -49,12 +51,41 @@ class Result:
     report: dict[str, Any] = field(default_factory=dict)
 
 
+ROLLBACK_PHASE = PHASES[-1]  # "cleanup": reported only while a failed or cancelled run is undone
+# The volumes are created at the end of prepare (or convert): from copy on, a failed or
+# cancelled run has something to undo, so it reports the rollback phase; before, it has not.
+FIRST_PHASE_WITH_VOLUMES = "copy"
+
+
+def pipeline_phases(options: MigrateOptions) -> tuple[str, ...]:
+    """The phases the pipeline goes through for ``options`` when nothing goes wrong, in order.
+
+    ``pipeline.PHASES`` without ``cleanup``: "convert" only when the guest is converted (the
+    daemon's runner always has a converter; the keep-snapshots migration converts nothing),
+    "verify" only with ``--verify``.
+    """
+    skipped = {ROLLBACK_PHASE}
+    if not options.guest_conversion or options.snapshots == "keep":
+        skipped.add("convert")
+    if not options.verify:
+        skipped.add("verify")
+    return tuple(phase for phase in PHASES if phase not in skipped)
+
+
+def rolls_back(phase: str) -> bool:
+    """Whether a run that fails or is cancelled in ``phase`` rolls back (reports ``cleanup``)."""
+    return PHASES.index(phase) >= PHASES.index(FIRST_PHASE_WITH_VOLUMES)
+
+
 @dataclass
 class ScriptedRunner:
-    """Phases inspect → prepare → copy → define → cleanup with real sleeps.
+    """The pipeline's phases for the job's options (``pipeline_phases``), with real sleeps.
 
-    ``fail`` is raised at ``fail_phase``; ``hold`` makes the copy phase wait
-    until the event is set (or the job is cancelled).
+    ``fail`` is raised on entering ``fail_phase``; ``hold`` makes the copy phase wait
+    until the event is set (or the job is cancelled).  Like the pipeline, a run that
+    fails or is cancelled after its volumes were created reports ``cleanup`` (and sets
+    ``cleaned_up``); a successful one never does.  ``test_scripted_runner`` checks that
+    the pipeline and this runner report the same phases.
     """
 
     disks: Sequence[Disk] = (Disk("scsi0:0", "/pool/vm-sda.qcow2", 4 << 20),)
@@ -72,18 +103,24 @@ class ScriptedRunner:
 
     async def __call__(self, source: str, options: MigrateOptions, events: JobEvents) -> Result:
         self.calls.append((source, options))
+        phases = pipeline_phases(options)
+        if self.fail is not None and self.fail_phase not in phases:
+            raise AssertionError(f"fail_phase {self.fail_phase!r} is not one of this run's phases {phases}")
+        current = ""
         try:
-            for phase in ("inspect", "prepare", "copy", "define"):
-                events.phase(phase)
-                if phase == self.fail_phase and self.fail is not None:
+            for current in phases:
+                events.phase(current)
+                if current == self.fail_phase and self.fail is not None:
                     raise self.fail
-                if phase == "copy":
+                if current == "copy":
                     await self._copy(events)
                 else:
                     await asyncio.sleep(self.step_delay)
-        finally:
-            events.phase("cleanup")
-            self.cleaned_up = True
+        except BaseException:
+            if current and rolls_back(current):
+                events.phase(ROLLBACK_PHASE)
+                self.cleaned_up = True
+            raise
         return Result(
             domain_name=self.domain,
             domain_uuid="6f1c2a8e-0000-4000-8000-000000000001",

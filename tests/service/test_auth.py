@@ -47,7 +47,8 @@ from vm2kvmd.service.auth import (
 )
 from vm2kvmd.service.caller import current_caller
 from vm2kvmd.service.interface import BusInterface, bus_method
-from vm2kvmd.service.job import Job
+from vm2kvmd.service.jobs.dbus_object import JobObject
+from vm2kvmd.service.jobs.job import Job
 from vm2kvmd.service.manager import Manager
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,8 +103,8 @@ def _method_names(interface: ServiceInterface) -> set[str]:
     return {m.name for m in interface.introspect().methods}
 
 
-def _job() -> Job:
-    return Job(1, "/vms/a.vmx", MigrateOptions(), None)
+def _job() -> JobObject:
+    return JobObject(Job(1, "/vms/a.vmx", MigrateOptions(), None))
 
 
 @pytest.mark.parametrize(("make", "iface"), [(Manager, MANAGER_IFACE), (_job, JOB_IFACE)])

@@ -13,7 +13,10 @@ from vm2kvmd.constants import BUS_NAME, JOB_IFACE, MANAGER_PATH, error_name, job
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.service.errors import INTERNAL_MESSAGE
-from vm2kvmd.service.job import Job, JobState, PropertyBatcher, RateMeter
+from vm2kvmd.service.jobs.dbus_object import JobObject
+from vm2kvmd.service.jobs.job import Job
+from vm2kvmd.service.jobs.progress import PropertyBatcher, RateMeter
+from vm2kvmd.service.jobs.state import JobState
 
 
 def changed_values(client: BusClient, path: str, name: str) -> list[object]:
@@ -37,9 +40,10 @@ async def test_job_runs_to_completion(private_bus: str, client: BusClient) -> No
     assert runner.calls[0][0] == "/vms/web1/web1.vmx"
     assert runner.calls[0][1].name == "web1"
     assert changed_values(client, path, "State") == ["running", "completed"]
-    assert changed_values(client, path, "Phase") == ["inspect", "prepare", "copy", "define", "cleanup"]
+    # A successful run rolls nothing back: no "cleanup" phase.
+    assert changed_values(client, path, "Phase") == ["inspect", "prepare", "convert", "copy", "define"]
     assert props["State"] == "completed"
-    assert props["Phase"] == "cleanup"
+    assert props["Phase"] == "define"
     assert props["Progress"] == 1.0
     assert props["ProgressValid"] is True
     assert props["Bytes"] == props["BytesDone"] == 4000
@@ -151,7 +155,8 @@ async def test_shutdown_cancels_and_awaits_running_jobs(private_bus: str, client
     runner = ScriptedRunner(hold=asyncio.Event())
     async with serve_daemon(private_bus, runner=runner) as daemon:
         path = await client.migrate("/vms/a.vmx")
-        await client.wait_property(path, "State", "running")
+        # Copying: its volumes exist, so the cancelled run rolls back before stop() returns.
+        await client.wait_property(path, "Phase", "copy")
         job = daemon.manager.job(path)
         await daemon.stop(grace=10)
         assert job.state is JobState.CANCELLED
@@ -197,20 +202,21 @@ async def test_cancel_in_the_managers_queue_ends_the_job_at_once() -> None:
     """A job the manager has not started yet has no task: cancelling it finishes it there and then."""
     runner = ScriptedRunner()
     job = Job(1, "/vms/a.vmx", MigrateOptions(), runner)
+    obj = JobObject(job)
     ended: list[JobState] = []
     job.on_finished = lambda j: ended.append(j.state)
     job.set_queue_position(3)
-    assert job.properties()["QueuePosition"] == 3
+    assert obj.properties()["QueuePosition"] == 3
     assert job.cancel("no longer wanted")
     assert ended == [JobState.CANCELLED]
-    props = job.properties()
+    props = obj.properties()
     assert props["QueuePosition"] == 0 and props["StartTime"] == 0 and props["EndTime"] > 0
     assert props["Error"] == [error_name(ErrorCode.CANCELLED), "no longer wanted"]
     await job.wait()  # returns: the job has ended
     job.start()  # too late: nothing runs
     assert runner.calls == []
     job.dismiss()
-    assert job.properties()["Dismissed"] is True
+    assert obj.properties()["Dismissed"] is True
 
 
 def test_dismiss_of_an_unfinished_job_is_invalid_state() -> None:

@@ -64,7 +64,7 @@ async def test_completed_job_lines_have_job_and_phase_fields(
     assert messages[0] == ("job 1: migrating /vms/a.vmx", "")
     assert ("job 1: phase copy", "copy") in messages
     assert ("job 1: copying", "copy") in messages  # a runner's events.log line
-    assert messages[-1] == ("job 1: migrated to domain vm", "cleanup")
+    assert messages[-1] == ("job 1: migrated to domain vm", "define")
     # Every line of the job, not only the lifecycle ones, names the job.
     assert all(r.getMessage().startswith("job 1: ") for r in records)
     assert [r.getMessage() for r in capture.with_id(MESSAGE_ID_JOB_STARTED)] == [

@@ -20,7 +20,8 @@ from vm2kvmd.constants import BUS_NAME, JOB_IFACE, JOBS_PATH, MANAGER_IFACE, MAN
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.service.errors import INTERNAL_MESSAGE
 from vm2kvmd.service.interface import dbus_methods, is_translated
-from vm2kvmd.service.job import Job
+from vm2kvmd.service.jobs.dbus_object import JobObject
+from vm2kvmd.service.jobs.job import Job
 from vm2kvmd.service.manager import Manager
 
 
@@ -155,7 +156,7 @@ async def test_migrate_during_shutdown_is_refused(private_bus: str, client: BusC
 
 
 def test_every_exported_method_translates_errors() -> None:
-    job = Job(1, "/vms/a.vmx", MigrateOptions(), ScriptedRunner())
+    job = JobObject(Job(1, "/vms/a.vmx", MigrateOptions(), ScriptedRunner()))
     for interface in (Manager(), job):
         methods = dbus_methods(interface)
         assert methods

@@ -22,7 +22,7 @@ from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.service.caller import CURRENT, Caller
 from vm2kvmd.service.interface import dbus_methods
-from vm2kvmd.service.job import JobState
+from vm2kvmd.service.jobs.state import JobState
 from vm2kvmd.service.manager import Manager
 from vm2kvmd.service.runner import JobEvents
 from vm2kvmd.service.store import JobStore
@@ -126,7 +126,7 @@ async def test_get_log_has_the_jobs_lines_with_time_and_phase(
     assert entries[0] == ("", "migrating /vms/a.vmx")
     assert ("inspect", "phase inspect") in entries
     assert ("copy", "copying") in entries  # a runner's log line
-    assert entries[-1] == ("cleanup", "migrated to domain vm")
+    assert entries[-1] == ("define", "migrated to domain vm")
     assert await asyncio.to_thread(store.log, 1) == [tuple(line) for line in lines]
 
 
@@ -235,12 +235,12 @@ async def test_unfinished_records_are_marked_interrupted_at_load(store: JobStore
     await manager.load()
     first, second = manager.jobs
     assert first.state is second.state is JobState.FAILED
-    assert first.properties()["Error"] == [
+    assert manager.job_object(first_path := job_path(first.number)).properties()["Error"] == [
         error_name(ErrorCode.INTERRUPTED),
         "interrupted: vm2kvmd stopped while the job was before it started; vm2kvmctl retry 1 starts it again",
     ]
-    assert "in phase copy" in second.properties()["Error"][1]
-    assert first.user == 1000 and manager.job_owner(first.path) == 1000
+    assert "in phase copy" in second.status.error[1]
+    assert first.user == 1000 and manager.job_owner(first_path) == 1000
     assert manager.job_owner(job_path(99)) is None
     record = await asyncio.to_thread(store.get, running)
     assert record is not None and record.state == "failed" and record.end_time > 0
@@ -261,7 +261,7 @@ async def test_user_is_the_callers_uid(store: JobStore, monkeypatch: pytest.Monk
         CURRENT.reset(token)
     job = manager.job(path)
     await job.wait()
-    assert job.user == 1000 and job.properties()["User"] == 1000
+    assert job.user == 1000 and manager.job_object(path).properties()["User"] == 1000
     assert manager.job_owner(path) == 1000
     await manager.shutdown(grace=1)  # the store has every write once the manager has stopped
     record = await asyncio.to_thread(store.get, job.number)

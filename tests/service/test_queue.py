@@ -11,7 +11,7 @@ from dbus_fast.signature import Variant
 from tests.service.support import BusClient, ScriptedRunner, serve_daemon
 from vm2kvmd.constants import BUS_NAME, JOB_IFACE, MANAGER_IFACE, MANAGER_PATH, error_name
 from vm2kvmd.errors import ErrorCode
-from vm2kvmd.service.job import JobState
+from vm2kvmd.service.jobs.state import JobState
 from vm2kvmd.service.manager import Manager
 from vm2kvmd.service.runner import pipeline_runner
 from vm2kvmd.service.store import JobStore
@@ -126,14 +126,14 @@ def test_only_the_pipeline_runner_gets_the_recorder_and_copy_slots() -> None:
     store = JobStore.open(None)
     try:
         manager = Manager(host_disk_parallelism=3)
-        runner: Any = manager._job_runner(7, store)
+        runner: Any = manager.job_runner(7, store)
         assert isinstance(runner, functools.partial) and runner.func is pipeline_runner
         assert set(runner.keywords) == {"recorder", "copy_slots"}
         assert isinstance(runner.keywords["copy_slots"], asyncio.Semaphore)
         # The same semaphore for every job: the limit is the host's.
-        other: Any = manager._job_runner(8, store)
+        other: Any = manager.job_runner(8, store)
         assert other.keywords["copy_slots"] is runner.keywords["copy_slots"]
         injected = ScriptedRunner()
-        assert Manager(runner=injected)._job_runner(9, store) is injected
+        assert Manager(runner=injected).job_runner(9, store) is injected
     finally:
         store.close()

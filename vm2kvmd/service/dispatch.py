@@ -51,7 +51,7 @@ _STANDARD_PREFIX: Final = "org.freedesktop.DBus."
 
 @runtime_checkable
 class PropertySource(Protocol):
-    """An interface that can list its property values (``Job.properties``)."""
+    """An interface that can list its property values (``JobObject.properties``)."""
 
     name: str
 

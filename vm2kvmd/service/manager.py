@@ -44,7 +44,9 @@ from vm2kvmd.service.bus import ServiceBus
 from vm2kvmd.service.caller import Caller, current_caller
 from vm2kvmd.service.errors import to_dbus_error
 from vm2kvmd.service.interface import BusInterface, bus_method
-from vm2kvmd.service.job import Job, JobState, now_us
+from vm2kvmd.service.jobs.dbus_object import JobObject
+from vm2kvmd.service.jobs.job import Job
+from vm2kvmd.service.jobs.state import JobState
 from vm2kvmd.service.runner import (
     Inspector,
     InspectOutcome,
@@ -54,7 +56,7 @@ from vm2kvmd.service.runner import (
     pipeline_preflight,
     pipeline_runner,
 )
-from vm2kvmd.service.store import JobRecord, JobStore
+from vm2kvmd.service.store import JobRecord, JobStore, now_us
 from vm2kvmd.service.storeio import StoreIO
 from vm2kvmd.service.variants import unwrap_options
 
@@ -109,7 +111,7 @@ class Manager(BusInterface):
         job_retention: int = DEFAULT_JOB_RETENTION,
     ) -> None:
         super().__init__(MANAGER_IFACE)
-        self._runner = runner  # None: the pipeline, bound per job in _job_runner
+        self._runner = runner  # None: the pipeline, bound per job in job_runner
         self._inspector: Inspector = inspector or pipeline_inspector
         # The real pipeline's checks go with the real runner; an injected runner
         # brings its own (or none).
@@ -125,7 +127,7 @@ class Manager(BusInterface):
         # Held by every disk copy of every job (pipeline.run_migration's copy_slots).
         self._copy_slots = asyncio.Semaphore(max(1, host_disk_parallelism))
         self._retention = max(1, job_retention)
-        self._jobs: dict[str, Job] = {}
+        self._objects: dict[str, JobObject] = {}  # every job's, by path
         self._queue: deque[Job] = deque()  # created, not started; FIFO
         self._running: set[Job] = set()  # started, not finished
         self._listeners: list[Callable[[], None]] = []
@@ -140,25 +142,28 @@ class Manager(BusInterface):
         if isinstance(bus, ServiceBus) and bus.owner_of is None:
             bus.owner_of = self.job_owner
         bus.export(MANAGER_PATH, self)
-        for job in self._jobs.values():
-            bus.export(job.path, job)
+        for obj in self._objects.values():
+            bus.export(obj.path, obj)
         bus.add_message_handler(self._unknown_job)
 
     @property
     def jobs(self) -> list[Job]:
-        return list(self._jobs.values())
+        return [obj.job for obj in self._objects.values()]
 
     def job(self, path: str) -> Job:
+        return self.job_object(path).job
+
+    def job_object(self, path: str) -> JobObject:
         try:
-            return self._jobs[path]
+            return self._objects[path]
         except KeyError:
             number = path.rsplit("/", 1)[-1] if path.startswith(JOBS_PATH + "/") else path
             raise Vm2kvmError(ErrorCode.NO_SUCH_JOB, f"no such job {number}") from None
 
     def job_owner(self, path: str) -> int | None:
         """The uid that started the job at ``path``; None when there is no such job."""
-        job = self._jobs.get(path)
-        return None if job is None else job.user
+        obj = self._objects.get(path)
+        return None if obj is None else obj.job.user
 
     def counts(self) -> tuple[int, int]:
         """(running, queued) jobs."""
@@ -175,14 +180,14 @@ class Manager(BusInterface):
         # The queued ones first, so no running job's end starts one of them.
         for job in list(self._queue):
             job.cancel(SHUTDOWN_REASON)
-        for job in list(self._jobs.values()):
+        for job in self.jobs:
             job.cancel(SHUTDOWN_REASON)
-        pending = [job.wait() for job in self._jobs.values() if not job.state.finished]
+        pending = [job.wait() for job in self.jobs if not job.state.finished]
         if pending:
             try:
                 await asyncio.wait_for(asyncio.gather(*pending), grace)
             except TimeoutError:
-                stuck = [job.number for job in self._jobs.values() if not job.state.finished]
+                stuck = [job.number for job in self.jobs if not job.state.finished]
                 log.error("jobs %s did not stop within %.0f s of being cancelled", stuck, grace)
         await self._io.close(close_store=self._owns_store)
 
@@ -192,7 +197,7 @@ class Manager(BusInterface):
         if (
             msg.message_type is not MessageType.METHOD_CALL
             or not path.startswith(JOBS_PATH + "/")
-            or path in self._jobs
+            or path in self._objects
             or msg.interface in _STANDARD_IFACES
         ):
             return None
@@ -220,18 +225,20 @@ class Manager(BusInterface):
                     record = await self._io.call(_mark_interrupted, record)
                 self._adopt(Job.from_record(record, self._io))
             self._loaded = True
-            if self._jobs:
-                log.info("%d jobs loaded from the job store", len(self._jobs))
+            if self._objects:
+                log.info("%d jobs loaded from the job store", len(self._objects))
 
     def _adopt(self, job: Job) -> None:
         job.on_finished = self._finished
         job.on_dismissed = lambda _job: self._notify()
-        job.retry_hook = self._retry
-        self._jobs[job.path] = job
+        obj = JobObject(job, retry=self._retry)
+        self._objects[obj.path] = obj
         if self._bus is not None:
-            self._bus.export(job.path, job)
+            self._bus.export(obj.path, obj)
 
-    def _job_runner(self, number: int, store: JobStore) -> Runner:
+    def job_runner(self, number: int, store: JobStore) -> Runner:
+        """The runner of job ``number``: the injected one, or the pipeline bound to the job's
+        residue records in ``store`` and to the host-wide copy slots."""
         if self._runner is not None:
             return self._runner
         runner: Runner = functools.partial(
@@ -255,7 +262,7 @@ class Manager(BusInterface):
             record.number,
             source,
             options,
-            self._job_runner(record.number, store),
+            self.job_runner(record.number, store),
             io=self._io,
             user=caller.uid,
             create_time=record.create_time,
@@ -276,7 +283,7 @@ class Manager(BusInterface):
         if self._closing:
             # Shutdown began while the record was written: the job must not outlive it queued.
             job.cancel(SHUTDOWN_REASON)
-        return job.path
+        return job_path(job.number)
 
     def _pump(self) -> None:
         """Start queued jobs while there is room; renumber the rest."""
@@ -304,15 +311,15 @@ class Manager(BusInterface):
     async def _retry(self, job: Job) -> str:
         caller = current_caller()
         self._check_open()
-        options = MigrateOptions.from_mapping(job.options_mapping, defaults=self._defaults)
+        options = MigrateOptions.from_mapping(job.status.options, defaults=self._defaults)
         return await self._create(caller, job.source, options, retry_of=job.number)
 
     def _pruned(self, removed: list[int]) -> None:
         """Unexport the jobs ``JobStore.prune`` removed (``InterfacesRemoved``)."""
         for number in removed:
-            job = self._jobs.pop(job_path(number), None)
-            if job is not None and self._bus is not None:
-                self._bus.unexport(job.path)
+            obj = self._objects.pop(job_path(number), None)
+            if obj is not None and self._bus is not None:
+                self._bus.unexport(obj.path)
         if removed:
             log.info("removed %d old jobs (job_retention %d)", len(removed), self._retention)
             self._notify()
@@ -355,13 +362,13 @@ class Manager(BusInterface):
 
     @bus_method()
     def GetJobs(self) -> DBusPathList:
-        return list(self._jobs)
+        return list(self._objects)
 
     @bus_method()
     def ListJobs(self) -> DBusStr:
         # One JSON string instead of GetManagedObjects' a{sv} per job: the variants of a
         # thousand jobs cost 100 ms to marshal and unmarshal, this a tenth of it.
-        return "[" + ", ".join(job.json_text() for job in self._jobs.values()) + "]"
+        return "[" + ", ".join(obj.json_text() for obj in self._objects.values()) + "]"
 
     @dbus_property(access=PropertyAccess.READ)
     def Version(self) -> DBusStr:

@@ -15,11 +15,9 @@ second vm2kvmd from running it under a live one.
 
 from __future__ import annotations
 
-import time
-
 from vm2kvmd.constants import error_name
 from vm2kvmd.errors import ErrorCode
-from vm2kvmd.service.store import JobRecord, JobStore
+from vm2kvmd.service.store import JobRecord, JobStore, now_us
 
 __all__ = ["recover"]
 
@@ -51,10 +49,10 @@ def _recover_job(store: JobStore, record: JobRecord) -> list[str]:
         ok, line = remove_residue(residue)
         complete = complete and ok
         lines.append(line)
-        store.append_log(number, _now_us(), "cleanup", line)
+        store.append_log(number, now_us(), "cleanup", line)
     store.remove_residues(number)
     message = _message(record, complete=complete)
-    end = _now_us()
+    end = now_us()
     store.update(number, state="failed", error=(error_name(ErrorCode.INTERRUPTED), message), end_time=end)
     store.append_log(number, end, record.phase, message)
     return [f"job {number}: {line}" for line in lines] + [f"job {number}: marked failed: {message}"]
@@ -71,7 +69,3 @@ def _message(record: JobRecord, *, complete: bool) -> str:
     else:
         cleaned = f"some of what it created could not be removed (vm2kvmctl logs {record.number} says what)"
     return f"interrupted: vm2kvmd stopped while the job was {where}; {cleaned}; {retry}"
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000

@@ -33,6 +33,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +42,7 @@ from vm2kvmd.constants import DEFAULT_CONFIG_PATH
 from vm2kvmd.core.residue import Residue, ResidueRecorder
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
-__all__ = ["SCHEMA_VERSION", "STORE_FILE", "DiskRecord", "JobRecord", "JobStore", "StoreError"]
+__all__ = ["SCHEMA_VERSION", "STORE_FILE", "DiskRecord", "JobRecord", "JobStore", "StoreError", "now_us"]
 
 STORE_FILE = "jobs.sqlite3"
 SCHEMA_VERSION = 1
@@ -92,6 +93,11 @@ _JOB_COLUMNS = (
     "number, source, options, user, state, phase, work_phase, create_time, start_time, end_time, "
     "error_name, error_message, domain, outputs, notes, disks, report, dismissed, retry_of"
 )
+
+
+def now_us() -> int:
+    """Wall-clock time in µs since the epoch: the unit of every time in a record (and property)."""
+    return time.time_ns() // 1000
 
 
 class StoreError(Exception):

@@ -1,7 +1,5 @@
-"""Progress bookkeeping of a job: the moving-window rate and the signal batcher.
-
-Kept apart from ``job.py`` (which re-exports both): they know nothing about
-jobs, only about samples and property names.
+"""Progress bookkeeping of a job: the moving-window rate (``state``) and the signal batcher
+(``dbus_object``).  They know nothing about jobs, only about samples and property names.
 """
 
 from __future__ import annotations
@@ -14,11 +12,6 @@ from typing import Final
 
 BATCH_INTERVAL: Final = 0.1  # seconds: at most 10 PropertiesChanged per second per job
 RATE_WINDOW: Final = 5.0  # seconds of progress samples behind ``Rate``
-
-
-def now_us() -> int:
-    """Wall-clock time in µs since the epoch: the unit of every time property and record."""
-    return time.time_ns() // 1000
 
 
 class RateMeter:
