@@ -38,7 +38,6 @@ from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline import inspect_source, preflight, run_migration
 from vm2kvmd.pipeline.overlay import Overlay
-from vm2kvmd.pipeline.snapshots import run_keep_migration
 
 SIZE = 64 * MiB
 
@@ -380,7 +379,7 @@ async def test_keep_a_branch_keeps_its_deltas_and_gives_its_leaf_an_overlay(
     branch_vm: BranchVm, dir_pool: DirPool, cleanup_domain: str, libvirt_conn: Any
 ) -> None:
     before = sha256_tree(branch_vm.dir)
-    result = await run_keep_migration(str(branch_vm.vmx), keep_options(dir_pool, cleanup_domain), Events())
+    result = await run_migration(str(branch_vm.vmx), keep_options(dir_pool, cleanup_domain), Events())
 
     pool = Path(dir_pool.path)
     name = cleanup_domain
@@ -451,7 +450,7 @@ async def test_keep_esxi_chain_with_verify(
     write_vmsd(vmx, [Snap(1, "pre-patch", ("db01.vmdk",)), Snap(2, "patched", ("db01-000001.vmdk",), 1)], 2)
     before = sha256_tree(directory)
     events = Events()
-    result = await run_keep_migration(str(vmx), keep_options(dir_pool, cleanup_domain, verify=True), events)
+    result = await run_migration(str(vmx), keep_options(dir_pool, cleanup_domain, verify=True), events)
 
     assert events.phases == ["inspect", "prepare", "copy", "verify", "define"]
     verified = [n for n in result.notes if n.message.startswith("verified")]
@@ -492,7 +491,7 @@ async def _refused(vmx: Path, options: MigrateOptions) -> Vm2kvmError:
 async def _refused_by_job(vmx: Path, options: MigrateOptions, pool: DirPool) -> Vm2kvmError:
     events = Events()
     with pytest.raises(Vm2kvmError) as info:
-        await run_keep_migration(str(vmx), options, events)
+        await run_migration(str(vmx), options, events)
     assert "copy" not in events.phases and "cleanup" not in events.phases
     assert pool.volume_names() == []
     return info.value
@@ -598,7 +597,7 @@ async def test_a_layer_volume_already_in_the_pool_is_refused(
     err = await _refused(linear_vm.vmx, options)
     assert err.code is ErrorCode.VOLUME_EXISTS and err.file == str(taken)
     with pytest.raises(Vm2kvmError) as info:
-        await run_keep_migration(str(linear_vm.vmx), options, Events())
+        await run_migration(str(linear_vm.vmx), options, Events())
     assert info.value.code is ErrorCode.VOLUME_EXISTS
     assert dir_pool.volume_names() == [taken.name]
 
@@ -656,7 +655,7 @@ async def test_a_failed_copy_removes_every_volume(
     monkeypatch.setattr(qemu_img_layers, "convert_layer", failing)
     events = Events()
     with pytest.raises(Vm2kvmError) as info:
-        await run_keep_migration(str(linear_vm.vmx), keep_options(dir_pool, domain_name), events)
+        await run_migration(str(linear_vm.vmx), keep_options(dir_pool, domain_name), events)
     assert info.value.code is ErrorCode.COPY_FAILED
     assert events.phases == ["inspect", "prepare", "copy", "cleanup"]
     assert len([line for line in events.logs if line.startswith("removed volume")]) == 3
@@ -683,7 +682,7 @@ async def test_a_refused_snapshot_removes_the_others_the_domain_and_the_volumes(
     monkeypatch.setattr(libvirt_snapshots, "redefine_snapshot", refusing)
     events = Events()
     with pytest.raises(Vm2kvmError) as info:
-        await run_keep_migration(str(branch_vm.vmx), keep_options(dir_pool, domain_name), events)
+        await run_migration(str(branch_vm.vmx), keep_options(dir_pool, domain_name), events)
     assert info.value.code is ErrorCode.LIBVIRT_ERROR
     assert made == ["Installed", "Experiment"]
     removed = [line for line in events.logs if line.startswith("removed")]
@@ -715,9 +714,7 @@ async def test_cancel_during_the_copy_rolls_back(
 
     monkeypatch.setattr(qemu_img_layers, "convert_layer", slow)
     events = Events()
-    job = asyncio.create_task(
-        run_keep_migration(str(linear_vm.vmx), keep_options(dir_pool, domain_name), events)
-    )
+    job = asyncio.create_task(run_migration(str(linear_vm.vmx), keep_options(dir_pool, domain_name), events))
     await asyncio.wait_for(second.wait(), 60)
     job.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -751,7 +748,7 @@ async def test_before_copy_hooks_change_the_current_state_only(
             )  # fmt: skip
             assert await proc.wait() == 0
 
-    result = await run_keep_migration(
+    result = await run_migration(
         str(linear_vm.vmx), keep_options(dir_pool, cleanup_domain), Events(), before_copy=[convert_guest]
     )
     pool = Path(dir_pool.path)

@@ -8,7 +8,7 @@ The D-Bus service and the demo call only these.
 
 from __future__ import annotations
 
-from vm2kvmd.pipeline.migrate import (
+from vm2kvmd.pipeline.engine import (
     PHASES,
     BeforeCopy,
     DiskProgress,

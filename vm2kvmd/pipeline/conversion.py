@@ -59,7 +59,7 @@ class GuestConverter(Protocol):
 
 @dataclass(frozen=True)
 class LibguestfsConverter:
-    """Converts the guest on the overlays (``pipeline.migrate`` calls it once per job).
+    """Converts the guest on the overlays (``pipeline.engine`` calls it once per job).
 
     ``skip``: conversion steps left out (``convert.linux.STEPS`` names).  Only
     the tests that prove each fix is needed use it; the daemon never does.
