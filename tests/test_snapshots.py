@@ -235,6 +235,28 @@ async def test_default_migrates_the_current_state_and_notes_the_snapshots(
     assert sha256_tree(linear_vm.dir) == before
 
 
+async def test_flatten_and_keep_run_the_same_phases(
+    linear_vm: LinearVm, dir_pool: DirPool, cleanup_domain: str, libvirt_conn: Any
+) -> None:
+    """One engine runs both strategies: the same phases in the same order, every disk copied to its total."""
+    flat, kept = Events(), Events()
+    options = MigrateOptions(
+        name=cleanup_domain, pool=dir_pool.name, domain_type="qemu", guest_conversion=False, verify=True
+    )
+    await run_migration(str(linear_vm.vmx), options, flat)
+    keep_name = f"{cleanup_domain}-keep"
+    try:
+        await run_migration(str(linear_vm.vmx), keep_options(dir_pool, keep_name, verify=True), kept)
+    finally:
+        remove_with_snapshots(libvirt_conn, keep_name)
+    assert flat.phases == kept.phases == ["inspect", "prepare", "copy", "verify", "define"]
+    for events in (flat, kept):
+        assert len(events.announced) == len(events.progress) > 0
+        for index, item in enumerate(events.announced):
+            assert events.progress[index][-1] == (item.total, item.total)
+    assert len(kept.announced) == 3 and len(flat.announced) == 1  # three layers, one flattened disk
+
+
 def test_inspect_notes_the_snapshots(linear_vm: LinearVm) -> None:
     notes = [str(n) for n in inspect_source(str(linear_vm.vmx), MigrateOptions(), None).notes]
     assert any("2 VMware snapshots" in n and "flattened" in n for n in notes)
