@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import vm2kvmd.pipeline.copy as copy_module
 import vm2kvmd.pipeline.strategies.flatten as flatten_module
 from tests.cli.test_cli import assert_one_error_line, ctl
 from tests.helpers.vmdk_factory import (
@@ -176,7 +177,7 @@ async def test_mismatch_fails_the_job_and_rolls_back(
 ) -> None:
     vmx = await asyncio.to_thread(write_vmx, source.parent, source)
     before = await asyncio.to_thread(sha256_tree, source.parent)
-    real_copy = flatten_module.copy_disks
+    real_copy = copy_module.copy_disks
 
     async def copy_then_corrupt(copies: Sequence[Any], *args: Any, **kwargs: Any) -> None:
         await real_copy(copies, *args, **kwargs)
