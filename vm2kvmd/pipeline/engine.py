@@ -42,7 +42,7 @@ from vm2kvmd.pipeline.events import PHASES, DiskProgress, JobEvents
 from vm2kvmd.pipeline.overlay import BeforeCopy
 from vm2kvmd.pipeline.planning import InspectResult
 from vm2kvmd.pipeline.rollback import Rollback
-from vm2kvmd.pipeline.strategies.base import Comparison, DiskStrategy, Run
+from vm2kvmd.pipeline.strategies.base import Comparison, DiskStrategy, Migration
 from vm2kvmd.pipeline.strategies.flatten import FlattenDisks, preflight_flatten
 from vm2kvmd.pipeline.strategies.keep import KeepSnapshots, preflight_keep
 from vm2kvmd.pipeline.targets import create_exclusive, domain_exists, output_error, xml_path_for
@@ -72,9 +72,9 @@ class MigrationResult:
     report: dict[str, Any] = field(default_factory=dict)  # core.report.build_report: source vs target
 
 
-def strategy_for(run: Run) -> DiskStrategy:
+def strategy_for(migration: Migration) -> DiskStrategy:
     """The disk strategy ``--snapshots`` asks for."""
-    return KeepSnapshots(run) if run.options.snapshots == "keep" else FlattenDisks(run)
+    return KeepSnapshots(migration) if migration.options.snapshots == "keep" else FlattenDisks(migration)
 
 
 async def run_migration(
@@ -99,14 +99,14 @@ async def run_migration(
     """
     options.validate()
     host = None if options.output_dir else LibvirtHost(options.connect)
-    run = Run(source, options, events, host, Rollback(recorder), copy_slots)
-    engine = Engine(run, strategy_for(run), tuple(before_copy), converter)
+    migration = Migration(source, options, events, host, Rollback(recorder), copy_slots)
+    engine = Engine(migration, strategy_for(migration), tuple(before_copy), converter)
     try:
         return await engine.run()
     except BaseException:
-        if run.rollback.pending:
+        if migration.rollback.pending:
             events.phase("cleanup")
-            for line in await settle(in_thread(run.rollback.run)):
+            for line in await settle(in_thread(migration.rollback.run)):
                 events.log(line)
         raise
     finally:
@@ -121,12 +121,12 @@ class Engine:
 
     def __init__(
         self,
-        run: Run,
+        migration: Migration,
         strategy: DiskStrategy,
         before_copy: tuple[BeforeCopy, ...] = (),
         converter: GuestConverter | None = None,
     ) -> None:
-        self.run_ = run
+        self.migration = migration
         self.strategy = strategy
         self.before_copy = before_copy
         self.converter = converter
@@ -138,27 +138,27 @@ class Engine:
         Last, the run's residue records go: its outputs are the result now, or the
         rollback (which runs before this) has removed them.
         """
-        lines = self.run_.close()
+        lines = self.migration.close()
         # A successful run's records stay until its job is stored as completed (the store
         # clears them in that same write); a failed run's rollback has run by now.
-        return lines if self.succeeded else lines + self.run_.rollback.forget_all()
+        return lines if self.succeeded else lines + self.migration.rollback.forget_all()
 
     async def _phase(self, name: str) -> None:
-        self.run_.events.phase(name)
+        self.migration.events.phase(name)
         await hold(name)
 
     async def run(self) -> MigrationResult:
-        run, strategy, events = self.run_, self.strategy, self.run_.events
+        migration, strategy, events = self.migration, self.strategy, self.migration.events
         await self._phase("inspect")
         inspected = await strategy.inspect()
 
         await self._phase("prepare")
         await strategy.prepare(inspected)
         conversion = unconverted()
-        if run.options.guest_conversion and self.converter is not None:
+        if migration.options.guest_conversion and self.converter is not None:
             await self._phase("convert")
             conversion = await self.converter(
-                strategy.overlays(), inspected.vm, inspected.replan, run.options, events
+                strategy.overlays(), inspected.vm, inspected.replan, migration.options, events
             )
             # The converted guest drives other devices (virtio): the same disks, other buses and names.
             inspected = inspected.with_caps(conversion.caps)
@@ -169,7 +169,7 @@ class Engine:
         await strategy.copy()
 
         notes = inspected.notes + conversion.notes
-        if run.options.verify:
+        if migration.options.verify:
             await self._phase("verify")
             for comparison in strategy.comparisons():
                 notes += (await self._verify(comparison),)
@@ -177,15 +177,15 @@ class Engine:
 
         await self._phase("define")
         plan = inspected.plan
-        if run.host is not None:
-            await in_thread(run.host.refresh_pool, run.pool)
-            name, more = await in_thread(self._define, run.host, inspected)
+        if migration.host is not None:
+            await in_thread(migration.host.refresh_pool, migration.pool)
+            name, more = await in_thread(self._define, migration.host, inspected)
             outputs = strategy.outputs(plan)
             events.log(f"defined domain {name} ({plan.uuid}){more}")
         else:
-            assert run.options.output_dir is not None
+            assert migration.options.output_dir is not None
             name = None
-            xml_path = xml_path_for(run.options.output_dir, plan)
+            xml_path = xml_path_for(migration.options.output_dir, plan)
             await in_thread(self._write_xml, xml_path, inspected.domain_xml)
             outputs = (*strategy.outputs(plan), xml_path)
             events.log(f"wrote {xml_path}")
@@ -195,7 +195,7 @@ class Engine:
 
     async def _verify(self, c: Comparison) -> Note:
         """Compare a written image with what it was copied from; a difference fails the job."""
-        events = self.run_.events
+        events = self.migration.events
         events.log(f"verifying {c.key}: comparing {c.target} with {c.label}")
         note = await verify_disk(c.expected, c.target, c.format, size=c.size, key=c.key, label=c.label)
         if c.layer is not None:
@@ -206,7 +206,7 @@ class Engine:
     def _define(self, host: LibvirtHost, inspected: InspectResult) -> tuple[str, str]:
         """Define the domain and what goes with it (blocking); returns its name and words for the log."""
         plan: DomainPlan = inspected.plan
-        rollback = self.run_.rollback
+        rollback = self.migration.rollback
         # Again: the copy took time, and defining over an existing name with our UUID would
         # silently replace that domain's configuration.
         if host.domain_exists(plan.name):
@@ -218,7 +218,7 @@ class Engine:
         return name, self.strategy.define_more(name, plan)
 
     def _write_xml(self, path: str, xml: str) -> None:
-        rollback = self.run_.rollback
+        rollback = self.migration.rollback
         with rollback.creating(Residue("file", path=path)) as rid:
             fd = create_exclusive(path)
         rollback.file(path, rid=rid)

@@ -6,6 +6,6 @@
 * ``keep`` (``--snapshots keep``): one qcow2 volume per VMDK layer, every
   VMware snapshot as libvirt snapshot metadata.
 
-``base`` holds what both share: the run's context (``Run``) and the
+``base`` holds what both share: one migration's context (``Migration``) and the
 ``DiskStrategy`` protocol the engine drives.
 """

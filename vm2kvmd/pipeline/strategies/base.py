@@ -30,7 +30,7 @@ from vm2kvmd.pipeline.rollback import Rollback
 
 
 @dataclass
-class Run:
+class Migration:
     """One migration's context: what it was asked, where it reports, what it must undo.
 
     The engine creates it and, at the end, ``close``s it; strategies get the

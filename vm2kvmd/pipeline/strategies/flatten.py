@@ -36,7 +36,7 @@ from vm2kvmd.pipeline.copy import DiskCopy, copy_disks
 from vm2kvmd.pipeline.events import DiskProgress
 from vm2kvmd.pipeline.overlay import BeforeCopy, Overlay, create_overlays
 from vm2kvmd.pipeline.planning import InspectResult, inspect_with_host
-from vm2kvmd.pipeline.strategies.base import Comparison, Run, refuse_broken_disks
+from vm2kvmd.pipeline.strategies.base import Comparison, Migration, refuse_broken_disks
 from vm2kvmd.pipeline.targets import (
     DirTarget,
     DiskSizes,
@@ -74,10 +74,12 @@ def preflight_flatten(source: str, options: MigrateOptions) -> InspectResult:
 class FlattenDisks:
     """The ``DiskStrategy`` of ``--snapshots flatten``; see the module docstring."""
 
-    def __init__(self, run: Run) -> None:
-        self.run = run
+    def __init__(self, migration: Migration) -> None:
+        self.migration = migration
         self.target: Target = (
-            DirTarget(run.options) if run.host is None else PoolTarget(run.host, run.pool, run.options)
+            DirTarget(migration.options)
+            if migration.host is None
+            else PoolTarget(migration.host, migration.pool, migration.options)
         )
         self.disks_: list[PlannedDisk] = []
         self.overlays_: list[Overlay] = []
@@ -88,38 +90,40 @@ class FlattenDisks:
     # --- inspect ------------------------------------------------------------------
 
     async def inspect(self) -> InspectResult:
-        run = self.run
-        inspected = await in_thread(inspect_with_host, run.source, run.options, run.host, strict=True)
+        migration = self.migration
+        inspected = await in_thread(
+            inspect_with_host, migration.source, migration.options, migration.host, strict=True
+        )
         refuse_broken_disks(inspected, extracting=True)
-        if await in_thread(extracted_at_migration, run.source, inspected.vm):
+        if await in_thread(extracted_at_migration, migration.source, inspected.vm):
             # A compressed OVA: extracted into the work area, its manifest checked on the way.
             return await self._extract(inspected)
         # An OVF package's manifest, hashed once per job and before the first byte is converted.
         await verify_source(
-            run.source,
-            run.events.log,
-            datastores=dict(run.options.datastores) or None,
-            allow_external=run.options.allow_external_paths,
+            migration.source,
+            migration.events.log,
+            datastores=dict(migration.options.datastores) or None,
+            allow_external=migration.options.allow_external_paths,
         )
         return inspected
 
     async def _extract(self, inspected: InspectResult) -> InspectResult:
         """Decompress a compressed OVA into the work area and read the VM again from there."""
-        run = self.run
-        area = await run.work_area()
+        migration = self.migration
+        area = await migration.work_area()
         dest = os.path.join(area.path, "source")
         await in_thread(self._make_extract_dir, dest)
         members = [d.file_name for d in inspected.vm.disks if d.extracted_at_migration]
-        package = await extract_package(run.source, dest, members, run.events.log)
+        package = await extract_package(migration.source, dest, members, migration.events.log)
         vm = await in_thread(load_vm, package)
         inspected = await in_thread(
-            inspect_with_host, run.source, run.options, run.host, strict=True, loaded=vm
+            inspect_with_host, migration.source, migration.options, migration.host, strict=True, loaded=vm
         )
         refuse_broken_disks(inspected, extracting=False)
         return inspected
 
     def _make_extract_dir(self, dest: str) -> None:
-        rollback = self.run.rollback
+        rollback = self.migration.rollback
         with rollback.creating(Residue("tree", path=dest)) as rid:
             os.mkdir(dest, 0o700)
         # Removed with the work area in any case; on failure the cleanup says so first.
@@ -146,19 +150,19 @@ class FlattenDisks:
             await hook(self.overlays_)
         if before_copy or converted:
             await self._measure()
-        rollback = self.run.rollback
+        rollback = self.migration.rollback
         await in_thread(self.target.prepare, rollback)
         self.paths = [await in_thread(self.target.create, disk, rollback) for disk in self.disks_]
 
     async def _overlays(self, disks: list[PlannedDisk]) -> list[Overlay]:
         """The sources as QEMU opens them, and an overlay over each, in the work area."""
-        views = await self.run.source_views()  # descriptor views live in the work area too
-        area = await self.run.work_area()
+        views = await self.migration.source_views()  # descriptor views live in the work area too
+        area = await self.migration.work_area()
         sources: list[tuple[str, QemuSource]] = []
         for disk in disks:
             sources.append((disk.source.address.key, await open_source(views, _chain(disk))))
         overlays = await create_overlays(sources, area)
-        self.run.events.log(f"overlays in {area.path}")
+        self.migration.events.log(f"overlays in {area.path}")
         return overlays
 
     async def _measure(self) -> None:
@@ -205,10 +209,10 @@ class FlattenDisks:
 
         await copy_disks(
             self._copies(),
-            self.run.events,
+            self.migration.events,
             no_space,
-            limit=self.run.options.disk_parallelism,
-            copy_slots=self.run.copy_slots,
+            limit=self.migration.options.disk_parallelism,
+            copy_slots=self.migration.copy_slots,
         )
 
     def comparisons(self) -> list[Comparison]:

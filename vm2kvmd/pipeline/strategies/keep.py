@@ -45,7 +45,7 @@ from vm2kvmd.pipeline.copy import FOLLOW_INTERVAL, host_slot
 from vm2kvmd.pipeline.events import DiskProgress
 from vm2kvmd.pipeline.overlay import BeforeCopy, Overlay
 from vm2kvmd.pipeline.planning import InspectResult, inspect_with_host
-from vm2kvmd.pipeline.strategies.base import Comparison, Run, refuse_broken_disks
+from vm2kvmd.pipeline.strategies.base import Comparison, Migration, refuse_broken_disks
 from vm2kvmd.pipeline.targets import PoolTarget, check_pool_targets, check_volume_free
 
 __all__ = ["KeepSnapshots", "plan_keep_migration", "preflight_keep"]
@@ -132,11 +132,11 @@ def _chain_loader(vmx_path: str, options: MigrateOptions) -> ChainLoader:
 class KeepSnapshots:
     """The ``DiskStrategy`` of ``--snapshots keep``; see the module docstring."""
 
-    def __init__(self, run: Run) -> None:
-        assert run.host is not None, "MigrateOptions.validate refuses keep with output-dir"
-        self.run = run
-        self.host = run.host
-        self.pool = run.pool
+    def __init__(self, migration: Migration) -> None:
+        assert migration.host is not None, "MigrateOptions.validate refuses keep with output-dir"
+        self.migration = migration
+        self.host = migration.host
+        self.pool = migration.pool
         self.keep: KeepPlan | None = None
         self.copies: tuple[LayerVolume, ...] = ()
         self.sources: list[QemuSource] = []
@@ -144,16 +144,18 @@ class KeepSnapshots:
         self.plan_disks: Sequence[PlannedDisk] = ()
 
     async def inspect(self) -> InspectResult:
-        planned = await in_thread(plan_keep_migration, self.run.source, self.run.options, self.host)
+        planned = await in_thread(
+            plan_keep_migration, self.migration.source, self.migration.options, self.host
+        )
         self.keep, self.copies = planned.keep, planned.copies
         self.plan_disks = planned.inspected.plan.disks  # no conversion: the plan stays
         return planned.inspected
 
     async def prepare(self, inspected: InspectResult) -> None:
-        views = await self.run.source_views()
+        views = await self.migration.source_views()
         self.sources = [await open_source(views, _source_chain(v)) for v in self.copies]
         self.totals = [await qemu_img_layers.measure_layer(s.layers[0]) for s in self.sources]
-        target = PoolTarget(self.host, self.pool, self.run.options)
+        target = PoolTarget(self.host, self.pool, self.migration.options)
         await in_thread(
             target.check_room,
             "the disks' layers",
@@ -176,7 +178,7 @@ class KeepSnapshots:
         residue = Residue(
             "volume", path=volume.target_path, pool=self.pool, name=volume.volume_name, uri=self.host.uri
         )
-        rollback = self.run.rollback
+        rollback = self.migration.rollback
         with rollback.creating(residue) as rid:
             path = libvirt_snapshots.create_layer_volume(
                 self.host, self.pool, volume.volume_name, volume.capacity, volume.backing
@@ -202,10 +204,10 @@ class KeepSnapshots:
             await self._copy(index, volume, src, total)
 
     async def _copy(self, index: int, volume: LayerVolume, src: QemuSource, total: int) -> None:
-        events = self.run.events
+        events = self.migration.events
         events.log(f"copying {volume.disk.source.address.key} layer {src.label} to {volume.target_path}")
         events.disk_progress(index, 0, total)
-        async with host_slot(self.run.copy_slots):
+        async with host_slot(self.migration.copy_slots):
             meter = _Allocation(volume.target_path)
             await in_thread(meter.start)
             follower = asyncio.create_task(self._follow(index, meter, total))
@@ -224,7 +226,7 @@ class KeepSnapshots:
         while True:
             done = min(total, await asyncio.to_thread(meter.done))
             if done > last:
-                self.run.events.disk_progress(index, done, total)
+                self.migration.events.disk_progress(index, done, total)
                 last = done
             await asyncio.sleep(FOLLOW_INTERVAL)
 
@@ -267,7 +269,9 @@ class KeepSnapshots:
         for point in self.keep.snapshots:
             xml = render_snapshot_xml(point, defined, plan.disks)
             created = libvirt_snapshots.redefine_snapshot(self.host, name, xml, current=point.current)
-            self.run.rollback.add(f"snapshot {created!r} of domain {name}", _forget(self.host, name, created))
+            self.migration.rollback.add(
+                f"snapshot {created!r} of domain {name}", _forget(self.host, name, created)
+            )
         return f" with {len(self.keep.snapshots)} snapshots"
 
     def outputs(self, plan: DomainPlan) -> tuple[str, ...]:
