@@ -38,7 +38,6 @@ from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline import inspect_source, preflight, run_migration
 from vm2kvmd.pipeline.overlay import Overlay
-from vm2kvmd.pipeline.snapshots import run_keep_migration
 
 SIZE = 64 * MiB
 
@@ -241,6 +240,28 @@ async def test_default_migrates_the_current_state_and_notes_the_snapshots(
     assert sha256_tree(linear_vm.dir) == before
 
 
+async def test_flatten_and_keep_run_the_same_phases(
+    linear_vm: LinearVm, dir_pool: DirPool, cleanup_domain: str, libvirt_conn: Any
+) -> None:
+    """One engine runs both strategies: the same phases in the same order, every disk copied to its total."""
+    flat, kept = Events(), Events()
+    options = MigrateOptions(
+        name=cleanup_domain, pool=dir_pool.name, domain_type="qemu", guest_conversion=False, verify=True
+    )
+    await run_migration(str(linear_vm.vmx), options, flat)
+    keep_name = f"{cleanup_domain}-keep"
+    try:
+        await run_migration(str(linear_vm.vmx), keep_options(dir_pool, keep_name, verify=True), kept)
+    finally:
+        remove_with_snapshots(libvirt_conn, keep_name)
+    assert flat.phases == kept.phases == ["inspect", "prepare", "copy", "verify", "define"]
+    for events in (flat, kept):
+        assert len(events.announced) == len(events.progress) > 0
+        for index, item in enumerate(events.announced):
+            assert events.progress[index][-1] == (item.total, item.total)
+    assert len(kept.announced) == 3 and len(flat.announced) == 1  # three layers, one flattened disk
+
+
 def test_inspect_notes_the_snapshots(linear_vm: LinearVm) -> None:
     notes = [str(n) for n in inspect_source(str(linear_vm.vmx), MigrateOptions(), None).notes]
     assert any("2 VMware snapshots" in n and "flattened" in n for n in notes)
@@ -385,7 +406,7 @@ async def test_keep_a_branch_keeps_its_deltas_and_gives_its_leaf_an_overlay(
     branch_vm: BranchVm, dir_pool: DirPool, cleanup_domain: str, libvirt_conn: Any
 ) -> None:
     before = sha256_tree(branch_vm.dir)
-    result = await run_keep_migration(str(branch_vm.vmx), keep_options(dir_pool, cleanup_domain), Events())
+    result = await run_migration(str(branch_vm.vmx), keep_options(dir_pool, cleanup_domain), Events())
 
     pool = Path(dir_pool.path)
     name = cleanup_domain
@@ -456,7 +477,7 @@ async def test_keep_esxi_chain_with_verify(
     write_vmsd(vmx, [Snap(1, "pre-patch", ("db01.vmdk",)), Snap(2, "patched", ("db01-000001.vmdk",), 1)], 2)
     before = sha256_tree(directory)
     events = Events()
-    result = await run_keep_migration(str(vmx), keep_options(dir_pool, cleanup_domain, verify=True), events)
+    result = await run_migration(str(vmx), keep_options(dir_pool, cleanup_domain, verify=True), events)
 
     assert events.phases == ["inspect", "prepare", "copy", "verify", "define"]
     verified = [n for n in result.notes if n.message.startswith("verified")]
@@ -497,7 +518,7 @@ async def _refused(vmx: Path, options: MigrateOptions) -> Vm2kvmError:
 async def _refused_by_job(vmx: Path, options: MigrateOptions, pool: DirPool) -> Vm2kvmError:
     events = Events()
     with pytest.raises(Vm2kvmError) as info:
-        await run_keep_migration(str(vmx), options, events)
+        await run_migration(str(vmx), options, events)
     assert "copy" not in events.phases and "cleanup" not in events.phases
     assert pool.volume_names() == []
     return info.value
@@ -603,7 +624,7 @@ async def test_a_layer_volume_already_in_the_pool_is_refused(
     err = await _refused(linear_vm.vmx, options)
     assert err.code is ErrorCode.VOLUME_EXISTS and err.file == str(taken)
     with pytest.raises(Vm2kvmError) as info:
-        await run_keep_migration(str(linear_vm.vmx), options, Events())
+        await run_migration(str(linear_vm.vmx), options, Events())
     assert info.value.code is ErrorCode.VOLUME_EXISTS
     assert dir_pool.volume_names() == [taken.name]
 
@@ -661,7 +682,7 @@ async def test_a_failed_copy_removes_every_volume(
     monkeypatch.setattr(qemu_img_layers, "convert_layer", failing)
     events = Events()
     with pytest.raises(Vm2kvmError) as info:
-        await run_keep_migration(str(linear_vm.vmx), keep_options(dir_pool, domain_name), events)
+        await run_migration(str(linear_vm.vmx), keep_options(dir_pool, domain_name), events)
     assert info.value.code is ErrorCode.COPY_FAILED
     assert events.phases == ["inspect", "prepare", "copy", "cleanup"]
     assert len([line for line in events.logs if line.startswith("removed volume")]) == 3
@@ -688,7 +709,7 @@ async def test_a_refused_snapshot_removes_the_others_the_domain_and_the_volumes(
     monkeypatch.setattr(libvirt_snapshots, "redefine_snapshot", refusing)
     events = Events()
     with pytest.raises(Vm2kvmError) as info:
-        await run_keep_migration(str(branch_vm.vmx), keep_options(dir_pool, domain_name), events)
+        await run_migration(str(branch_vm.vmx), keep_options(dir_pool, domain_name), events)
     assert info.value.code is ErrorCode.LIBVIRT_ERROR
     assert made == ["Installed", "Experiment"]
     removed = [line for line in events.logs if line.startswith("removed")]
@@ -720,9 +741,7 @@ async def test_cancel_during_the_copy_rolls_back(
 
     monkeypatch.setattr(qemu_img_layers, "convert_layer", slow)
     events = Events()
-    job = asyncio.create_task(
-        run_keep_migration(str(linear_vm.vmx), keep_options(dir_pool, domain_name), events)
-    )
+    job = asyncio.create_task(run_migration(str(linear_vm.vmx), keep_options(dir_pool, domain_name), events))
     await asyncio.wait_for(second.wait(), 60)
     job.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -756,7 +775,7 @@ async def test_before_copy_hooks_change_the_current_state_only(
             )  # fmt: skip
             assert await proc.wait() == 0
 
-    result = await run_keep_migration(
+    result = await run_migration(
         str(linear_vm.vmx), keep_options(dir_pool, cleanup_domain), Events(), before_copy=[convert_guest]
     )
     pool = Path(dir_pool.path)

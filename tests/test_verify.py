@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import vm2kvmd.pipeline.copy as copy_module
-import vm2kvmd.pipeline.migrate as migrate_module
+import vm2kvmd.pipeline.strategies.flatten as flatten_module
 from tests.cli.test_cli import assert_one_error_line, ctl
 from tests.helpers.vmdk_factory import (
     MiB,
@@ -184,7 +184,7 @@ async def test_mismatch_fails_the_job_and_rolls_back(
         for copy in copies:  # as a bad disk or a buggy copy would
             await asyncio.to_thread(_poke, Path(copy.target), 1 * MiB + 100)
 
-    monkeypatch.setattr(migrate_module, "copy_disks", copy_then_corrupt)
+    monkeypatch.setattr(flatten_module, "copy_disks", copy_then_corrupt)
     events = Events()
     with pytest.raises(Vm2kvmError) as exc:
         await run_migration(str(vmx), options(tmp_path, verify=True), events)

@@ -34,7 +34,7 @@ from tests.service.test_auth import (
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.daemon import Daemon
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
-from vm2kvmd.pipeline.migrate import preflight as migrate_preflight
+from vm2kvmd.pipeline import preflight as migrate_preflight
 from vm2kvmd.pipeline.planning import inspect_source
 from vm2kvmd.service.access import SourceFiles, check_readable, read_checked, source_files, vet_failure
 from vm2kvmd.service.auth import ACTION_INSPECT, ACTION_MIGRATE

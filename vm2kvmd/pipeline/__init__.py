@@ -1,14 +1,15 @@
 """The migration pipeline: the pure core driven through the libvirt and qemu-img adapters.
 
 ``inspect_source`` (blocking) reads and plans; ``preflight`` (blocking) runs
-every check that needs no copy; ``run_migration`` (async) does the whole job,
-with optional ``BeforeCopy`` hooks on the disks' overlays.
+every check that needs no copy; ``run_migration`` (async) does the whole job
+(``pipeline.engine``, with the disk strategy ``--snapshots`` asks for:
+``pipeline.strategies``), with optional ``BeforeCopy`` hooks on the disks' overlays.
 The D-Bus service and the demo call only these.
 """
 
 from __future__ import annotations
 
-from vm2kvmd.pipeline.migrate import (
+from vm2kvmd.pipeline.engine import (
     PHASES,
     BeforeCopy,
     DiskProgress,

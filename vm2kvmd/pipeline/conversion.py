@@ -24,8 +24,11 @@ from vm2kvmd.adapters.appliance import Appliance
 from vm2kvmd.adapters.guestfs_api import GuestFS
 from vm2kvmd.aio import settle
 from vm2kvmd.convert.context import ConversionOptions, GuestContext
+from vm2kvmd.convert.inspect import choose_root, inspect_guest, mount_guest, refuse_unconvertible
+from vm2kvmd.convert.linux import convert_linux
 from vm2kvmd.core.guest.info import Conversion
 from vm2kvmd.core.guest.linux.caps import caps_for_linux
+from vm2kvmd.core.guest.linux.devices import device_map
 from vm2kvmd.core.hardware.model import Note, SourceVM
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.planning.guestcaps import GuestCaps
@@ -59,7 +62,7 @@ class GuestConverter(Protocol):
 
 @dataclass(frozen=True)
 class LibguestfsConverter:
-    """Converts the guest on the overlays (``pipeline.migrate`` calls it once per job).
+    """Converts the guest on the overlays (``pipeline.engine`` calls it once per job).
 
     ``skip``: conversion steps left out (``convert.linux.STEPS`` names).  Only
     the tests that prove each fix is needed use it; the daemon never does.
@@ -112,11 +115,6 @@ def _convert(
     skip: frozenset[str],
 ) -> Conversion:
     """Blocking, in the worker thread: launch, inspect, convert, trim, shut down."""
-    # Imported here: the step modules are only needed by jobs that convert.
-    from vm2kvmd.convert.inspect import choose_root, inspect_guest, mount_guest, refuse_unconvertible
-    from vm2kvmd.convert.linux import convert_linux
-    from vm2kvmd.core.guest.linux.devices import device_map
-
     timings: list[tuple[str, float]] = []
     started = time.monotonic()
     log("starting the libguestfs appliance")

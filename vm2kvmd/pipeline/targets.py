@@ -87,16 +87,20 @@ class Target:
     def check_space(self, disks: list[PlannedDisk], sizes: list[DiskSizes]) -> int:
         """Raise ``NO_SPACE`` if the disks do not fit (blocking); returns the bytes free."""
         needed = sum(self.needed(d, s) for d, s in zip(disks, sizes, strict=True))
+        hint = "free some space or choose another target"
+        if self.preallocate and any(not d.block for d in disks):
+            hint += "; --allocation sparse needs only the data"
+        return self.check_room("the disks", needed, value=self.where, hint=hint)
+
+    def check_room(self, what: str, needed: int, *, value: str, hint: str) -> int:
+        """Raise ``NO_SPACE`` if ``needed`` bytes for ``what`` do not fit (blocking); returns bytes free."""
         available = self.available()
         if needed > available:
-            hint = "free some space or choose another target"
-            if self.preallocate and any(not d.block for d in disks):
-                hint += "; --allocation sparse needs only the data"
             raise Vm2kvmError(
                 ErrorCode.NO_SPACE,
-                f"the disks need {human(needed)} ({needed} bytes) but {self.where} has "
+                f"{what} need {human(needed)} ({needed} bytes) but {self.where} has "
                 f"{human(available)} ({available} bytes) free",
-                value=self.where,
+                value=value,
                 hint=hint,
             )
         return available
@@ -262,13 +266,7 @@ def check_pool_targets(host: LibvirtHost, pool_name: str, plan: DomainPlan) -> P
     host.refresh_pool(pool_name)  # also sees files written behind libvirt's back
     pool = host.pool(pool_name)
     for disk in plan.disks:
-        if host.volume_exists(pool_name, disk.volume_name) or os.path.lexists(disk.target_path):
-            raise Vm2kvmError(
-                ErrorCode.VOLUME_EXISTS,
-                f"volume {disk.volume_name!r} already exists in pool {pool_name!r}",
-                file=disk.target_path,
-                hint="choose another domain name with --name, or delete the volume",
-            )
+        check_volume_free(host, pool_name, disk.volume_name, disk.target_path)
     for nic in plan.nics:
         if nic.kind == "network" and not host.network_exists(nic.target):
             raise Vm2kvmError(
@@ -280,6 +278,17 @@ def check_pool_targets(host: LibvirtHost, pool_name: str, plan: DomainPlan) -> P
                 hint=f"map it with --network '{nic.source.source_network}=NAME' or define the network",
             )
     return pool
+
+
+def check_volume_free(host: LibvirtHost, pool_name: str, volume_name: str, path: str) -> None:
+    """Refuse a volume name (or its file) that is taken in the pool."""
+    if host.volume_exists(pool_name, volume_name) or os.path.lexists(path):
+        raise Vm2kvmError(
+            ErrorCode.VOLUME_EXISTS,
+            f"volume {volume_name!r} already exists in pool {pool_name!r}",
+            file=path,
+            hint="choose another domain name with --name, or delete the volume",
+        )
 
 
 def check_output_targets(out: str, plan: DomainPlan, xml_path: str) -> str:
