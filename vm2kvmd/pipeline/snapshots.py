@@ -33,13 +33,14 @@ from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.planning.plan import PlannedDisk
 from vm2kvmd.core.planning.snapshots import ChainLoader, KeepPlan, LayerVolume, plan_keep
 from vm2kvmd.core.residue import Residue, ResidueRecorder
+from vm2kvmd.core.units import size_text
 from vm2kvmd.core.vmware.paths import PathResolver
 from vm2kvmd.core.vmware.vmdk import load_chain
 from vm2kvmd.core.vmware.vmsd import load_snapshot_tree, vmsd_path_for
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline.blockdev import QemuSource, SourceViews, open_source
 from vm2kvmd.pipeline.copy import host_slot
-from vm2kvmd.pipeline.events import DiskProgress, JobEvents, human
+from vm2kvmd.pipeline.events import DiskProgress, JobEvents
 from vm2kvmd.pipeline.migrate import MigrationResult
 from vm2kvmd.pipeline.overlay import BeforeCopy, Overlay, WorkArea
 from vm2kvmd.pipeline.planning import InspectResult, inspect_with_host
@@ -279,8 +280,8 @@ class _Keep:
         if needed > available:
             raise Vm2kvmError(
                 ErrorCode.NO_SPACE,
-                f"the disks' layers need {human(needed)} ({needed} bytes) but pool {self.pool!r} has "
-                f"{human(available)} ({available} bytes) free",
+                f"the disks' layers need {size_text(needed)} ({needed} bytes) but pool {self.pool!r} has "
+                f"{size_text(available)} ({available} bytes) free",
                 value=self.pool,
                 hint="free space, choose another pool, or --snapshots flatten (the current state only)",
             )
