@@ -74,6 +74,9 @@ def test_converted_guest_boots_on_virtio_with_its_network(
 
     why = f"\nconsole:\n{result.tail()}"
     assert result.multi_user, why
+    # A degraded guest is not a converted one: every unit started.
+    assert result.failed_units == (), f"failed units: {', '.join(result.failed_units)}{why}"
+    assert result.state == "running", f"systemd state {result.state!r}{why}"
     assert result.root_fstype == "ext4", why
     assert result.root_source == "/dev/vda1", why
     assert "rw" in result.root_options.split(","), why
