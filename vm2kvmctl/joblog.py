@@ -85,14 +85,3 @@ def read_entries(reader: Any, number: int, since: int) -> list[LogLine]:
         if line.time >= since:
             lines.append(line)
     return lines
-
-
-def from_journal(number: int, since: int, namespace: str | None = None) -> list[LogLine]:
-    """Job ``number``'s lines in the journal, created at ``since`` (µs); blocking."""
-    reader = open_journal(number, since, namespace)
-    try:
-        return read_entries(reader, number, since)
-    except OSError as exc:
-        raise JournalUnavailable(f"cannot read the system journal: {exc.strerror or exc}") from None
-    finally:
-        reader.close()

@@ -16,19 +16,9 @@ from rich.table import Table
 from rich.text import Text
 
 from vm2kvmctl.client import job_number
+from vm2kvmd.core.units import size_text
 
 FINISHED = ("completed", "failed", "cancelled")
-
-
-def human_bytes(count: int | float | None) -> str:
-    if count is None:
-        return "?"
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def human_duration(seconds: float) -> str:
@@ -152,10 +142,10 @@ def progress_text(props: Mapping[str, Any]) -> str:
         return "-"
     text = (
         f"{props.get('Progress', 0.0) * 100:.0f}% "
-        f"({human_bytes(props.get('BytesDone'))} of {human_bytes(props.get('Bytes'))}"
+        f"({size_text(props.get('BytesDone'))} of {size_text(props.get('Bytes'))}"
     )
     if props.get("State") == "running" and props.get("Rate"):
-        text += f", {human_bytes(props['Rate'])}/s"
+        text += f", {size_text(props['Rate'])}/s"
         end = props.get("ExpectedEndTime", 0)
         if end:
             left = end / 1_000_000 - dt.datetime.now().timestamp()
@@ -200,7 +190,7 @@ def job_details(console: Console, path: str, props: Mapping[str, Any]) -> None:
     _list(
         console,
         "Disks",
-        [f"{k} -> {t}  {human_bytes(d)} of {human_bytes(b)}" for k, t, b, d in props.get("Disks", [])],
+        [f"{k} -> {t}  {size_text(d)} of {size_text(b)}" for k, t, b, d in props.get("Disks", [])],
     )
     _list(console, "Outputs", props.get("Outputs", []))
     _list(console, "Notes", props.get("Notes", []))
@@ -242,7 +232,7 @@ def _target(kind: str, target: Mapping[str, Any] | None) -> str:
 
 
 def _disk_line(disk: Mapping[str, Any]) -> str:
-    size = human_bytes(disk["virtual_size"]) if disk.get("virtual_size") is not None else "size unknown"
+    size = size_text(disk.get("virtual_size"), unknown="size unknown")
     line = f"{disk.get('key', '?')}: {disk.get('file', '?')} ({size})"
     if disk.get("missing"):
         return f"{line} MISSING: {disk.get('problem') or 'file not found'}"
@@ -316,7 +306,7 @@ def inspection_summary(data: Mapping[str, Any]) -> list[str]:
             lines.extend(f"  {item}" for item in items)
     video = data.get("video")
     if video:
-        vram = human_bytes((video.get("vram_kib") or 0) * 1024)
+        vram = size_text((video.get("vram_kib") or 0) * 1024)
         lines.append(f"Video:     {vram} VRAM -> {video.get('target_model') or 'none'}")
     else:
         lines.append("Video:     none")

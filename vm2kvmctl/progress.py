@@ -21,7 +21,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from vm2kvmctl.output import human_bytes
+from vm2kvmd.core.units import size_text
 
 
 class JobView(Protocol):
@@ -65,13 +65,13 @@ class PlainView:
         # the next phase, which the daemon flushes at once: report in that order.
         disks = props.get("Disks", [])
         for key, target, total, _done in disks[self._disks :]:
-            self._line(f"disk {key} -> {target} ({human_bytes(total)})")
+            self._line(f"disk {key} -> {target} ({size_text(total)})")
         self._disks = max(self._disks, len(disks))
         if props.get("ProgressValid") and props.get("State") == "running":
             decile = int(props.get("Progress", 0.0) * 10)
             if decile > self._decile:
                 self._decile = decile
-                done, total = human_bytes(props.get("BytesDone")), human_bytes(props.get("Bytes"))
+                done, total = size_text(props.get("BytesDone")), size_text(props.get("Bytes"))
                 self._line(f"copied {decile * 10}% ({done} of {total})")
         phase = props.get("Phase", "")
         if phase and phase != self._phase:
@@ -96,7 +96,7 @@ class _BinarySpeedColumn(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        return Text("?" if speed is None else f"{human_bytes(speed)}/s", style="progress.data.speed")
+        return Text("?" if speed is None else f"{size_text(speed)}/s", style="progress.data.speed")
 
 
 class _Status:

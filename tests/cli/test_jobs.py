@@ -18,7 +18,8 @@ import pytest
 from tests.cli.test_cli import assert_one_error_line, ctl, first_line_then_finish, start_ctl
 from tests.service.support import ScriptedRunner, serve_daemon
 from vm2kvmctl.client import DaemonError
-from vm2kvmctl.joblog import JournalUnavailable, LogLine, entry_line, from_journal
+from vm2kvmctl.joblog import JournalUnavailable, LogLine, entry_line
+from vm2kvmctl.jobs import JournalLog
 from vm2kvmctl.main import PRIVILEGES_HINT, daemon_error_text
 from vm2kvmd.constants import job_path
 from vm2kvmd.daemon import Daemon
@@ -237,10 +238,14 @@ async def test_logs_from_the_journal(private_bus: str) -> None:
     assert [line.split("] ", 1)[1] for line in lines] == [entry["message"] for entry in store.json()]
 
 
-def test_journal_reader_on_this_host() -> None:
+async def test_journal_reader_on_this_host() -> None:
     """Reading the system journal for a job it has no entries of: nothing (or the reason it cannot)."""
     try:
-        lines = from_journal(987654, int(dt.datetime.now().timestamp() * 1_000_000))
+        journal = await JournalLog.open(987654, int(dt.datetime.now().timestamp() * 1_000_000), None)
+        try:
+            lines = await journal.read()
+        finally:
+            journal.close()
     except JournalUnavailable as exc:
         assert str(exc)  # one line for the user
     else:

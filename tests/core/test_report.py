@@ -20,7 +20,7 @@ from vm2kvmd.core.hardware.model import Note, SourceVM
 from vm2kvmd.core.planning.guestcaps import GuestCaps
 from vm2kvmd.core.planning.mapping import plan_domain
 from vm2kvmd.core.planning.plan import DomainPlan, PlanOptions
-from vm2kvmd.core.report import build_report, size_text, target_device
+from vm2kvmd.core.report import build_report, target_device
 from vm2kvmd.core.vmware.vmx import parse_vmx
 from vm2kvmd.core.vmware.vmx_hardware import build_source_vm
 from vm2kvmd.sources.vmware.paths import local_resolver
@@ -240,17 +240,3 @@ def test_target_device_names() -> None:
     assert target_device("/dev/sdb3", plan) == "/dev/vdb3"
     assert target_device("/dev/sdc1", plan) == "/dev/sdc1"  # not a planned disk
     assert target_device("/dev/md0", plan) == "/dev/md0"
-
-
-@pytest.mark.parametrize(
-    ("count", "text"),
-    [
-        (None, "size unknown"),
-        (512, "512 B"),
-        (1 << 20, "1.0 MiB"),
-        (40 << 30, "40.0 GiB"),
-        (3 << 40, "3.0 TiB"),
-    ],
-)
-def test_size_text(count: int | None, text: str) -> None:
-    assert size_text(count) == text

@@ -8,7 +8,8 @@ under libvirt (TCG), its probe must report: multi-user reached, ``/``
 mounted read-write from a virtio disk, ``ens33`` (the VMware name, pinned to
 the kept MAC) with a DHCP address, and no VMware Tools.  Each of those needs
 one fix: ``test_boot_unconverted.py`` shows the guest without them, and the
-closing note of issue 4 records the runs with one step skipped.
+closing note of issue 4 records the runs with one step skipped.  And the boot
+is clean: systemd says ``running``, no unit failed (a degraded guest fails).
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ def test_converted_guest_boots_on_virtio_with_its_network(
 
     why = f"\nconsole:\n{result.tail()}"
     assert result.multi_user, why
+    # A degraded guest is not a converted one: every unit started.
+    assert result.failed_units == (), f"failed units: {', '.join(result.failed_units)}{why}"
+    assert result.state == "running", f"systemd state {result.state!r}{why}"
     assert result.root_fstype == "ext4", why
     assert result.root_source == "/dev/vda1", why
     assert "rw" in result.root_options.split(","), why

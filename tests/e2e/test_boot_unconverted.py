@@ -2,10 +2,11 @@
 
 What an unconverted VMware-era Linux guest does on KVM (the status quo that
 the guest conversion has to fix): it still boots, because the migrated disk
-is SATA and ``ahci`` is in its initramfs, but the NIC sits at another PCI
-address, so udev gives it another name than ``ens33``, ifupdown does not
-configure it and it gets no address; VMware Tools stay installed.  Also proves
-the boot harness (``tests/guests/boot.py``) works.
+is SATA and ``ahci`` is in its initramfs, and cleanly (systemd ``running``,
+no failed unit), but the NIC sits at another PCI address, so udev gives it
+another name than ``ens33``, ifupdown does not configure it and it gets no
+address; VMware Tools stay installed.  Also proves the boot harness
+(``tests/guests/boot.py``) works.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def test_unconverted_guest_boots_but_loses_its_network(
 
     why = f"\nconsole:\n{result.tail()}"
     assert result.multi_user, why
+    # Nothing fails on the way: the NIC is only "allow-hotplug", and the Tools' units need VMware.
+    assert result.failed_units == (), f"failed units: {', '.join(result.failed_units)}{why}"
+    assert result.state == "running", f"systemd state {result.state!r}{why}"
     assert (result.root_source, result.root_fstype) == ("/dev/sda1", "ext4"), why
     assert result.fstab_root == ("/dev/sda1", "/dev/sda1"), why
     assert "rw" in result.root_options.split(","), why

@@ -519,10 +519,6 @@ def _dpkg_status(packages: Sequence[tuple[str, str]]) -> str:
     )
 
 
-def _os_release(**fields: str) -> str:
-    return "".join(f'{k}="{v}"\n' for k, v in fields.items())
-
-
 _DEBIAN_APPS = [
     ("base-files", "11.1+deb11u9"),
     ("libc6", "2.31-13+deb11u8"),

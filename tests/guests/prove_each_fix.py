@@ -36,6 +36,8 @@ def failed_checks(result: ProbeResult, guest: DebianGuest) -> list[str]:
     """The boot test's guest-side checks that do not hold."""
     checks = {
         "multi-user reached": result.multi_user,
+        "no failed units": not result.failed_units,
+        "systemd running": result.state == "running",
         "root mounted read-write": "rw" in result.root_options.split(","),
         "root on virtio_blk": result.root_driver == "virtio_blk",
         "fstab's root exists": result.fstab_root[1] not in ("", "missing"),

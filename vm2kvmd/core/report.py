@@ -29,6 +29,7 @@ from vm2kvmd.core.hardware.model import (
     SourceVM,
 )
 from vm2kvmd.core.planning.plan import DomainPlan, PlannedCharPort, PlannedDisk, PlannedNic, PlannedRemovable
+from vm2kvmd.core.units import size_text
 
 REPORT_FORMAT: Final = 1  # bumped when a key changes meaning or disappears
 NOT_CONVERTED: Final = "guest not converted"
@@ -61,18 +62,6 @@ def build_report(
 
 
 # --- texts ---------------------------------------------------------------------------
-
-
-def size_text(count: int | None) -> str:
-    """Bytes as a VMware or libvirt UI shows them: binary units, one decimal."""
-    if count is None:
-        return "size unknown"
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
 
 
 def _plural(count: int, word: str) -> str:
@@ -231,8 +220,9 @@ def _source_disk(disk: SourceDisk, models: dict[tuple[Bus, int], str | None]) ->
     controller = address.bus.value.upper()
     if model := models.get((address.bus, address.controller)):
         controller = f"{controller} {model}"
-    size = disk.chain.virtual_size if disk.chain else disk.extracted_capacity
-    text = f"{disk.file_name}, {size_text(size)}, {controller}"
+    count = disk.chain.virtual_size if disk.chain else disk.extracted_capacity
+    size = size_text(count, unknown="size unknown")
+    text = f"{disk.file_name}, {size}, {controller}"
     if disk.mode != "persistent":
         text += f", {disk.mode}"
     if disk.missing:

@@ -27,13 +27,3 @@ class JobEvents(Protocol):
     def disks(self, items: Sequence[DiskProgress]) -> None: ...
     def disk_progress(self, index: int, done: int, total: int) -> None: ...  # any order across disks
     def log(self, message: str) -> None: ...
-
-
-def human(size: int) -> str:
-    """``1.5 GiB``: sizes in messages (the exact byte count goes next to it where it matters)."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.1f} {unit}" if unit != "B" else f"{size} B"
-        value /= 1024
-    raise AssertionError("unreachable")

@@ -32,8 +32,8 @@ from vm2kvmd.adapters.libvirt_host import BLOCK_POOL_TYPES, FILE_POOL_TYPES, Lib
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.planning.plan import DomainPlan, PlannedDisk
 from vm2kvmd.core.residue import Residue
+from vm2kvmd.core.units import size_text
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
-from vm2kvmd.pipeline.events import human
 from vm2kvmd.pipeline.rollback import Rollback
 
 
@@ -98,8 +98,8 @@ class Target:
         if needed > available:
             raise Vm2kvmError(
                 ErrorCode.NO_SPACE,
-                f"{what} need {human(needed)} ({needed} bytes) but {self.where} has "
-                f"{human(available)} ({available} bytes) free",
+                f"{what} need {size_text(needed)} ({needed} bytes) but {self.where} has "
+                f"{size_text(available)} ({available} bytes) free",
                 value=value,
                 hint=hint,
             )
@@ -119,14 +119,14 @@ class Target:
     def ran_out(self, disk: PlannedDisk, written: int, needed: int, free_before: int) -> Vm2kvmError:
         """The error of a copy that hit ENOSPC (blocking: says how much is free now)."""
         try:
-            now = f"; {human(self.available())} free now"
+            now = f"; {size_text(self.available())} free now"
         except (OSError, Vm2kvmError):
             now = ""
         return Vm2kvmError(
             ErrorCode.NO_SPACE,
             f"{self.where} ran out of space while copying disk {disk.source.address.key} "
-            f"({human(written)} to write, {human(needed)} for all disks, "
-            f"{human(free_before)} ({free_before} bytes) were free before the copy{now})",
+            f"({size_text(written)} to write, {size_text(needed)} for all disks, "
+            f"{size_text(free_before)} ({free_before} bytes) were free before the copy{now})",
             file=disk.target_path,
             value=self.where,
             hint="it filled up during the copy (another writer, or less room than it reported); "

@@ -65,10 +65,6 @@ class Inhibitor:
         self._closed = False
         self._complained = False
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
     def update(self, running: int) -> None:
         """Take, re-word or release the inhibitor for ``running`` jobs (in a task of the loop)."""
         self._wanted = running

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 HASH_CHUNK = 1 << 20
-HASH_ALGORITHMS = ("sha1", "sha256", "sha512")
 
 
 @dataclass(frozen=True)
