@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-from tests.guests.debian12 import build_debian12  # noqa: E402
+from testbed.guests.debian12 import build_debian12  # noqa: E402
 from vm2kvmd.core.options import MigrateOptions  # noqa: E402
 from vm2kvmd.pipeline import run_migration  # noqa: E402
 from vm2kvmd.pipeline.conversion import LibguestfsConverter  # noqa: E402

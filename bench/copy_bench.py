@@ -40,7 +40,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.harness.services import DirPool, ensure_libvirtd, remove_domain, unique_name  # noqa: E402
+from testbed.services import DirPool, ensure_libvirtd, remove_domain, unique_name  # noqa: E402
 from vm2kvmd.adapters import qemu_img  # noqa: E402
 from vm2kvmd.core.options import MigrateOptions  # noqa: E402
 from vm2kvmd.core.planning import blockdev as qemu_source  # noqa: E402

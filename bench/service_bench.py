@@ -46,8 +46,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from copy_bench import GiB, build_source, warm  # noqa: E402
 
-from tests.harness.bus import PrivateBus  # noqa: E402
-from tests.harness.services import DirPool, ensure_libvirtd, remove_domain, unique_name  # noqa: E402
+from testbed.bus import PrivateBus  # noqa: E402
+from testbed.services import DirPool, ensure_libvirtd, remove_domain, unique_name  # noqa: E402
 from vm2kvmctl.client import Client, unwrap  # noqa: E402
 from vm2kvmd.constants import JOB_IFACE, MANAGER_PATH, OBJECT_MANAGER_IFACE  # noqa: E402
 from vm2kvmd.service.store import DiskRecord, JobStore  # noqa: E402

@@ -37,7 +37,7 @@ import libvirt  # noqa: E402  (Debian's python3-libvirt via --system-site-packag
 from dbus_fast import Message, MessageType  # noqa: E402
 from dbus_fast.aio import MessageBus  # noqa: E402
 
-from tests.harness.services import PrivateBus, ensure_libvirtd  # noqa: E402
+from testbed.services import PrivateBus, ensure_libvirtd  # noqa: E402
 from vm2kvmd.constants import BUS_NAME, METADATA_NS  # noqa: E402
 
 URI = "qemu:///system"
@@ -72,7 +72,7 @@ def run_shown(args: list[str], env: dict[str, str] | None = None) -> None:
 def build_sample_vm() -> Path:
     # The test suite's boot-test guest: one builder, one cache for both.
     result = subprocess.run(
-        [sys.executable, "-m", "tests.guests.debian12", "--out", str(REPO / "build" / "guests")],
+        [sys.executable, "-m", "testbed.guests.debian12", "--out", str(REPO / "build" / "guests")],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
@@ -252,7 +252,7 @@ def migrate_args(boot: bool) -> list[str]:
 
 
 def boot_and_show(conn: libvirt.virConnect) -> None:
-    from tests.guests.boot import boot_and_probe  # the boot tests' harness
+    from testbed.guests.boot import boot_and_probe  # the boot tests' harness
 
     work = REPO / "build" / "demo-boot"
     shutil.rmtree(work, ignore_errors=True)

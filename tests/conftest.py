@@ -1,6 +1,6 @@
 """Shared pytest configuration: options and fixtures used across the suite.
 
-Services are real (dbus-daemon, libvirtd, qemu-img); see ``tests/harness/services.py``.
+Services are real (dbus-daemon, libvirtd, qemu-img); see ``testbed/services.py``.
 Every test is checked for leaked child processes, and every async test for
 leaked asyncio tasks.  Domains and pools named ``vm2kvm-test-<token>-*`` by this
 session that are still defined at the end are removed and fail the session.
@@ -27,7 +27,7 @@ from blockbuster import blockbuster_ctx
 os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
 os.environ.setdefault("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
 
-from tests.harness.services import (
+from testbed.services import (
     DEFAULT_URI,
     DefinedNetwork,
     DirPool,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness.disks import (
+from testbed.disks import (
     MiB,
     images_equal,
     make_delta,
@@ -21,7 +21,7 @@ from tests.harness.disks import (
     sha256_files,
     virtual_size,
 )
-from tests.harness.services import DirPool, child_pids, pid_alive
+from testbed.services import DirPool, child_pids, pid_alive
 from vm2kvmd.adapters import qemu_img
 from vm2kvmd.adapters.libvirt_host import LibvirtHost
 from vm2kvmd.core.planning.blockdev import Node

@@ -30,7 +30,7 @@ from typing import Any
 import libvirt
 import pytest
 
-from tests.harness.services import DirPool, remove_domain
+from testbed.services import DirPool, remove_domain
 from tests.helpers.ova_factory import (
     OvfDisk,
     OvfNic,

@@ -28,7 +28,7 @@ from typing import Any
 import libvirt
 import pytest
 
-from tests.harness.services import DirPool, remove_domain
+from testbed.services import DirPool, remove_domain
 from tests.helpers.ova_factory import OvfDisk, OvfNic, build_ova, manifest_text, ovf_text, write_tar
 from tests.helpers.vmdk_factory import MiB, make_vmdk, sha256_tree
 from tests.pipeline.support import RecordingEvents

@@ -18,9 +18,9 @@ from typing import Any
 import libvirt
 import pytest
 
-from tests.harness.disks import make_unreadable_vmdk
-from tests.harness.disks import make_vmdk as make_filled_vmdk
-from tests.harness.services import DirPool, child_pids, domain_macs, remove_domain
+from testbed.disks import make_unreadable_vmdk
+from testbed.disks import make_vmdk as make_filled_vmdk
+from testbed.services import DirPool, child_pids, domain_macs, remove_domain
 from tests.helpers.vmdk_factory import MiB, images_equal, make_delta, make_vmdk, sha256_tree
 from tests.pipeline.support import RecordingEvents
 from vm2kvmd.adapters import qemu_img

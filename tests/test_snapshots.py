@@ -21,7 +21,7 @@ import libvirt
 import pytest
 from dbus_fast import Variant
 
-from tests.harness.services import DirPool
+from testbed.services import DirPool
 from tests.helpers.vmdk_factory import (
     MiB,
     images_equal,

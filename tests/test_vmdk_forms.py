@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness.services import DirPool
+from testbed.services import DirPool
 from tests.helpers.vmdk_factory import (
     GiB,
     MiB,

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from testbed.guests.phony import PhonyGuest, build_images
 from tests.core.vmware.vmx_support import BASE, build, good_disk
-from tests.guests.phony import PhonyGuest, build_images
 from vm2kvmd.convert.context import ConversionOptions, GuestContext
 from vm2kvmd.core.guest.info import DeviceMap, GuestInfo, Kernel
 from vm2kvmd.core.hardware.model import SourceVM

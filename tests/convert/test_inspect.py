@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.guests import phony
+from testbed.guests import phony
 from tests.guests.phony_fixtures import open_overlays
 from vm2kvmd.convert.inspect import (
     inspect_guest,

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from testbed.bus import PrivateBus
 from tests.e2e.lifecycle_support import MakeDaemon, ServiceDaemon
 from tests.e2e.support import DaemonProcess
-from tests.harness.bus import PrivateBus
 
 
 @pytest.fixture(scope="module")

@@ -34,9 +34,9 @@ from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 from dbus_fast.signature import Variant
 
+from testbed.processes import forget_service, register_service, tail
+from testbed.services import DirPool
 from tests.e2e.support import REPO, VmxDisk, VmxNic, bus_env, ctl, vmware_uuid, write_vmx
-from tests.harness.processes import forget_service, register_service, tail
-from tests.harness.services import DirPool
 from tests.helpers.vmdk_factory import make_vmdk, sha256_tree
 from vm2kvmd.constants import BUS_NAME, JOB_IFACE, MANAGER_IFACE, MANAGER_PATH, job_path
 
@@ -347,7 +347,7 @@ def make_vm(directory: Path, name: str, sizes: Iterable[int] = (32 * MiB, 16 * M
 
 
 def phony_vm(image: Path, directory: Path) -> tuple[Path, dict[str, str]]:
-    """A VM whose one disk is a phony guest (``tests/guests/phony.py``): (its .vmx, its checksums)."""
+    """A VM whose one disk is a phony guest (``testbed/guests/phony.py``): (its .vmx, its checksums)."""
     directory.mkdir(parents=True)
     disk = directory / f"{image.name.split('-')[0]}.vmdk"
     vmdk = ["-O", "vmdk", "-o", "subformat=monolithicSparse"]

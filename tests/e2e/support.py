@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.harness.processes import forget_service, register_service, stop_process, tail
+from testbed.processes import forget_service, register_service, stop_process, tail
 
 REPO = Path(__file__).resolve().parents[2]
 

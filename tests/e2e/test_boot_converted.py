@@ -1,6 +1,6 @@
 """Issue 4's proof: the hard-way Debian 12 VMware guest, converted by the daemon, boots on virtio.
 
-The guest (``tests/guests/debian12.py``) has its root hard-coded as
+The guest (``testbed/guests/debian12.py``) has its root hard-coded as
 ``/dev/sda1`` in fstab and GRUB (with ``GRUB_DISABLE_LINUX_UUID=true``), an
 initramfs without virtio drivers, open-vm-tools, and ifupdown configuring
 ``ens33``.  Migrated with conversion through the real daemon and CLI, booted
@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 from lxml import etree
 
+from testbed.guests.boot import boot_and_probe
+from testbed.guests.debian12 import DebianGuest
+from testbed.services import DirPool
 from tests.e2e.support import DaemonProcess, ctl, migrate_for_boot
-from tests.guests.boot import boot_and_probe
-from tests.guests.debian12 import DebianGuest
 from tests.guests.fixtures import GUEST_BUILD_TIMEOUT
-from tests.harness.services import DirPool
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.slow, pytest.mark.slow_guest]
 

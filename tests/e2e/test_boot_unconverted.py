@@ -6,7 +6,7 @@ is SATA and ``ahci`` is in its initramfs, and cleanly (systemd ``running``,
 no failed unit), but the NIC sits at another PCI address, so udev gives it
 another name than ``ens33``, ifupdown does not configure it and it gets no
 address; VMware Tools stay installed.  Also proves the boot harness
-(``tests/guests/boot.py``) works.
+(``testbed/guests/boot.py``) works.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
+from testbed.guests.boot import boot_and_probe
+from testbed.guests.debian12 import DebianGuest
+from testbed.services import DirPool
 from tests.e2e.support import DaemonProcess, migrate_for_boot
-from tests.guests.boot import boot_and_probe
-from tests.guests.debian12 import DebianGuest
 from tests.guests.fixtures import GUEST_BUILD_TIMEOUT
-from tests.harness.services import DirPool
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.slow, pytest.mark.slow_guest]
 

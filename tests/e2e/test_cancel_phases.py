@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from testbed.disks import make_vmdk as make_data_vmdk
+from testbed.services import DirPool, unique_name
 from tests.e2e.lifecycle_support import (
     CANCELLED,
     HOLD_ENV,
@@ -45,8 +47,6 @@ from tests.e2e.lifecycle_support import (
     work_files,
 )
 from tests.e2e.support import VmxDisk, write_vmx
-from tests.harness.disks import make_vmdk as make_data_vmdk
-from tests.harness.services import DirPool, unique_name
 from tests.helpers.vmdk_factory import sha256_tree
 
 pytestmark = pytest.mark.libvirt

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from lxml import etree
 
+from testbed.disks import make_unreadable_vmdk
+from testbed.services import DirPool
 from tests.e2e.support import DaemonProcess, VmxDisk, VmxNic, ctl, vmware_uuid, write_vmx
-from tests.harness.disks import make_unreadable_vmdk
-from tests.harness.services import DirPool
 from tests.helpers.vmdk_factory import QEMU_SUBFORMATS, images_equal, make_vmdk, qemu_info, sha256_tree
 
 pytestmark = pytest.mark.libvirt

@@ -19,8 +19,8 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.signature import Variant
 from lxml import etree
 
+from testbed.services import DirPool
 from tests.e2e.support import DaemonProcess, ctl
-from tests.harness.services import DirPool
 from tests.helpers.ova_factory import OvfDisk, OvfNic, build_ova, manifest_text, ovf_text, write_tar
 from tests.helpers.vmdk_factory import images_equal, make_vmdk, qemu_info, sha256_tree
 from vm2kvmd.constants import BUS_NAME, MANAGER_IFACE, MANAGER_PATH, error_name

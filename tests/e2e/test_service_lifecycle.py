@@ -21,6 +21,9 @@ from typing import Any
 import pytest
 from lxml import etree
 
+from testbed.disks import make_unreadable_vmdk
+from testbed.disks import make_vmdk as make_data_vmdk
+from testbed.services import DirPool, remove_domain, unique_name
 from tests.e2e.lifecycle_support import (
     CANCELLED,
     HOLD_ENV,
@@ -46,9 +49,6 @@ from tests.e2e.lifecycle_support import (
     work_files,
 )
 from tests.e2e.support import VmxDisk, write_vmx
-from tests.harness.disks import make_unreadable_vmdk
-from tests.harness.disks import make_vmdk as make_data_vmdk
-from tests.harness.services import DirPool, remove_domain, unique_name
 from tests.helpers.vmdk_factory import images_equal, sha256_tree
 
 pytestmark = pytest.mark.libvirt

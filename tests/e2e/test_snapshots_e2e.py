@@ -10,8 +10,8 @@ from typing import Any
 import libvirt
 import pytest
 
+from testbed.services import DirPool
 from tests.e2e.support import DaemonProcess, VmxDisk, ctl, write_vmx
-from tests.harness.services import DirPool
 from tests.helpers.vmdk_factory import images_equal, make_delta, make_vmdk, sha256_tree
 
 pytestmark = pytest.mark.libvirt

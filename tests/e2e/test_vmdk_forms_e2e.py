@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from lxml import etree
 
+from testbed.services import DirPool
 from tests.e2e.support import DaemonProcess, VmxDisk, ctl, write_vmx
-from tests.harness.services import DirPool
 from tests.helpers.vmdk_factory import (
     MiB,
     default_pattern,

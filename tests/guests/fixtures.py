@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.guests.debian12 import DEFAULT_CACHE_ROOT, DebianGuest, build_debian12
+from testbed.guests.debian12 import DEFAULT_CACHE_ROOT, DebianGuest, build_debian12
 
 # A cold build: debootstrap about 2 min, the image about 1.5 min, plus slack for a loaded machine.
 GUEST_BUILD_TIMEOUT = 900
@@ -18,5 +18,5 @@ GUEST_BUILD_TIMEOUT = 900
 
 @pytest.fixture(scope="session")
 def debian12_guest() -> DebianGuest:
-    """The read-only Debian 12 VMware VM (``.vmx``, split VMDK) of ``tests.guests.debian12``."""
+    """The read-only Debian 12 VMware VM (``.vmx``, split VMDK) of ``testbed.guests.debian12``."""
     return build_debian12(DEFAULT_CACHE_ROOT)

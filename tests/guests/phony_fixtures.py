@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.guests.phony import BASE_SPECS, DEFAULT_CACHE_DIR, build_images
+from testbed.guests.phony import BASE_SPECS, DEFAULT_CACHE_DIR, build_images
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@
 
 Run by hand (about 4–6 minutes per step under TCG; not part of the suite).
 For each step it migrates the hard-way Debian 12 VMware guest
-(``tests/guests/debian12.py``) through the real pipeline with that one
+(``testbed/guests/debian12.py``) through the real pipeline with that one
 conversion step skipped (``LibguestfsConverter(skip=...)``), boots the
 result under libvirt exactly as ``tests/e2e/test_boot_converted.py`` does,
 and prints which of the boot test's checks fail.  Every line must show at
@@ -20,9 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.guests.boot import ProbeResult, boot_and_probe
-from tests.guests.debian12 import DebianGuest, build_debian12
-from tests.harness.services import DirPool, LiveConnection, ensure_libvirtd, remove_domain, unique_name
+from testbed.guests.boot import ProbeResult, boot_and_probe
+from testbed.guests.debian12 import DebianGuest, build_debian12
+from testbed.services import DirPool, LiveConnection, ensure_libvirtd, remove_domain, unique_name
 from tests.pipeline.support import RecordingEvents
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.pipeline import run_migration

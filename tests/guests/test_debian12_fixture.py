@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from tests.guests.boot import boot_xml, parse_probe
-from tests.guests.debian12 import (
+from testbed.guests.boot import boot_xml, parse_probe
+from testbed.guests.debian12 import (
     FORBIDDEN_INITRAMFS_MODULES,
     DebianGuest,
     as_first_disk,

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from testbed.services import DirPool, child_pids
 from tests.e2e.support import VmxDisk, write_vmx
-from tests.harness.services import DirPool, child_pids
 from vm2kvmd.pipeline import DiskProgress
 
 MiB = 1 << 20
@@ -64,7 +64,7 @@ class RecordingEvents:
 
 def make_disk(directory: Path, name: str, size: int, data: Sequence[tuple[int, int, int]], **kw: str) -> Path:
     """A VMDK of ``size`` holding ``data`` runs (offset, length, byte) made with qemu-img."""
-    from tests.harness.disks import make_vmdk
+    from testbed.disks import make_vmdk
 
     return make_vmdk(directory, name, size, writes=data, **kw)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.disks import make_unreadable_vmdk
-from tests.harness.services import DirPool
+from testbed.disks import make_unreadable_vmdk
+from testbed.services import DirPool
 from tests.helpers.vmdk_factory import images_equal, sha256_tree
 from tests.pipeline.support import MiB, RecordingEvents, allocated, make_disk, qemu_img_children, vm_with
 from vm2kvmd.core.options import MigrateOptions

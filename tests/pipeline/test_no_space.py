@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from dbus_fast.signature import Variant
 
-from tests.harness.services import DirPool
+from testbed.services import DirPool
 from tests.helpers.vmdk_factory import sha256_tree
 from tests.pipeline.support import MiB, RecordingEvents, make_disk, qemu_img_children, vm_with
 from tests.service.support import BusClient

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness.disks import make_delta, make_unreadable_vmdk
-from tests.harness.services import DirPool
+from testbed.disks import make_delta, make_unreadable_vmdk
+from testbed.services import DirPool
 from tests.helpers.vmdk_factory import images_equal, read_virtual, sha256_tree
 from tests.pipeline.support import MiB, RecordingEvents, allocated, make_disk, vm_with
 from vm2kvmd.adapters import qemu_img

@@ -17,7 +17,7 @@ from typing import Any
 import libvirt
 import pytest
 
-from tests.harness.services import DEFAULT_URI, DirPool, remove_domain
+from testbed.services import DEFAULT_URI, DirPool, remove_domain
 from tests.pipeline.support import MiB, RecordingEvents, small_vm
 from vm2kvmd.adapters.libvirt_host import LibvirtHost
 from vm2kvmd.core.options import MigrateOptions

@@ -16,7 +16,7 @@ from typing import Any
 import libvirt
 import pytest
 
-from tests.harness.services import DirPool, remove_domain, unique_name
+from testbed.services import DirPool, remove_domain, unique_name
 from tests.helpers.vmdk_factory import images_equal, sha256_tree
 from tests.pipeline.support import MiB, RecordingEvents, allocated, make_disk, qemu_img_children, vm_with
 from vm2kvmd.adapters import qemu_img
@@ -330,7 +330,7 @@ async def test_a_logical_volume_is_written_whole_zeros_included(
 async def test_a_failed_copy_to_a_logical_volume_removes_it(
     tmp_path: Path, logical_pool: LogicalPool, stand_in_lvs: list[str], domain_name: str
 ) -> None:
-    from tests.harness.disks import make_unreadable_vmdk
+    from testbed.disks import make_unreadable_vmdk
 
     vmdir = tmp_path / "bad-vm"
     vmdir.mkdir()

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness.bus import PrivateBus
+from testbed.bus import PrivateBus
 from tests.helpers.vmdk_factory import make_flat_file, write_descriptor
 from tests.service import test_auth
 from tests.service.support import BusClient

@@ -27,8 +27,8 @@ from dbus_fast.annotations import DBusStr, DBusUInt32
 from dbus_fast.service import ServiceInterface, dbus_method
 from dbus_fast.signature import Variant
 
-from tests.harness.bus import PrivateBus
-from tests.harness.processes import register_service, stop_process
+from testbed.bus import PrivateBus
+from testbed.processes import register_service, stop_process
 from tests.service.support import BusClient, ScriptedRunner, StaticInspector, serve_daemon
 from tests.service.test_daemon_process import finish, running, wait_for_name
 from vm2kvmd.constants import BUS_NAME, JOB_IFACE, MANAGER_IFACE, MANAGER_PATH

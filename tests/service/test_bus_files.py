@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.services import PrivateBus
+from testbed.services import PrivateBus
 from tests.service.support import BusClient
 from tests.service.test_daemon_process import finish, running, wait_for_name
 from vm2kvmd.constants import BUS_NAME, MANAGER_IFACE, MANAGER_PATH

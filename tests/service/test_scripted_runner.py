@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness.disks import make_unreadable_vmdk
-from tests.harness.services import DirPool
+from testbed.disks import make_unreadable_vmdk
+from testbed.services import DirPool
 from tests.pipeline.support import MiB, RecordingEvents, make_disk, vm_with
 from tests.service.support import ScriptedRunner, pipeline_phases
 from vm2kvmd.core.options import MigrateOptions

@@ -26,6 +26,7 @@ import pytest
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
+from testbed.services import PrivateBus
 from tests.e2e.lifecycle_support import (
     HOLD_ENV,
     MiB,
@@ -37,7 +38,6 @@ from tests.e2e.lifecycle_support import (
     wait_for,
     wait_phase,
 )
-from tests.harness.services import PrivateBus
 from tests.service.support import BusClient, ScriptedRunner, StaticInspector
 from tests.service.test_daemon_process import finish, name_owner
 from vm2kvmd.constants import BUS_NAME, MANAGER_IFACE, MANAGER_PATH

@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.core.vmware.vmx_support import BASE, build, good_disk
-from tests.guests.phony import (
+from testbed.guests.phony import (
     CENTOS6_BOOT_UUID,
     CENTOS6_ROOT_UUID,
     DEBIAN11_ROOT_UUID,
@@ -33,6 +32,7 @@ from tests.guests.phony import (
     sles12,
     stub_calls,
 )
+from tests.core.vmware.vmx_support import BASE, build, good_disk
 from vm2kvmd.convert.context import GuestContext
 from vm2kvmd.convert.linux.devices import fix_device_names, regenerate_bootloader
 from vm2kvmd.core.guest.info import DeviceMap, GuestInfo

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from testbed.guests.phony import centos6, debian11, rhel8, sles12, stub_calls
 from tests.convert.steps_support import Appliance, context, guest, kernel, launch, text
-from tests.guests.phony import centos6, debian11, rhel8, sles12, stub_calls
 from vm2kvmd.convert.context import GuestContext
 from vm2kvmd.convert.linux.initramfs import ensure_virtio_initramfs
 from vm2kvmd.core.guest.linux.initramfs import MARKER

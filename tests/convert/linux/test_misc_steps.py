@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from testbed.guests.phony import centos6, debian11, rhel8
 from tests.convert.steps_support import Appliance, context, guest, launch, text
-from tests.guests.phony import centos6, debian11, rhel8
 from vm2kvmd.convert.context import ConversionOptions, GuestContext
 from vm2kvmd.convert.linux.agent import install_guest_agent
 from vm2kvmd.convert.linux.selinux import relabel

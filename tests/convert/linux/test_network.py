@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from testbed.guests.phony import PhonyGuest, build_images, centos6, debian11, rhel8, ubuntu2004
 from tests.core.vmware.vmx_support import BASE, build
-from tests.guests.phony import PhonyGuest, build_images, centos6, debian11, rhel8, ubuntu2004
 from vm2kvmd.convert.context import GuestContext
 from vm2kvmd.convert.linux.network import pin_nic_names
 from vm2kvmd.core.guest.info import DeviceMap, GuestInfo

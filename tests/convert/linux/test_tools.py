@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from testbed.guests.phony import centos6, debian11, rhel8, sles12, stub_calls
 from tests.convert.steps_support import Appliance, context, guest, launch, text
-from tests.guests.phony import centos6, debian11, rhel8, sles12, stub_calls
 from vm2kvmd.convert.linux.tools import remove_vmware_tools
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 

@@ -22,6 +22,7 @@ import libvirt
 import pytest
 from lxml import etree
 
+from testbed.services import remove_domain, unique_name
 from tests.core.planning.test_mapping import (
     CAPS,
     NEW_UUID,
@@ -33,7 +34,6 @@ from tests.core.planning.test_mapping import (
     make_vm,
     plan,
 )
-from tests.harness.services import remove_domain, unique_name
 from vm2kvmd.constants import METADATA_NS
 from vm2kvmd.core.domainxml import render_domain_xml
 from vm2kvmd.core.hardware.model import (

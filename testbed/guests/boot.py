@@ -3,7 +3,7 @@
 ``boot_and_probe(conn, domain_name, work_dir)`` takes a domain a migration
 defined, rewrites its definition for a test boot, starts it, waits for the
 ``VM2KVM-PROBE done`` line that ``vm2kvm-probe.service`` (see
-``tests/guests/debian12_files/``) writes on ttyS0, and always destroys the
+``testbed/guests/debian12_files/``) writes on ttyS0, and always destroys the
 domain at the end; the definition stays (rewritten) for the test to undefine.
 
 The rewrite:

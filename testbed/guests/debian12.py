@@ -11,7 +11,7 @@ VM (``debian12.vmx`` + a split sparse VMDK) whose guest knows nothing of KVM:
   PCI slot 33;
 - open-vm-tools installed and enabled;
 - ``vm2kvm-probe.service``, which reports the booted system on ttyS0 and
-  powers off (``tests/guests/debian12_files/``, read by ``tests/guests/boot.py``).
+  powers off (``testbed/guests/debian12_files/``, read by ``testbed/guests/boot.py``).
 
 The result is cached in ``cache_root/debian12-<hash>/`` where the hash covers
 this file and ``debian12_files/``: editing either rebuilds, and stale builds
@@ -26,7 +26,7 @@ build the root filesystem inside the partition of a raw disk with no loop
 device, and one libguestfs appliance (TCG) to run ``grub-install`` and
 ``update-grub`` where the disk really is ``/dev/sda``.  Needs root.
 
-    python -m tests.guests.debian12 [--out DIR]     # build (or reuse), print the VMX path
+    python -m testbed.guests.debian12 [--out DIR]     # build (or reuse), print the VMX path
 """
 
 from __future__ import annotations

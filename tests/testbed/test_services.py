@@ -16,7 +16,7 @@ import pytest
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from tests.harness.services import (
+from testbed.services import (
     DefinedNetwork,
     DirPool,
     LibvirtdGuard,
@@ -131,7 +131,7 @@ _STALE_START = textwrap.dedent(
         s.bind(path)
         s.close()
     sys.path.insert(0, sys.argv[1])
-    from tests.harness.services import ensure_libvirtd, libvirt_answers
+    from testbed.services import ensure_libvirtd, libvirt_answers
     guard = ensure_libvirtd()
     pids = guard.pids
     assert len(pids) == 2, pids
@@ -142,7 +142,7 @@ _STALE_START = textwrap.dedent(
     assert not libvirt_answers()
 
     # A LiveConnection survives its libvirtd being stopped by someone else.
-    from tests.harness.services import LiveConnection
+    from testbed.services import LiveConnection
     conn = LiveConnection()
     assert conn.getLibVersion() > 0 and len(conn.guards) == 1  # none answered: started one
     first = conn.guards[0].pids

@@ -36,7 +36,7 @@ builder part of this file and busybox), built in one appliance launch for everyt
 under an ``flock``, renamed into place and made read-only.  Use them through
 qcow2 overlays (``tests/guests/phony_fixtures.py``).
 
-    python -m tests.guests.phony [--out DIR]     # build every base guest, print the paths
+    python -m testbed.guests.phony [--out DIR]     # build every base guest, print the paths
 """
 
 from __future__ import annotations

@@ -28,8 +28,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 import libvirt
 
-from tests.harness.bus import PrivateBus
-from tests.harness.processes import (
+from testbed.bus import PrivateBus
+from testbed.processes import (
     child_pids,
     describe_pids,
     forget_service,

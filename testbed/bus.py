@@ -13,7 +13,7 @@ from pathlib import Path
 from types import TracebackType
 from xml.sax.saxutils import escape
 
-from tests.harness.processes import register_service, stop_process, tail
+from testbed.processes import register_service, stop_process, tail
 
 _SESSION_POLICY = """
   <policy context="default">

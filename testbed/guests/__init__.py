@@ -1,0 +1,1 @@
+"""Test guests: the Debian 12 VMware-style guest, phony guest images, and boot-and-probe."""
