@@ -18,6 +18,7 @@ PACKAGES=(
     lvm2
     debootstrap busybox-static linux-image-amd64
     shellcheck
+    golang-go golang-github-vmware-govmomi-dev
 )
 VENV=.venv
 STAMP="$VENV/.vm2kvm-installed"
