@@ -626,6 +626,7 @@ def test_no_guest_os_at_all() -> None:
         ("080027A1B2C3", "08:00:27:a1:b2:c3"),
         ("00-0c-29-01-02-03", "00:0c:29:01:02:03"),
         ("bogus", None),
+        ("00:00:00:00:00:00", "00:00:00:00:00:00"),  # NSX: assigned at power-on; planning gives one
     ],
 )
 def test_nic_macs(address: str, mac: str | None) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.core.vmware.vmx_support import BASE, build, note_text
-from vm2kvmd.core.hardware.model import PortEndpoint, PortKind, SourceVM
+from vm2kvmd.core.hardware.model import ZERO_MAC, PortEndpoint, PortKind, SourceVM
 from vm2kvmd.core.vmware.vmx_devices import parse_port_uri
 
 
@@ -46,6 +46,13 @@ def test_nic_addresses(tmp_path: Path) -> None:
     assert "static address missing; ethernet0.generatedAddress used" in note_text(fallback)
     none = nic_vm(tmp_path, "")
     assert none.nics[0].mac is None and "no MAC address" in note_text(none)
+
+
+def test_nsx_all_zero_static_mac_is_kept_for_planning(tmp_path: Path) -> None:
+    # NSX writes a static all-zero MAC and assigns the real one at power-on (issue 12).
+    vm = nic_vm(tmp_path, 'ethernet0.addressType = "static"\nethernet0.address = "00:00:00:00:00:00"')
+    assert (vm.nics[0].mac, vm.nics[0].address_type) == (ZERO_MAC, "static")
+    # A generated address is VMware's own and never zero: still a named error (test_vmx_hardware).
 
 
 def test_nic_connections(tmp_path: Path) -> None:

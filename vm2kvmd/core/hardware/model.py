@@ -177,11 +177,16 @@ class RemovableDrive:
 # --- network ---------------------------------------------------------------
 
 
+# A static MAC of all zeros: the NIC has no MAC of its own yet; NSX assigns one at power-on.
+# Kept in the model as the source says it (the report shows it); planning gives a fresh one.
+ZERO_MAC = "00:00:00:00:00:00"
+
+
 @dataclass(frozen=True)
 class Nic:
     index: int  # N of ethernetN
     model: str  # vlance, vmxnet, vmxnet2, vmxnet3, e1000, e1000e
-    mac: str | None  # lower-case aa:bb:cc:dd:ee:ff; None only if the VMX has none
+    mac: str | None  # lower-case aa:bb:cc:dd:ee:ff; None only if the VMX has none; ZERO_MAC: see there
     address_type: str  # generated, vpx, static
     connection_type: str  # bridged, nat, hostonly, custom
     network_name: str | None  # ethernetN.networkName (port group / network label)

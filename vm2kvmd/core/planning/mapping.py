@@ -121,6 +121,16 @@ def _plan_uuid(vm: SourceVM, opts: PlanOptions, notes: list[Note]) -> tuple[str,
     return vm.uuid_bios, None
 
 
+def _identity(vm: SourceVM) -> str:
+    """The source's UUIDs, not the domain's: a UUID taken on the host gives the domain a random one.
+
+    The path only when the VM has none, as it differs between machines (golden files).
+    """
+    if vm.uuid_bios or vm.vc_uuid:
+        return f"{vm.uuid_bios}/{vm.vc_uuid}"
+    return vm.source_path
+
+
 def _plan_topology(vcpus: int, cores_per_socket: int, notes: list[Note]) -> tuple[int, int, int]:
     """(sockets, cores, threads); their product is always ``vcpus``."""
     if cores_per_socket >= 1 and vcpus % cores_per_socket == 0:
@@ -206,7 +216,7 @@ def plan_domain(vm: SourceVM, opts: PlanOptions, caps: GuestCaps) -> DomainPlan:
     )
     cdroms = plan_cdroms(vm.cdroms, caps, namer, notes)
     floppies = plan_floppies(vm.floppies, namer, notes)
-    nics = plan_nics(vm.nics, opts, caps, notes)
+    nics = plan_nics(vm.nics, opts, caps, notes, _identity(vm))
     source_dir = posixpath.dirname(vm.source_path)
     serials = plan_serials(vm.serials, name, domain_uuid, source_dir, notes)
     parallels = plan_parallels(vm.parallels, name, notes)

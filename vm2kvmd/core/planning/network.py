@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from vm2kvmd.core.hardware.model import Nic, Note
+import hashlib
+
+from vm2kvmd.core.hardware.model import ZERO_MAC, Nic, Note
 from vm2kvmd.core.planning.guestcaps import GuestCaps
 from vm2kvmd.core.planning.plan import PlannedNic, PlanOptions
 
@@ -31,12 +33,41 @@ def _valid_mac(mac: str) -> bool:
         return False
 
 
+# QEMU's OUI, which libvirt uses for the MACs it generates; locally administered (0x52 has bit 1 set).
+FRESH_MAC_PREFIX = "52:54:00"
+
+
+def fresh_mac(identity: str, index: int, taken: set[str]) -> str:
+    """A MAC for NIC ``index`` of the VM ``identity`` (its UUIDs), the same at every planning.
+
+    Derived, not random, so that Inspect shows the MAC Migrate gives and the guest
+    conversion can pin the NIC's name to it; ``taken`` (the VM's other MACs) is skipped.
+    """
+    for attempt in range(256):
+        digest = hashlib.sha256(f"{identity}/{index}/{attempt}".encode()).digest()
+        mac = FRESH_MAC_PREFIX + "".join(f":{b:02x}" for b in digest[:3])
+        if mac not in taken:
+            return mac
+    raise AssertionError("256 MACs taken by one VM")  # at most 10 NICs
+
+
+def _zero_mac_note(mac: str) -> str:
+    return (
+        f"the source has no MAC address (a static all-zero one: NSX assigns it at power-on); "
+        f"the guest gets {mac}, the same at every migration of this VM. The guest's network "
+        f"configuration named no MAC for it, so it is unaffected; DHCP reservations and firewall "
+        f"rules for this NIC need the new MAC"
+    )
+
+
 def plan_nics(
-    nics: tuple[Nic, ...], opts: PlanOptions, caps: GuestCaps, notes: list[Note]
+    nics: tuple[Nic, ...], opts: PlanOptions, caps: GuestCaps, notes: list[Note], identity: str
 ) -> tuple[PlannedNic, ...]:
+    """``identity``: what tells this VM apart from others (its UUIDs), for fresh MACs."""
     bridges = dict(opts.bridges)
     networks = dict(opts.networks)
     planned: list[PlannedNic] = []
+    taken = {n.mac for n in nics if n.mac}
     for nic in sorted(nics, key=lambda n: n.index):
         key = f"ethernet{nic.index}"
         source = nic.source_network
@@ -54,7 +85,11 @@ def plan_nics(
                 )
             )
         mac = nic.mac
-        if mac is None:
+        if mac == ZERO_MAC:
+            mac = fresh_mac(identity, nic.index, taken)
+            taken.add(mac)
+            notes.append(Note(_zero_mac_note(mac), key))
+        elif mac is None:
             notes.append(Note("no MAC address in the source; libvirt will generate one", key))
         elif not _valid_mac(mac):
             notes.append(Note(f"MAC address {mac} is not a unicast address; libvirt will generate one", key))

@@ -10,7 +10,18 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from vm2kvmd.core.hardware.model import CharPort, Nic, Note, PortEndpoint, PortKind, Sound, Usb, Video, Vnc
+from vm2kvmd.core.hardware.model import (
+    ZERO_MAC,
+    CharPort,
+    Nic,
+    Note,
+    PortEndpoint,
+    PortKind,
+    Sound,
+    Usb,
+    Video,
+    Vnc,
+)
 from vm2kvmd.core.vmware.vmx import VmxFile, pci_slot
 
 NIC_MODELS = frozenset({"vlance", "vmxnet", "vmxnet2", "vmxnet3", "e1000", "e1000e"})
@@ -33,8 +44,12 @@ def guest_default_nic(is_64bit: bool) -> str:
     return "e1000" if is_64bit else "vlance"
 
 
-def parse_mac(vmx: VmxFile, key: str) -> str | None:
-    """A unicast MAC in lower-case colon form; INVALID_VALUE naming ``key`` otherwise."""
+def parse_mac(vmx: VmxFile, key: str, *, zero_ok: bool = False) -> str | None:
+    """A unicast MAC in lower-case colon form; INVALID_VALUE naming ``key`` otherwise.
+
+    ``zero_ok``: the all-zero MAC is kept (``ZERO_MAC``) instead of refused.  A static
+    address may be all zero: NSX writes it for a NIC whose MAC it assigns at power-on.
+    """
     raw = vmx.get_str(key)
     if raw is None or not raw.strip():
         return None
@@ -46,7 +61,7 @@ def parse_mac(vmx: VmxFile, key: str) -> str | None:
     mac = text.replace("-", ":")
     if int(mac[:2], 16) & 1:
         raise vmx.invalid(key, raw, "is a multicast MAC address, which a NIC cannot use")
-    if mac == "00:00:00:00:00:00":
+    if mac == ZERO_MAC and not zero_ok:
         raise vmx.invalid(key, raw, "is the all-zero MAC address")
     return mac
 
@@ -85,9 +100,9 @@ def _nic(vmx: VmxFile, index: int, prefix: str, is_64bit: bool, notes: list[Note
         notes.append(Note(f"unknown addressType {address_type!r}; treated as generated", type_key))
         address_type = "generated"
     wanted, other = (static_key, generated_key) if address_type == "static" else (generated_key, static_key)
-    mac = parse_mac(vmx, wanted)
+    mac = parse_mac(vmx, wanted, zero_ok=wanted == static_key)
     if mac is None:
-        mac = parse_mac(vmx, other)
+        mac = parse_mac(vmx, other, zero_ok=other == static_key)
         if mac is not None:
             notes.append(Note(f"{address_type} address missing; {vmx.key_name(other)} used", type_key))
         else:
