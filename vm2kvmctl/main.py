@@ -52,6 +52,17 @@ def absolute(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
+def network_entry(text: str) -> str:
+    """``--network``/``--bridge`` as the daemon takes them: ``VMWARE=TARGET``, or ``TARGET`` alone
+    for every other network.  virt-v2v's ``IN:OUT`` becomes ``IN=OUT`` (split at the first colon,
+    as virt-v2v does; a VMware network with a colon in its name is written ``NAME=TARGET``).
+    """
+    if "=" in text or ":" not in text:
+        return text
+    vmware, _, target = text.partition(":")
+    return f"{vmware}={target}"
+
+
 def mapping_options(args: argparse.Namespace) -> dict[str, Variant]:
     options: dict[str, Variant] = {}
     for attr, key in (
@@ -68,9 +79,9 @@ def mapping_options(args: argparse.Namespace) -> dict[str, Variant]:
     if args.output_dir is not None:
         options["output-dir"] = Variant("s", absolute(args.output_dir))
     if args.network:
-        options["network"] = Variant("as", list(args.network))
+        options["network"] = Variant("as", [network_entry(item) for item in args.network])
     if args.bridge:
-        options["bridge"] = Variant("as", list(args.bridge))
+        options["bridge"] = Variant("as", [network_entry(item) for item in args.bridge])
     if args.datastore:
         pairs = []
         for item in args.datastore:
@@ -92,11 +103,12 @@ def mapping_options(args: argparse.Namespace) -> dict[str, Variant]:
 
 def _add_mapping_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("migration options")
-    group.add_argument("--name", help="name of the libvirt domain (default: the VM's name)")
+    # -on, -os, -of, and --bridge/--network without "=": virt-v2v's spellings, for its users.
+    group.add_argument("--name", "-on", help="name of the libvirt domain (default: the VM's name)")
     target = group.add_mutually_exclusive_group()
-    target.add_argument("--pool", help="libvirt storage pool for the disks (default: default)")
+    target.add_argument("--pool", "-os", help="libvirt storage pool for the disks (default: default)")
     target.add_argument("--output-dir", metavar="DIR", help="write disks and domain XML here; define nothing")
-    group.add_argument("--format", choices=("qcow2", "raw"), help="disk image format (default: qcow2)")
+    group.add_argument("--format", "-of", choices=("qcow2", "raw"), help="disk image format (default: qcow2)")
     group.add_argument(
         "--allocation",
         choices=("sparse", "preallocated"),
@@ -112,10 +124,15 @@ def _add_mapping_options(parser: argparse.ArgumentParser) -> None:
         "--network",
         action="append",
         metavar="VMWARE=LIBVIRT",
-        help="map a VMware network to a libvirt network",
+        help="map a VMware network to a libvirt network (also VMWARE:LIBVIRT); "
+        "LIBVIRT alone: every VMware network not mapped otherwise",
     )
     group.add_argument(
-        "--bridge", action="append", metavar="VMWARE=BRIDGE", help="map a VMware network to a host bridge"
+        "--bridge",
+        action="append",
+        metavar="VMWARE=BRIDGE",
+        help="map a VMware network to a host bridge (also VMWARE:BRIDGE); "
+        "BRIDGE alone: every VMware network not mapped otherwise",
     )
     group.add_argument("--connect", metavar="URI", help="libvirt URI (default: the daemon's, qemu:///system)")
     group.add_argument("--domain-type", choices=("kvm", "qemu"), help="libvirt domain type (default: kvm)")

@@ -314,8 +314,9 @@ async def test_failed_job_is_one_line(private_bus: str) -> None:
     ("args", "message"),
     [
         (
-            ["--network", "novalue"],
-            "key network: option network must look like VMWARE=TARGET (value 'novalue')",
+            ["--network", "=novalue"],
+            "key network: option network must look like VMWARE=TARGET, or TARGET for every other network "
+            "(value '=novalue')",
         ),
         (["--network", "a=b", "--bridge", "a=br0"], "key network: option network is mapped twice"),
     ],

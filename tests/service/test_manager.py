@@ -69,7 +69,7 @@ async def test_inspect_returns_json_and_uses_daemon_defaults(private_bus: str, c
         ("/vms/a.vmx", {"colour": Variant("s", "red")}, ("unknown option 'colour'",)),
         ("/vms/a.vmx", {"format": Variant("s", "vdi")}, ("format", "qcow2, raw")),
         ("/vms/a.vmx", {"name": Variant("u", 7)}, ("name", "must be a string")),
-        ("/vms/a.vmx", {"network": Variant("as", ["novalue"])}, ("VMWARE=TARGET",)),
+        ("/vms/a.vmx", {"network": Variant("as", ["=novalue"])}, ("VMWARE=TARGET",)),
         ("/vms/a.vmx", {"output-dir": Variant("s", "out")}, ("absolute",)),
     ],
 )

@@ -37,6 +37,9 @@ class MigrateOptions:
     format: str = "qcow2"
     networks: tuple[tuple[str, str], ...] = ()  # VMware network -> libvirt network
     bridges: tuple[tuple[str, str], ...] = ()  # VMware network -> host bridge
+    # Every VMware network no pair names: ("network", NET) or ("bridge", BR), from a bare
+    # entry of `network`/`bridge` (virt-v2v's `--bridge BR`); None: default_network with a note.
+    other_networks: tuple[str, str] | None = None
     connect: str = DEFAULT_LIBVIRT_URI
     domain_type: str = "kvm"
     datastores: tuple[tuple[str, str], ...] = ()  # "[name] path" -> directory
@@ -69,10 +72,10 @@ class MigrateOptions:
                 text = _expect_str(key, value)
                 attr = key.replace("-", "_")
                 changes[attr] = text
-            elif key in ("network", "bridge", "datastore"):
-                pairs = tuple(_parse_pair(key, item) for item in _expect_str_list(key, value))
-                attr = {"network": "networks", "bridge": "bridges", "datastore": "datastores"}[key]
-                changes[attr] = pairs
+            elif key == "datastore":
+                changes["datastores"] = tuple(_parse_pair(key, item) for item in _expect_str_list(key, value))
+            elif key in ("network", "bridge"):
+                _network_entries(key, _expect_str_list(key, value), changes)
             elif key in _BOOL_OPTIONS:
                 if not isinstance(value, bool):
                     raise _bad(key, value, "must be a boolean")
@@ -112,9 +115,11 @@ class MigrateOptions:
         if self.install_guest_agent:
             out["install-guest-agent"] = True
         for attr, key in (("networks", "network"), ("bridges", "bridge"), ("datastores", "datastore")):
-            pairs = getattr(self, attr)
-            if pairs:
-                out[key] = [f"{a}={b}" for a, b in pairs]
+            entries = [f"{a}={b}" for a, b in getattr(self, attr)]
+            if self.other_networks and self.other_networks[0] == key:
+                entries.append(self.other_networks[1])
+            if entries:
+                out[key] = entries
         if self.allow_external_paths:
             out["allow-external-paths"] = True
         if self.verify:
@@ -203,8 +208,23 @@ def _expect_str_list(key: str, value: object) -> list[str]:
     return list(value)
 
 
-def _parse_pair(key: str, item: str) -> tuple[str, str]:
+def _network_entries(key: str, items: list[str], changes: dict[str, Any]) -> None:
+    """``VMWARE=TARGET`` pairs, and at most one bare ``TARGET`` for every other network."""
+    pairs = []
+    for item in items:
+        if "=" not in item and item.strip():
+            if changes.get("other_networks"):
+                raise _bad(
+                    key, item, f"maps every other network again (already to {changes['other_networks'][1]!r})"
+                )
+            changes["other_networks"] = (key, item)
+        else:
+            pairs.append(_parse_pair(key, item, "VMWARE=TARGET, or TARGET for every other network"))
+    changes[f"{key}s"] = tuple(pairs)
+
+
+def _parse_pair(key: str, item: str, form: str = "VMWARE=TARGET") -> tuple[str, str]:
     left, sep, right = item.partition("=")
     if not sep or not left or not right:
-        raise _bad(key, item, "must look like VMWARE=TARGET")
+        raise _bad(key, item, f"must look like {form}")
     return left, right

@@ -268,6 +268,7 @@ def inspect_with_host(
         domain_type=options.domain_type,
         networks=options.networks,
         bridges=options.bridges,
+        other_networks=options.other_networks,
         default_network=options.default_network,
     )
     caps = GuestCaps.unconverted()

@@ -85,3 +85,14 @@ def test_ovf_with_an_all_zero_mac_plans_a_fresh_one() -> None:
     (planned,) = plan(vm).nics
     assert planned.mac is not None and planned.mac.startswith(FRESH_MAC_PREFIX + ":")
     assert any("NSX assigns it at power-on" in m for m in messages(plan(vm), "ethernet0"))
+
+
+def test_every_other_network_goes_where_the_user_said_and_pairs_win() -> None:
+    vm = make_vm(nics=(make_nic(0, KEPT, "VM Network"), make_nic(1, "00:50:56:aa:bb:02", "DMZ")))
+    opts = replace(OPTS, networks=(("DMZ", "dmz"),), other_networks=("bridge", "br0"))
+    p = plan(vm, opts)
+    assert [(n.kind, n.target) for n in p.nics] == [("bridge", "br0"), ("network", "dmz")]
+    assert not [m for m in messages(p) if "mapping" in m]
+    unmapped = plan(vm, replace(OPTS, networks=(("DMZ", "dmz"),)))
+    assert (unmapped.nics[0].kind, unmapped.nics[0].target) == ("network", "default")
+    assert any("has no --network/--bridge mapping" in m for m in messages(unmapped, "ethernet0"))

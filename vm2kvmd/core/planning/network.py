@@ -75,6 +75,8 @@ def plan_nics(
             kind, target = "bridge", bridges[source]
         elif source in networks:
             kind, target = "network", networks[source]
+        elif opts.other_networks:
+            kind, target = opts.other_networks  # virt-v2v's --bridge BR: the user chose it for all
         else:
             kind, target = "network", opts.default_network
             notes.append(

@@ -23,6 +23,7 @@ class PlanOptions:
     domain_type: str = "kvm"
     networks: tuple[tuple[str, str], ...] = ()  # VMware network -> libvirt network
     bridges: tuple[tuple[str, str], ...] = ()  # VMware network -> host bridge
+    other_networks: tuple[str, str] | None = None  # ("network"|"bridge", name) for networks not mapped
     default_network: str = "default"
     uuid_taken: bool = False  # the source UUID is already used by a domain on the host
     new_uuid: str | None = None  # the UUID to use when uuid_taken (tests pass a fixed one)
