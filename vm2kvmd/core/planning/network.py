@@ -52,11 +52,13 @@ def fresh_mac(identity: str, index: int, taken: set[str]) -> str:
 
 
 def _zero_mac_note(mac: str) -> str:
+    # The source never recorded the MAC NSX gave the NIC, so nothing in it can be kept; the guest's
+    # interface name is kept by PCI slot like any NIC's (core.guest.linux.network), pinned to ``mac``.
     return (
         f"the source has no MAC address (a static all-zero one: NSX assigns it at power-on); "
-        f"the guest gets {mac}, the same at every migration of this VM. The guest's network "
-        f"configuration named no MAC for it, so it is unaffected; DHCP reservations and firewall "
-        f"rules for this NIC need the new MAC"
+        f"the guest gets {mac}, the same at every migration of this VM. Guest settings keyed on "
+        f"interface names are unaffected; DHCP reservations, firewall rules or guest files that "
+        f"name the MAC NSX assigned (which the source does not record) need the new one"
     )
 
 
