@@ -256,17 +256,19 @@ class Session:
         dc = index.FindByInventoryPath(datacenter)
         if not isinstance(dc, vim.Datacenter):
             names = self._names(self.content.rootFolder, vim.Datacenter)
-            raise _not_found("datacenter", datacenter, names, self.uri)
+            raise _not_found("datacenter", datacenter, names, f"on {self.uri.address}")
         parent_path = f"{datacenter}/host/{self.uri.cluster or self.uri.host_system}"
         compute = index.FindByInventoryPath(parent_path)
         if not isinstance(compute, vim.ComputeResource):
             what = "cluster" if self.uri.cluster else "host"
             names = self._names(dc.hostFolder, vim.ComputeResource)
-            raise _not_found(what, self.uri.cluster or self.uri.host_system, names, self.uri)
+            in_dc = f"in datacenter {datacenter} of {self.uri.address}"
+            raise _not_found(what, self.uri.cluster or self.uri.host_system, names, in_dc)
         hosts = {h.name: h for h in compute.host}
         host = hosts.get(self.uri.host_system)
         if host is None:
-            raise _not_found("host", self.uri.host_system, sorted(hosts), self.uri)
+            in_compute = f"in {'cluster' if self.uri.cluster else 'compute resource'} {compute.name}"
+            raise _not_found("host", self.uri.host_system, sorted(hosts), in_compute)
         self.scope = host
 
     def _names(self, container: vim.ManagedEntity, kind: type) -> list[str]:
@@ -327,7 +329,7 @@ class Session:
                 f"{len(matches)} VMs are named {name_or_moid!r} on {self.where}: {ids}",
                 hint="choose one by its managed object id",
             )
-        raise _not_found("VM", name_or_moid, sorted(f.name for f in found), self.uri, self.where)
+        raise _not_found("VM", name_or_moid, sorted(f.name for f in found), f"on {self.where}")
 
     @property
     def where(self) -> str:
@@ -371,15 +373,14 @@ def _moid(obj: Any) -> str:
     return str(obj._moId)
 
 
-def _not_found(
-    what: str, name: str, known: list[str], uri: VsphereUri, where: str | None = None
-) -> Vm2kvmError:
+def _not_found(what: str, name: str, known: list[str], where: str) -> Vm2kvmError:
+    """``where`` starts with its preposition: "on 10.0.0.5:443", "in cluster C1"."""
     code = ErrorCode.VM_NOT_FOUND if what == "VM" else ErrorCode.INVENTORY_NOT_FOUND
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
     hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else None
     if hint is None and known and len(known) <= 10:
         hint = f"there are: {', '.join(known)}"
-    return Vm2kvmError(code, f"no {what} named {name!r} on {where or uri.address}", hint=hint)
+    return Vm2kvmError(code, f"no {what} named {name!r} {where}", hint=hint)
 
 
 def _summary(

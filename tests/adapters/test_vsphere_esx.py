@@ -1,0 +1,161 @@
+"""The vSphere session against a simulated standalone ESXi: every way to trust its certificate,
+the named errors (wrong password, nothing listening, unknown VM) and the VM list."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pyVim.task import WaitForTask
+from pyVmomi import vim
+
+from testbed.vcsim import PASSWORD, USER, Vcsim, VcsimInfo
+from tests.adapters.vsphere_support import direct, expected_summary, free_port, vms_under
+from vm2kvmd.adapters.vsphere import connect
+from vm2kvmd.core.vsphere.uri import TlsPolicy, VsphereUri, parse_uri
+from vm2kvmd.errors import ErrorCode, Vm2kvmError
+
+pytestmark = pytest.mark.slow  # the first build of the simulator takes about 20 s
+
+WRONG_PASSWORD = "Wr0ng-Pa55word-xyzzy"
+CONFIG_SPEC: Any = vim.vm.ConfigSpec  # pyVmomi data objects take keyword properties, unannotated
+
+
+@pytest.fixture(scope="module")
+def esx() -> Iterator[VcsimInfo]:
+    with Vcsim("esx") as info:
+        yield info
+
+
+@pytest.fixture(scope="module")
+def uri(esx: VcsimInfo) -> VsphereUri:
+    return parse_uri(f"esx://{USER}@{esx.host}:{esx.port}/")
+
+
+@pytest.fixture(scope="module")
+def trusted(esx: VcsimInfo) -> TlsPolicy:
+    return TlsPolicy(ca_file=esx.ca_file)
+
+
+def test_ca_file_verifies_and_logs_in(uri: VsphereUri, trusted: TlsPolicy) -> None:
+    with connect(uri, PASSWORD, trusted) as session:
+        names = [vm.name for vm in session.list_vms()]
+        assert "pass" not in repr(session)
+    assert names == ["ha-host_VM0", "ha-host_VM1"]
+
+
+def test_the_session_logs_out_when_closed(uri: VsphereUri, trusted: TlsPolicy) -> None:
+    with connect(uri, PASSWORD, trusted) as session:
+        assert session.content.sessionManager.currentSession.userName == USER
+    with pytest.raises(vim.fault.NotAuthenticated):
+        session.content.sessionManager.currentSession.userName  # noqa: B018 (the call is the test)
+
+
+def test_system_store_refuses_the_self_signed_certificate_and_shows_how_to_pin(
+    esx: VcsimInfo, uri: VsphereUri
+) -> None:
+    with pytest.raises(Vm2kvmError) as info:
+        connect(uri, PASSWORD)
+    err = info.value
+    assert err.code is ErrorCode.CERTIFICATE_NOT_TRUSTED
+    assert "system CA store" in err.message and "self-signed" in err.message
+    assert esx.thumbprint in err.message
+    assert f"--thumbprint {esx.thumbprint}" in err.describe()
+
+
+@pytest.mark.parametrize("form", ["colons", "bare lower-case"])
+def test_the_right_pinned_thumbprint_logs_in(esx: VcsimInfo, uri: VsphereUri, form: str) -> None:
+    pin = esx.thumbprint if form == "colons" else esx.thumbprint.replace(":", "").lower()
+    with connect(uri, PASSWORD, TlsPolicy(thumbprint=pin)) as session:
+        assert session.find_vm("ha-host_VM1")
+
+
+def test_a_wrong_pinned_thumbprint_is_a_mismatch_showing_the_real_one(
+    esx: VcsimInfo, uri: VsphereUri
+) -> None:
+    wrong = "AB:" * 31 + "AB"
+    with pytest.raises(Vm2kvmError) as info:
+        connect(uri, PASSWORD, TlsPolicy(thumbprint=wrong))
+    err = info.value
+    assert err.code is ErrorCode.CERTIFICATE_MISMATCH
+    assert esx.thumbprint in err.message and wrong in err.message
+    assert f"--thumbprint {esx.thumbprint}" in err.describe()
+
+
+def test_no_verify_connects_with_a_warning(esx: VcsimInfo, caplog: pytest.LogCaptureFixture) -> None:
+    uri = parse_uri(f"esx://{USER}@{esx.host}:{esx.port}/?no_verify=1")
+    with caplog.at_level(logging.WARNING), connect(uri, PASSWORD) as session:
+        assert len(session.list_vms()) == 2
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "not verified" in warning.getMessage() and esx.thumbprint in warning.getMessage()
+
+
+def test_wrong_password_is_named_and_never_shown(
+    uri: VsphereUri, trusted: TlsPolicy, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG), pytest.raises(Vm2kvmError) as info:
+        connect(uri, WRONG_PASSWORD, trusted)
+    err = info.value
+    assert err.code is ErrorCode.LOGIN_FAILED
+    assert repr(USER) in err.message
+    for text in (err.describe(), repr(err), repr(err.args), caplog.text):
+        assert WRONG_PASSWORD not in text
+    assert err.__cause__ is None and err.__suppress_context__
+
+
+def test_nothing_listening_is_host_unreachable(trusted: TlsPolicy) -> None:
+    port = free_port()
+    with pytest.raises(Vm2kvmError) as info:
+        connect(parse_uri(f"esx://127.0.0.1:{port}/"), PASSWORD, trusted)
+    assert info.value.code is ErrorCode.HOST_UNREACHABLE
+    assert f"127.0.0.1:{port}" in info.value.message
+    assert "refused" in info.value.message.lower()
+
+
+def test_a_missing_ca_file_is_named(uri: VsphereUri, tmp_path: object) -> None:
+    missing = f"{tmp_path}/absent.pem"
+    with pytest.raises(Vm2kvmError) as info:
+        connect(uri, PASSWORD, TlsPolicy(ca_file=missing))
+    assert (info.value.code, info.value.file) == (ErrorCode.INVALID_OPTION, missing)
+
+
+def test_find_vm_by_name_and_by_managed_object_id(uri: VsphereUri, trusted: TlsPolicy) -> None:
+    with connect(uri, PASSWORD, trusted) as session:
+        vm = session.find_vm("ha-host_VM1")
+        assert vm.name == "ha-host_VM1"
+        assert session.find_vm(vm._moId) == vm
+
+
+def test_an_unknown_vm_is_named_with_close_matches(uri: VsphereUri, trusted: TlsPolicy) -> None:
+    with connect(uri, PASSWORD, trusted) as session, pytest.raises(Vm2kvmError) as info:
+        session.find_vm("ha-host_VM")
+    err = info.value
+    assert err.code is ErrorCode.VM_NOT_FOUND
+    assert "'ha-host_VM'" in err.message
+    assert err.hint is not None and "'ha-host_VM0'" in err.hint and "'ha-host_VM1'" in err.hint
+
+
+def test_an_unknown_vm_without_close_matches_lists_the_vms(uri: VsphereUri, trusted: TlsPolicy) -> None:
+    with connect(uri, PASSWORD, trusted) as session, pytest.raises(Vm2kvmError) as info:
+        session.find_vm("payroll")
+    assert info.value.code is ErrorCode.VM_NOT_FOUND
+    assert info.value.hint == "there are: ha-host_VM0, ha-host_VM1"
+
+
+def test_list_vms_reads_what_pyvmomi_reads(esx: VcsimInfo, uri: VsphereUri, trusted: TlsPolicy) -> None:
+    with direct(esx) as content:
+        vm0, vm1 = sorted(vms_under(content, content.rootFolder), key=lambda vm: vm.name)
+        # Make the two VMs differ where list-vms looks: a snapshot on one, CBT on the other.
+        WaitForTask(vm0.CreateSnapshot_Task(name="before", memory=False, quiesce=False))
+        WaitForTask(vm0.CreateSnapshot_Task(name="after", memory=False, quiesce=False))
+        WaitForTask(vm1.ReconfigVM_Task(spec=CONFIG_SPEC(changeTrackingEnabled=True)))
+        expected = [expected_summary(vm0, snapshots=2), expected_summary(vm1, snapshots=0)]
+    with connect(uri, PASSWORD, trusted) as session:
+        listed = [vm.to_json() for vm in session.list_vms()]
+    for got, want in zip(listed, expected, strict=True):
+        assert got == want, {k: (got[k], want[k]) for k in got if got[k] != want[k]}
+    assert [vm["snapshot_count"] for vm in listed] == [2, 0]
+    assert [vm["cbt"] for vm in listed] == [False, True]
+    assert listed[0]["nics"] and listed[0]["disks"]
