@@ -12,7 +12,7 @@ from pyVim.task import WaitForTask
 from pyVmomi import vim
 
 from testbed.vcsim import PASSWORD, USER, Vcsim, VcsimInfo
-from tests.adapters.vsphere_support import direct, expected_summary, free_port, vms_under
+from tests.adapters.vsphere_support import SwitchingProxy, direct, expected_summary, free_port, vms_under
 from vm2kvmd.adapters.vsphere import connect
 from vm2kvmd.core.vsphere.uri import TlsPolicy, VsphereUri, parse_uri
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
@@ -159,3 +159,38 @@ def test_list_vms_reads_what_pyvmomi_reads(esx: VcsimInfo, uri: VsphereUri, trus
     assert [vm["snapshot_count"] for vm in listed] == [2, 0]
     assert [vm["cbt"] for vm in listed] == [False, True]
     assert listed[0]["nics"] and listed[0]["disks"]
+
+
+def test_the_pin_is_checked_on_every_new_connection(esx: VcsimInfo) -> None:
+    """Another server behind the same address mid-session is refused, not trusted by the pool."""
+    with (
+        Vcsim("esx") as other,
+        SwitchingProxy((esx.host, esx.port)) as proxy,
+        connect(
+            parse_uri(f"esx://{USER}@127.0.0.1:{proxy.port}/"), PASSWORD, TlsPolicy(thumbprint=esx.thumbprint)
+        ) as session,
+    ):
+        assert len(session.list_vms()) == 2
+        proxy.target = (other.host, other.port)
+        session._stub.DropConnections()  # the next call opens a new connection, to the other server
+        with pytest.raises(Vm2kvmError) as info:
+            session.list_vms()
+    err = info.value
+    assert err.code is ErrorCode.CERTIFICATE_MISMATCH
+    assert other.thumbprint in err.message and esx.thumbprint in err.message
+
+
+def test_a_host_gone_mid_session_is_named() -> None:
+    sim = Vcsim("esx")
+    info = sim.start()
+    try:
+        uri = parse_uri(f"esx://{USER}@{info.host}:{info.port}/")
+        with connect(uri, PASSWORD, TlsPolicy(ca_file=info.ca_file)) as session:
+            assert len(session.list_vms()) == 2
+            sim.kill()
+            with pytest.raises(Vm2kvmError) as caught:
+                session.find_vm("ha-host_VM0")
+    finally:
+        sim.stop()
+    assert caught.value.code is ErrorCode.HOST_UNREACHABLE
+    assert f"lost the connection to {info.host}:{info.port}" in caught.value.message

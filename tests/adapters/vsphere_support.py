@@ -1,10 +1,12 @@
-"""What the vSphere session tests share: a direct pyvmomi connection to compare with, and a
-port with nothing listening."""
+"""What the vSphere session tests share: a direct pyvmomi connection to compare with, a port
+with nothing listening, and a proxy whose server can be swapped."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -89,3 +91,57 @@ def expected_summary(vm: Any, snapshots: int) -> dict[str, Any]:
         "cbt": bool(vm.config.changeTrackingEnabled),
         "tools_state": vm.guest.toolsRunningStatus,
     }
+
+
+class SwitchingProxy:
+    """A loopback TCP proxy whose target can change: new connections go to the current one.
+
+    Lets a test put a different server (another certificate) behind the same address mid-session.
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._accepting = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> SwitchingProxy:
+        self._accepting.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._listener.close()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self._accepting.join(5)
+        for thread in self._threads:
+            thread.join(5)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed by __exit__
+            try:
+                server = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            self._sockets += [client, server]
+            for src, dst in ((client, server), (server, client)):
+                thread = threading.Thread(target=_pump, args=(src, dst), daemon=True)
+                self._threads.append(thread)
+                thread.start()
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := src.recv(65536):
+            dst.sendall(data)
+    with contextlib.suppress(OSError):
+        dst.shutdown(socket.SHUT_WR)

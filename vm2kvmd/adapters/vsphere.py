@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import hashlib
+import http.client
 import logging
 import socket
 import ssl
@@ -61,9 +62,10 @@ VM_PROPERTIES = (
 class _PinMismatch(ssl.SSLError):
     """The server's certificate is not the pinned one (raised inside pyvmomi's connection)."""
 
-    def __init__(self, actual: str) -> None:
+    def __init__(self, actual: str, pinned: str) -> None:
         super().__init__(f"certificate thumbprint {actual} is not the pinned one")
         self.actual = actual
+        self.pinned = pinned
 
 
 class _PinnedContext(ssl.SSLContext):
@@ -76,7 +78,7 @@ class _PinnedContext(ssl.SSLContext):
         actual = _thumbprint_of(tls)
         if actual != self.pin:
             tls.close()
-            raise _PinMismatch(actual)
+            raise _PinMismatch(actual, self.pin)
         return tls
 
 
@@ -134,8 +136,16 @@ def _unreachable(uri: VsphereUri, exc: OSError) -> Vm2kvmError:
     )
 
 
-def _pin_hint(address: str, thumbprint: str) -> str:
+def _pin_hint(thumbprint: str) -> str:
     return f"if you trust it, pin it with --thumbprint {thumbprint} (or give its CA with --ca-file)"
+
+
+def _mismatch(uri: VsphereUri, exc: _PinMismatch) -> Vm2kvmError:
+    return Vm2kvmError(
+        ErrorCode.CERTIFICATE_MISMATCH,
+        f"the certificate of {uri.address} has SHA-256 thumbprint {exc.actual}, not the pinned {exc.pinned}",
+        hint="the certificate changed or someone is in between; " + _pin_hint(exc.actual),
+    )
 
 
 def connect(
@@ -166,19 +176,14 @@ def connect(
         content: Any = instance.RetrieveContent()
         content.sessionManager.Login(uri.login, password, None)
     except _PinMismatch as exc:
-        raise Vm2kvmError(
-            ErrorCode.CERTIFICATE_MISMATCH,
-            f"the certificate of {uri.address} has SHA-256 thumbprint {exc.actual}, "
-            f"not the pinned {tls.thumbprint}",
-            hint="the certificate changed or someone is in between; " + _pin_hint(uri.address, exc.actual),
-        ) from None
+        raise _mismatch(uri, exc) from None
     except ssl.SSLCertVerificationError as exc:
         trusted_by = f"the CA certificates in {tls.ca_file}" if tls.ca_file else "the system CA store"
         raise Vm2kvmError(
             ErrorCode.CERTIFICATE_NOT_TRUSTED,
             f"the certificate of {uri.address} is not trusted by {trusted_by} "
             f"({exc.verify_message}); its SHA-256 thumbprint is {server_thumbprint}",
-            hint=_pin_hint(uri.address, server_thumbprint),
+            hint=_pin_hint(server_thumbprint),
         ) from None
     except vim.fault.InvalidLogin:
         raise Vm2kvmError(
@@ -201,6 +206,9 @@ def connect(
 
 def _fault(doing: str, fault: vmodl.MethodFault) -> Vm2kvmError:
     words = getattr(fault, "msg", None) or type(fault).__name__
+    if isinstance(fault, vim.fault.NotAuthenticated):
+        # TODO(issue 12, transfer slice): log in again instead (the password comes from the caller's fd).
+        words = "the session is no longer valid (it expired or was logged out)"
     return Vm2kvmError(ErrorCode.VSPHERE_ERROR, f"{doing}: {words}")
 
 
@@ -246,10 +254,31 @@ class Session:
     # TODO(issue 12, transfer slice): keep-alive (SessionIsActive / CurrentTime every few minutes)
     # and renewal after NotAuthenticated need the password again: the caller's fd, re-read.
 
+    @contextlib.contextmanager
+    def _calling(self, doing: str) -> Iterator[None]:
+        """vSphere faults and lost connections during a call, as named errors."""
+        try:
+            yield
+        except _PinMismatch as exc:
+            raise _mismatch(self.uri, exc) from None
+        except vmodl.MethodFault as fault:
+            raise _fault(f"{doing} on {self.uri.address}", fault) from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise Vm2kvmError(
+                ErrorCode.HOST_UNREACHABLE,
+                f"lost the connection to {self.uri.address} while {doing}: "
+                f"{getattr(exc, 'strerror', None) or exc or type(exc).__name__}",
+                hint="check that the host is up and reachable, then try again",
+            ) from None
+
     def resolve_scope(self) -> None:
         """For ``vpx://``: find the datacenter, cluster and host the path names."""
         if self.uri.scheme != "vpx":
             return
+        with self._calling("looking up the path of the source URI"):
+            self._resolve_vpx_scope()
+
+    def _resolve_vpx_scope(self) -> None:
         index = self.content.searchIndex
         datacenter = self.uri.datacenter
         assert datacenter is not None and self.uri.host_system is not None
@@ -283,6 +312,16 @@ class Session:
     ) -> Iterator[tuple[Any, dict[str, Any]]]:
         """Objects of ``kinds`` under ``container`` (and those reached by ``follow``: type, property)
         with the given properties, read through one container view and the property collector."""
+        with self._calling("reading the inventory"):
+            yield from self._read(container, kinds, properties, follow)
+
+    def _read(
+        self,
+        container: vim.ManagedEntity,
+        kinds: Sequence[type],
+        properties: dict[type, Sequence[str]],
+        follow: Iterable[tuple[type, str]],
+    ) -> Iterator[tuple[Any, dict[str, Any]]]:
         views = self.content.viewManager
         view = views.CreateContainerView(container, list(kinds), True)
         try:
