@@ -3,8 +3,13 @@ the named errors (wrong password, nothing listening, unknown VM) and the VM list
 
 from __future__ import annotations
 
+import http.server
 import logging
+import ssl
+import subprocess
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -114,7 +119,7 @@ def test_nothing_listening_is_host_unreachable(trusted: TlsPolicy) -> None:
     assert "refused" in info.value.message.lower()
 
 
-def test_a_missing_ca_file_is_named(uri: VsphereUri, tmp_path: object) -> None:
+def test_a_missing_ca_file_is_named(uri: VsphereUri, tmp_path: Path) -> None:
     missing = f"{tmp_path}/absent.pem"
     with pytest.raises(Vm2kvmError) as info:
         connect(uri, PASSWORD, TlsPolicy(ca_file=missing))
@@ -194,3 +199,50 @@ def test_a_host_gone_mid_session_is_named() -> None:
         sim.stop()
     assert caught.value.code is ErrorCode.HOST_UNREACHABLE
     assert f"lost the connection to {info.host}:{info.port}" in caught.value.message
+
+
+def test_an_https_server_that_is_not_vsphere_is_named(tmp_path: Path) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(Vm2kvmError) as info:
+            connect(
+                parse_uri(f"esx://127.0.0.1:{server.server_address[1]}/"),
+                PASSWORD,
+                TlsPolicy(ca_file=str(cert)),
+            )
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert info.value.code is ErrorCode.VSPHERE_ERROR
+    assert "not an ESXi host or vCenter" in info.value.message

@@ -125,8 +125,8 @@ def peer_thumbprint(host: str, port: int, timeout: float = CONNECT_TIMEOUT) -> s
         return _thumbprint_of(tls)
 
 
-def _unreachable(uri: VsphereUri, exc: OSError) -> Vm2kvmError:
-    reason = exc.strerror or str(exc) or type(exc).__name__
+def _unreachable(uri: VsphereUri, exc: OSError | http.client.HTTPException) -> Vm2kvmError:
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     if isinstance(exc, TimeoutError | socket.timeout):
         reason = f"no answer within {CONNECT_TIMEOUT:.0f} s"
     return Vm2kvmError(
@@ -193,8 +193,17 @@ def connect(
         ) from None
     except vmodl.MethodFault as fault:
         raise _fault(f"logging in to {uri.address}", fault) from None
-    except OSError as exc:
+    except (OSError, http.client.HTTPException) as exc:
         raise _unreachable(uri, exc) from None
+    except Exception as exc:
+        # SmartStubAdapter's only own failure is a bare Exception: no vimServiceVersions.xml.
+        if type(exc) is not Exception:
+            raise
+        raise Vm2kvmError(
+            ErrorCode.VSPHERE_ERROR,
+            f"{uri.address} answers HTTPS but is not an ESXi host or vCenter (no /sdk service)",
+            hint="check the host name and port in the source URI",
+        ) from None
     session = Session(uri, stub, content)
     try:
         session.resolve_scope()
