@@ -41,6 +41,16 @@ class ErrorCode(StrEnum):
     NOT_AUTHORIZED = "NotAuthorized"  # polkit (or its absence) denies the caller this action
     PERMISSION_DENIED = "PermissionDenied"  # the caller could not read a file it asks us to read
     CANCELLED = "Cancelled"
+    INVALID_URI = "InvalidUri"  # an esx:// or vpx:// source URI we cannot use (names the part)
+    INSECURE_CREDENTIALS = "InsecureCredentials"  # a ~/.netrc others can read, or a password in a URI
+    LOGIN_FAILED = "LoginFailed"  # ESXi/vCenter refused the user name or password
+    HOST_UNREACHABLE = "HostUnreachable"  # no answer, connection refused, name not resolved
+    CERTIFICATE_NOT_TRUSTED = "CertificateNotTrusted"  # TLS verification failed; shows the thumbprint
+    CERTIFICATE_MISMATCH = "CertificateMismatch"  # the pinned thumbprint differs; shows the server's
+    INVENTORY_NOT_FOUND = "InventoryNotFound"  # a datacenter/cluster/host of a vpx:// URI is absent
+    VM_NOT_FOUND = "VmNotFound"  # no VM of that name or id (with close matches)
+    DATASTORE_INACCESSIBLE = "DatastoreInaccessible"  # a VM's disk is on a datastore vSphere cannot reach
+    VSPHERE_ERROR = "VsphereError"  # another vSphere fault; the message carries vSphere's words
     INTERNAL = "Internal"  # a bug; details only in the daemon log
 
 
