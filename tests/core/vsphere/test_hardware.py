@@ -365,9 +365,9 @@ def test_standard_distributed_and_nsx_networks() -> None:
     nsx = NetworkBacking(NetworkKind.OPAQUE, "seg-web", opaque_id="c1b7-44", opaque_type="nsx.LogicalSwitch")
     vm = build(
         nics=(
-            nic(key=4002, network=nsx, mac="00:50:56:00:00:03", address_type="manual"),
             nic(key=4000),
             nic(key=4001, network=dvpg, kind="e1000e", mac="00:0C:29:11:22:33", address_type="generated"),
+            nic(key=202, network=nsx, mac="00:50:56:00:00:03", address_type="manual"),
         )
     )
     first, second, third = vm.nics

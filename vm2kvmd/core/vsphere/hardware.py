@@ -445,8 +445,9 @@ def _nic(ctx: _Context, index: int, vs: VsNic, is_64bit: bool) -> Nic:
 
 
 def _nics(ctx: _Context, is_64bit: bool) -> tuple[Nic, ...]:
-    # Device keys 4000, 4001 ... are VMware's ethernet0, ethernet1 ...
-    nics = sorted(ctx.vm.nics, key=lambda n: n.key)
+    # In the API's device order, which is vSphere's "Network adapter 1, 2 ..." (ethernet0, 1 ...);
+    # not by key: keys of NICs added later need not follow 4000, 4001 (the simulator uses 2xx).
+    nics = list(ctx.vm.nics)
     for vs in nics[MAX_NICS:]:
         ctx.note(f"more than {MAX_NICS} NICs; dropped", _where(vs.label, vs.key))
     return tuple(_nic(ctx, i, vs, is_64bit) for i, vs in enumerate(nics[:MAX_NICS]))
@@ -476,7 +477,7 @@ def _serial(ctx: _Context, index: int, vs: VsSerial) -> CharPort:
 
 
 def _serials(ctx: _Context) -> tuple[CharPort, ...]:
-    ports = sorted(ctx.vm.serials, key=lambda s: s.key)
+    ports = list(ctx.vm.serials)
     for vs in ports[MAX_SERIALS:]:
         ctx.note(f"more than {MAX_SERIALS} serial ports; dropped", _where(vs.label, vs.key))
     return tuple(_serial(ctx, i, vs) for i, vs in enumerate(ports[:MAX_SERIALS]))
