@@ -27,6 +27,8 @@ from vm2kvmd.core.hardware.model import Bus, Firmware, PortKind, SourceVM
 from vm2kvmd.core.planning.guestcaps import GuestCaps
 from vm2kvmd.core.planning.mapping import plan_domain
 from vm2kvmd.core.planning.plan import PlanOptions
+from vm2kvmd.core.report import hardware_rows
+from vm2kvmd.pipeline.planning import InspectResult
 from vm2kvmd.sources.vsphere.vm import load_source_vm, read_vm
 
 pytestmark = pytest.mark.slow  # starts the simulator (and builds it the first time)
@@ -252,6 +254,23 @@ def test_powered_on_vm_is_read_as_such(esx: Sim) -> None:
     assert config.power_state == "poweredOn"
     assert config.snapshot_count == 0
     assert config.moid == vm._moId
+
+
+def test_inspect_json_and_report_show_the_remote_disk(esx: Sim) -> None:
+    source = esx.load(esx.vm("ha-host_VM0"))
+    plan = plan_domain(source, OPTS, GuestCaps.unconverted())
+    data = InspectResult(source, plan, render_domain_xml(plan), plan.notes).to_json()
+    (disk,) = data["disks"]
+    assert disk["file"] == "[LocalDS_0] ha-host_VM0/disk1.vmdk"
+    assert (disk["missing"], disk["virtual_size"]) == (False, source.disks[0].capacity)
+    assert disk["remote"] == {
+        "datastore": "LocalDS_0",
+        "layers": ["[LocalDS_0] ha-host_VM0/disk1.vmdk"],
+        "thin": True,
+    }
+    row = next(r for r in hardware_rows(source, plan) if r["key"] == "disk:scsi0:0")
+    assert row["source"].startswith("[LocalDS_0] ha-host_VM0/disk1.vmdk, 1.0 MiB, SCSI pvscsi")
+    assert "MISSING" not in row["source"]
 
 
 def test_golden_domain_xml(esx: Sim, regenerate: bool, libvirt_conn: Any) -> None:
