@@ -248,6 +248,79 @@ def test_reconfigured_vm(vpx: Sim, libvirt_conn: Any) -> None:
     assert xp(seen, "/domain/devices/serial/source/@service") == ["7001"]
 
 
+def test_snapshot_chain_drives_sound_and_usb(vpx: Sim, libvirt_conn: Any) -> None:
+    vm = vpx.vm("DC0_C0_RP0_VM0")
+    WaitForTask(vm.PowerOffVM_Task())
+    view = vpx.content.viewManager.CreateContainerView(vpx.content.rootFolder, [vim.Datastore], True)
+    (datastore,) = view.view
+    view.Destroy()
+    # The simulator checks that a disk's files exist; an ISO or floppy image it takes on trust.
+    folder = Path(datastore.info.url) / vm.name
+    for name in ("base.vmdk", "base-flat.vmdk", "base-000001.vmdk", "base-000001-flat.vmdk"):
+        (folder / name).write_bytes(b"")
+    assert vm.config is not None
+    devices = vm.config.hardware.device
+    scsi = next(d.key for d in devices if isinstance(d, _dev.ParaVirtualSCSIController))
+    ide = next(d.key for d in devices if isinstance(d, _dev.VirtualIDEController))
+    flat = _dev.VirtualDisk.FlatVer2BackingInfo
+    delta = _dev.VirtualDisk(
+        key=-2,
+        controllerKey=scsi,
+        unitNumber=3,
+        capacityInKB=4096,
+        backing=flat(
+            fileName=f"[LocalDS_0] {vm.name}/base-000001.vmdk",
+            diskMode="persistent",
+            parent=flat(fileName=f"[LocalDS_0] {vm.name}/base.vmdk", diskMode="persistent"),
+        ),
+    )
+    iso = _dev.VirtualCdrom(
+        key=-3,
+        controllerKey=ide,
+        unitNumber=1,
+        backing=_dev.VirtualCdrom.IsoBackingInfo(fileName=f"[LocalDS_0] {vm.name}/boot.iso"),
+    )
+    floppy = _dev.VirtualFloppy(
+        key=-4, backing=_dev.VirtualFloppy.ImageBackingInfo(fileName=f"[LocalDS_0] {vm.name}/a.flp")
+    )
+    added = [
+        delta,
+        iso,
+        floppy,
+        _dev.VirtualHdAudioCard(key=-5),
+        _dev.VirtualUSBXHCIController(key=-6),
+        _dev.VirtualUSBController(key=-7, ehciEnabled=True),
+    ]
+    WaitForTask(vm.ReconfigVM_Task(_vim.vm.ConfigSpec(deviceChange=[_add(d) for d in added])))
+    WaitForTask(vm.CreateSnapshot_Task("one", "", False, False))
+    WaitForTask(vm.CreateSnapshot_Task("two", "", False, False))
+
+    source = vpx.load(vm)
+    check_against_api(vpx, vm, source)
+    chained = next(d for d in source.disks if d.address.key == "scsi0:3")
+    assert chained.remote is not None
+    assert chained.remote.layers == (
+        f"[LocalDS_0] {vm.name}/base-000001.vmdk",
+        f"[LocalDS_0] {vm.name}/base.vmdk",
+    )
+    assert chained.capacity == 4096 * 1024
+    assert [(d.address.key, d.kind.value) for d in source.cdroms] == [
+        ("scsi0:1", "host"),
+        ("ide0:1", "empty"),
+    ]
+    assert [(d.address.key, d.kind.value) for d in source.floppies] == [("floppy0", "empty")]
+    assert source.sound is not None and source.sound.model == "hdaudio"
+    assert (source.usb.uhci, source.usb.ehci, source.usb.xhci) == (True, True, True)
+    notes = [str(n) for n in source.notes]
+    assert any("current state read through 2 files" in n for n in notes)
+    assert any("2 snapshot(s)" in n and "'two'" in n for n in notes)
+    assert any("boot.iso is on the datastore and not copied" in n for n in notes)
+    assert any("a.flp is on the datastore and not copied" in n for n in notes)
+    seen = define_everywhere(libvirt_conn, render(source))
+    assert len(xp(seen, "/domain/devices/disk[@device='disk']")) == 2
+    assert xp(seen, "/domain/devices/sound/@model") == ["ich9"]
+
+
 def test_powered_on_vm_is_read_as_such(esx: Sim) -> None:
     vm = esx.vm("ha-host_VM0")
     config = read_vm(vm, esx.content.propertyCollector)
