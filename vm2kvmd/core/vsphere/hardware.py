@@ -59,7 +59,7 @@ from vm2kvmd.core.vmware.vmx_devices import (
     parse_port_uri,
 )
 from vm2kvmd.core.vmware.vmx_hardware import MAX_MEMORY_MIB, MAX_VCPUS, parse_genid
-from vm2kvmd.core.vmware.vmx_storage import DISK_MODES, address_order, bus_rules
+from vm2kvmd.core.vmware.vmx_storage import DISK_MODES, Storage, address_order, bus_rules
 from vm2kvmd.core.vsphere.config import (
     BackingKind,
     ControllerKind,
@@ -333,14 +333,8 @@ def _disk(ctx: _Context, units: _Units, vs: VsDisk) -> SourceDisk:
     )
 
 
-def _drive(
-    ctx: _Context, units: _Units, vs: VsDrive, what: str, address: DeviceAddress | None
-) -> RemovableDrive:
+def _drive(ctx: _Context, vs: VsDrive, what: str, address: DeviceAddress) -> RemovableDrive:
     where = _where(vs.label, vs.key)
-    if address is None:
-        address = units.address(vs.controller_key, vs.unit_number, where)
-    if address is None:
-        raise _Dropped(f"{what} drive on device {vs.controller_key}, which is no storage controller; dropped")
     kind = MediaKind.EMPTY
     if vs.kind is DriveKind.IMAGE and vs.file_name:
         ctx.note(f"{what} image {vs.file_name} is on the datastore and not copied; drive left empty", where)
@@ -357,37 +351,30 @@ def _drive(
     )
 
 
-class _Dropped(Exception):
-    pass
-
-
-@dataclass(frozen=True)
-class _Storage:
-    controllers: tuple[Controller, ...]
-    disks: tuple[SourceDisk, ...]
-    cdroms: tuple[RemovableDrive, ...]
-    floppies: tuple[RemovableDrive, ...]
-
-
-def _storage(ctx: _Context, hw_version: int | None) -> _Storage:
+def _storage(ctx: _Context, hw_version: int | None) -> Storage:
     units = _Units(ctx, hw_version)
     _controllers(ctx, units)
     # Disks first: when two devices share a unit, the disk keeps it.
     disks = [_disk(ctx, units, vs) for vs in sorted(ctx.vm.disks, key=lambda d: d.key)]
     cdroms: list[RemovableDrive] = []
     for vs in sorted(ctx.vm.cdroms, key=lambda d: d.key):
-        try:
-            cdroms.append(_drive(ctx, units, vs, "CD/DVD", None))
-        except _Dropped as dropped:
-            ctx.note(str(dropped), _where(vs.label, vs.key))
+        where = _where(vs.label, vs.key)
+        address = units.address(vs.controller_key, vs.unit_number, where)
+        if address is None:
+            ctx.note(
+                f"CD/DVD drive on device {vs.controller_key}, which is no storage controller; dropped", where
+            )
+            continue
+        cdroms.append(_drive(ctx, vs, "CD/DVD", address))
+    # VMware has one floppy controller with two drives (floppy0, floppy1).
     floppies = [
-        _drive(ctx, units, vs, "floppy", DeviceAddress(Bus.FLOPPY, index, 0))
+        _drive(ctx, vs, "floppy", DeviceAddress(Bus.FLOPPY, index, 0))
         for index, vs in enumerate(sorted(ctx.vm.floppies, key=lambda d: d.key)[:2])
     ]
     if len(ctx.vm.floppies) > 2:
         ctx.note("more than two floppy drives; the others dropped")
     order = list(Bus)
-    return _Storage(
+    return Storage(
         controllers=tuple(sorted(units.controllers.values(), key=lambda c: (order.index(c.bus), c.index))),
         disks=tuple(sorted(disks, key=lambda d: address_order(d.address))),
         cdroms=tuple(sorted(cdroms, key=lambda d: address_order(d.address))),
