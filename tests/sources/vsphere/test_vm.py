@@ -28,6 +28,7 @@ from vm2kvmd.core.planning.guestcaps import GuestCaps
 from vm2kvmd.core.planning.mapping import plan_domain
 from vm2kvmd.core.planning.plan import PlanOptions
 from vm2kvmd.core.report import hardware_rows
+from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline.planning import InspectResult
 from vm2kvmd.sources.vsphere.vm import load_source_vm, read_vm
 
@@ -344,6 +345,16 @@ def test_inspect_json_and_report_show_the_remote_disk(esx: Sim) -> None:
     row = next(r for r in hardware_rows(source, plan) if r["key"] == "disk:scsi0:0")
     assert row["source"].startswith("[LocalDS_0] ha-host_VM0/disk1.vmdk, 1.0 MiB, SCSI pvscsi")
     assert "MISSING" not in row["source"]
+
+
+def test_vm_deleted_meanwhile_is_source_not_found(vpx: Sim) -> None:
+    vm = vpx.vm("DC0_C0_RP0_VM1")
+    WaitForTask(vm.PowerOffVM_Task())
+    WaitForTask(vm.Destroy_Task())
+    with pytest.raises(Vm2kvmError) as caught:
+        read_vm(vm, vpx.content.propertyCollector)
+    assert caught.value.code is ErrorCode.SOURCE_NOT_FOUND
+    assert vm._moId in caught.value.message
 
 
 def test_golden_domain_xml(esx: Sim, regenerate: bool, libvirt_conn: Any) -> None:

@@ -34,6 +34,7 @@ from vm2kvmd.core.vsphere.config import (
     VsVm,
 )
 from vm2kvmd.core.vsphere.hardware import build_source_vm
+from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 __all__ = ["load_source_vm", "read_vm"]
 
@@ -220,14 +221,31 @@ def _properties(vm: vim.VirtualMachine, collector: vmodl.query.PropertyCollector
         objectSet=[_COLLECTOR.ObjectSpec(obj=vm)],
         propSet=[_COLLECTOR.PropertySpec(type=vim.VirtualMachine, pathSet=list(_PROPERTIES))],
     )
-    (found,) = collector.RetrieveContents([spec])
-    return {prop.name: prop.val for prop in found.propSet}
+    try:
+        (found,) = collector.RetrieveContents([spec])
+    except vmodl.fault.ManagedObjectNotFound:
+        # Deleted (or unregistered) between finding it and reading it.
+        raise Vm2kvmError(
+            ErrorCode.SOURCE_NOT_FOUND,
+            f"VM {vm._moId} no longer exists on the host",
+            hint="list the VMs again; it was removed or unregistered meanwhile",
+        ) from None
+    props = {prop.name: prop.val for prop in found.propSet}
+    if props.get("config") is None:
+        # vSphere leaves config unset for an orphaned VM or one whose files are unreachable.
+        raise Vm2kvmError(
+            ErrorCode.INVALID_SOURCE,
+            f"vSphere gives no configuration for VM {props.get('name') or vm._moId} ({vm._moId})",
+            hint="the VM is orphaned or its datastore is inaccessible; fix it in vSphere first",
+        )
+    return props
 
 
 def read_vm(vm: vim.VirtualMachine, collector: vmodl.query.PropertyCollector) -> VsVm:
     """The configuration of ``vm`` as plain values (blocking).
 
-    ``collector`` is the session's ``content.propertyCollector``.
+    ``collector`` is the session's ``content.propertyCollector``.  A VM gone meanwhile is
+    SOURCE_NOT_FOUND, one without a configuration (orphaned) INVALID_SOURCE.
     """
     props = _properties(vm, collector)
     config = props["config"]
