@@ -1,6 +1,6 @@
 """The hardware model of a VMware source VM: frozen dataclasses, no behaviour.
 
-``SourceVM`` is what every source reader (VMX now, OVF and vSphere later)
+``SourceVM`` is what every source reader (VMX, OVF, vSphere)
 produces and what the device mapping consumes.  Values are already validated
 and normalised (canonical UUIDs, lower-case enum-like strings); the raw VMX key
 each item came from is kept in ``key`` so messages can name it.
