@@ -107,8 +107,10 @@ def _slot(device: Any) -> int | None:
 
 
 class _Reader:
+    """Names of the VM's networks and datastores, each asked of the server once."""
+
     def __init__(self, networks: list[Any]) -> None:
-        self.accessible: dict[str, bool] = {}
+        self.datastores: dict[str, tuple[str, bool]] = {}  # moid -> (name, accessible)
         self.portgroups: dict[str, str] = {}  # DVPG key -> name
         self.opaque: dict[str, str] = {}  # NSX network id -> name
         for net in networks:
@@ -122,9 +124,10 @@ class _Reader:
         if ds is None:
             return None, True
         moid = str(ds._moId)
-        if moid not in self.accessible:
-            self.accessible[moid] = bool(ds.summary.accessible)
-        return str(ds.name), self.accessible[moid]
+        if moid not in self.datastores:
+            summary = ds.summary
+            self.datastores[moid] = (str(summary.name), bool(summary.accessible))
+        return self.datastores[moid]
 
     def backing(self, backing: Any) -> DiskBacking:
         kind = _first(backing, _DISK_BACKINGS) or BackingKind.OTHER
