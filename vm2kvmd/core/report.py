@@ -220,7 +220,7 @@ def _source_disk(disk: SourceDisk, models: dict[tuple[Bus, int], str | None]) ->
     controller = address.bus.value.upper()
     if model := models.get((address.bus, address.controller)):
         controller = f"{controller} {model}"
-    count = disk.chain.virtual_size if disk.chain else disk.extracted_capacity
+    count = disk.capacity if not disk.missing else None
     size = size_text(count, unknown="size unknown")
     text = f"{disk.file_name}, {size}, {controller}"
     if disk.mode != "persistent":

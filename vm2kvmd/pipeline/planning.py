@@ -159,8 +159,14 @@ def _disk_json(disk: SourceDisk, planned: PlannedDisk | None) -> dict[str, Any]:
         "missing": disk.missing,
         "problem": disk.problem,
         "problem_code": disk.problem_code.value if disk.problem_code else None,
-        "virtual_size": chain.virtual_size if chain else disk.extracted_capacity,
+        "virtual_size": None if disk.missing else disk.capacity,
         "compressed": EXTRACTED_AT_MIGRATION if disk.extracted_at_migration else None,
+        # On a vSphere datastore: the files of its snapshot chain, newest first.
+        "remote": (
+            {"datastore": disk.remote.datastore, "layers": list(disk.remote.layers), "thin": disk.remote.thin}
+            if disk.remote
+            else None
+        ),
         "create_type": chain.top.create_type if chain else None,
         "chain": [layer.path for layer in chain.layers] if chain else [],
         "files": list(chain.files) if chain else [],

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.core.domainxml.test_domainxml import define_everywhere
+from tests.helpers.golden import check_golden
 from vm2kvmd.core.domainxml import render_domain_xml
 from vm2kvmd.core.planning.guestcaps import GuestCaps
 from vm2kvmd.core.planning.mapping import plan_domain
@@ -48,10 +49,5 @@ def test_there_are_cases() -> None:
 def test_golden(vmx: Path, regenerate: bool, libvirt_conn: Any) -> None:
     golden = vmx.with_suffix(".xml")
     xml = render_case(vmx)
-    if regenerate:
-        golden.write_text(xml, encoding="utf-8")
-    elif not golden.exists():
-        pytest.fail(f"{golden.name} does not exist; run pytest {__file__} --regenerate", pytrace=False)
-    else:
-        assert xml == golden.read_text(encoding="utf-8"), f"{golden.name} differs; --regenerate and review"
+    check_golden(golden, xml, regenerate=regenerate, test_file=__file__)
     define_everywhere(libvirt_conn, xml)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.core.domainxml.test_domainxml import define_everywhere
+from tests.helpers.golden import check_golden
 from vm2kvmd.core.domainxml import render_domain_xml
 from vm2kvmd.core.hardware.model import Bus, DiskChain, DiskLayer, Extent, Firmware, MediaKind, SourceVM
 from vm2kvmd.core.ovf.envelope import OvfFile, parse_ovf, parse_units
@@ -191,12 +192,7 @@ def test_golden(ovf: Path, regenerate: bool, libvirt_conn: Any) -> None:
     )
     xml = render_domain_xml(plan_domain(vm, opts, GuestCaps.unconverted())).replace(str(DATA), GOLDEN_DIR)
     golden = ovf.with_suffix(".xml")
-    if regenerate:
-        golden.write_text(xml, encoding="utf-8")
-    elif not golden.exists():
-        pytest.fail(f"{golden.name} does not exist; run pytest {__file__} --regenerate", pytrace=False)
-    else:
-        assert xml == golden.read_text(encoding="utf-8"), f"{golden.name} differs; --regenerate and review"
+    check_golden(golden, xml, regenerate=regenerate, test_file=__file__)
     define_everywhere(libvirt_conn, xml)
 
 

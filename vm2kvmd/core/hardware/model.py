@@ -1,6 +1,6 @@
 """The hardware model of a VMware source VM: frozen dataclasses, no behaviour.
 
-``SourceVM`` is what every source reader (VMX now, OVF and vSphere later)
+``SourceVM`` is what every source reader (VMX, OVF, vSphere)
 produces and what the device mapping consumes.  Values are already validated
 and normalised (canonical UUIDs, lower-case enum-like strings); the raw VMX key
 each item came from is kept in ``key`` so messages can name it.
@@ -137,6 +137,21 @@ class Controller:
 
 
 EXTRACTED_AT_MIGRATION = "compressed: extracted at migration"
+READ_AT_MIGRATION = "on a vSphere datastore: read over HTTPS at migration"
+
+
+@dataclass(frozen=True)
+class RemoteDisk:
+    """A disk on a vSphere datastore: no local chain; the migration reads it over HTTPS.
+
+    ``layers`` are the datastore paths the API names, newest first: the running
+    state (the newest snapshot delta) down to the base disk.
+    """
+
+    datastore: str  # LocalDS_0
+    layers: tuple[str, ...]  # "[LocalDS_0] vm/vm-000001.vmdk", ..., "[LocalDS_0] vm/vm.vmdk"
+    capacity: int  # bytes, as the API gives it
+    thin: bool | None = None  # None: not a flat disk (sparse/SE sparse layers)
 
 
 @dataclass(frozen=True)
@@ -152,10 +167,21 @@ class SourceDisk:
     # Stored compressed in its package: no chain until the migration job extracts it.  The
     # capacity (bytes) the descriptor gives, 0 when it gives none; ``problem`` says so.
     extracted_capacity: int | None = None
+    # On a vSphere datastore: no chain until the migration reads it (``problem`` says so).
+    remote: RemoteDisk | None = None
 
     @property
     def missing(self) -> bool:
-        return self.chain is None and self.extracted_capacity is None
+        return self.chain is None and self.extracted_capacity is None and self.remote is None
+
+    @property
+    def capacity(self) -> int:
+        """The virtual size in bytes as far as known (0 for a missing disk)."""
+        if self.chain is not None:
+            return self.chain.virtual_size
+        if self.remote is not None:
+            return self.remote.capacity
+        return self.extracted_capacity or 0
 
     @property
     def extracted_at_migration(self) -> bool:

@@ -12,7 +12,14 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 
-from vm2kvmd.core.hardware.model import EXTRACTED_AT_MIGRATION, MediaKind, Note, RemovableDrive, SourceDisk
+from vm2kvmd.core.hardware.model import (
+    EXTRACTED_AT_MIGRATION,
+    READ_AT_MIGRATION,
+    MediaKind,
+    Note,
+    RemovableDrive,
+    SourceDisk,
+)
 from vm2kvmd.core.planning.guestcaps import GuestCaps
 from vm2kvmd.core.planning.plan import PlannedDisk, PlannedRemovable
 
@@ -120,6 +127,8 @@ def plan_disks(
             notes.append(
                 Note(f"{disk.file_name} is {EXTRACTED_AT_MIGRATION}; size from the DiskSection", key)
             )
+        elif disk.chain is None and disk.remote is not None:
+            notes.append(Note(f"{disk.file_name} is {READ_AT_MIGRATION}; size from the vSphere API", key))
         elif disk.chain is None:
             why = disk.problem or f"disk {disk.file_name} is missing"
             notes.append(Note(f"planned with size 0 because: {why}", key))
@@ -132,9 +141,7 @@ def plan_disks(
                 volume_name=vol,
                 target_path=posixpath.join(target_dir, vol),
                 format=disk_format,
-                capacity=(
-                    disk.chain.virtual_size if disk.chain is not None else disk.extracted_capacity or 0
-                ),
+                capacity=disk.capacity,
                 # The first disk in source order boots, as VMware's BIOS does by
                 # default; bios.bootOrder/bios.hddOrder are not read (see notes).
                 boot_order=1 if number == 1 else None,

@@ -149,13 +149,14 @@ def read_storage(
     order = list(Bus)
     return Storage(
         controllers=tuple(sorted(controllers.values(), key=lambda c: (order.index(c.bus), c.index))),
-        disks=tuple(sorted(disks, key=lambda d: _address_order(d.address))),
-        cdroms=tuple(sorted(cdroms, key=lambda d: _address_order(d.address))),
+        disks=tuple(sorted(disks, key=lambda d: address_order(d.address))),
+        cdroms=tuple(sorted(cdroms, key=lambda d: address_order(d.address))),
         floppies=_floppies(vmx, resolver, notes),
     )
 
 
-def _address_order(address: DeviceAddress) -> tuple[int, int, int]:
+def address_order(address: DeviceAddress) -> tuple[int, int, int]:
+    """Sort key of a device address: bus (SCSI, SATA, IDE, NVMe, floppy), controller, unit."""
     return (list(Bus).index(address.bus), address.controller, address.unit)
 
 
