@@ -269,7 +269,7 @@ def test_inaccessible_datastore_anywhere_in_the_chain() -> None:
     base = flat("[SlowNFS] web/web.vmdk", datastore="SlowNFS", datastore_accessible=False)
     top = DiskBacking(BackingKind.SPARSE, "[LocalDS_0] web/web-000001.vmdk", "LocalDS_0", parent=base)
     (d,) = build(disks=(disk(top),)).disks
-    assert d.problem_code is ErrorCode.DISK_MISSING
+    assert d.problem_code is ErrorCode.DATASTORE_INACCESSIBLE
     assert d.problem is not None
     assert "datastore SlowNFS holding [SlowNFS] web/web.vmdk is inaccessible" in d.problem
 

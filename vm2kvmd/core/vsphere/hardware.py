@@ -13,7 +13,7 @@ Decisions (see docs/decisions.md, "vSphere sources"):
   migration's job.  The newest layer is the VM's current state, so a VM with
   snapshots migrates what it runs on now.
 - Raw device mappings are recorded on the disk as UNSUPPORTED_DISK (inspect shows
-  the VM, migrate refuses); a disk on an inaccessible datastore as DISK_MISSING.
+  the VM, migrate refuses); a disk on an inaccessible datastore as DATASTORE_INACCESSIBLE.
   Independent disks are migrated with a note (they are outside snapshots, so their
   current content is what the VM sees).
 - Firmware other than bios/efi is INVALID_VALUE on ``config.firmware``.
@@ -309,7 +309,7 @@ def _disk(ctx: _Context, units: _Units, vs: VsDisk) -> SourceDisk:
         if not layer.datastore_accessible:
             name = layer.datastore or datastore_of(layer.file_name) or "?"
             return refused(
-                ErrorCode.DISK_MISSING,
+                ErrorCode.DATASTORE_INACCESSIBLE,
                 f"datastore {name} holding {layer.file_name} is inaccessible",
                 f"bring datastore {name} back online (or move the disk) and try again",
             )
