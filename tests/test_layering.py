@@ -46,7 +46,9 @@ ALLOWED: Mapping[str, frozenset[str]] = {
 # vm2kvmctl reaches the daemon over D-Bus; from vm2kvmd it shares only names and error codes.
 CLI_ALLOWED = frozenset({"", "errors", "constants"})
 # ... and the one pure formatter, so a size reads the same in the CLI as in the daemon's messages.
-CLI_SHARED_MODULES = frozenset({"vm2kvmd.core.units"})
+CLI_SHARED_MODULES = frozenset(
+    {"vm2kvmd.core.units", "vm2kvmd.core.vsphere.uri", "vm2kvmd.core.vsphere.credentials"}
+)
 
 # Standard library modules core may not import: they reach the OS, other processes or the network,
 # or run things concurrently.  ``os`` stays (``os.path`` string functions), see _CORE_OS.

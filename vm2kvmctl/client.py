@@ -191,7 +191,8 @@ class Client:
     async def connect(cls, kind: str, *, interactive_auth: bool = False) -> Client:
         bus_type = BusType.SYSTEM if kind == "system" else BusType.SESSION
         try:
-            bus = MessageBus(bus_type=bus_type)
+            # fd passing: list-vms hands vm2kvmd the password as a file descriptor.
+            bus = MessageBus(bus_type=bus_type, negotiate_unix_fd=True)
             await bus.connect()
         except Exception as exc:
             raise Unreachable(f"cannot connect to the {kind} bus: {_reason(exc)}") from None
@@ -212,9 +213,11 @@ class Client:
         body: Sequence[Any] = (),
         *,
         destination: str = BUS_NAME,
+        unix_fds: Sequence[int] = (),
     ) -> list[Any]:
         interactive = self.interactive_auth and destination == BUS_NAME
         message = Message(
+            unix_fds=list(unix_fds),
             destination=destination,
             path=path,
             interface=interface,
@@ -253,6 +256,14 @@ class Client:
     async def migrate(self, source: str, options: Mapping[str, Variant]) -> str:
         (path,) = await self.call(MANAGER_PATH, MANAGER_IFACE, "Migrate", "sa{sv}", [source, dict(options)])
         return str(path)
+
+    async def list_vms(self, uri: str, options: Mapping[str, Variant], password_fd: int) -> str:
+        """The VMs of a vSphere host, JSON text; ``password_fd`` travels with the call (``h``:
+        the body holds its index in the message's fds) and stays ours to close."""
+        (text,) = await self.call(
+            MANAGER_PATH, MANAGER_IFACE, "ListVms", "sa{sv}h", [uri, dict(options), 0], unix_fds=[password_fd]
+        )
+        return str(text)
 
     async def jobs(self) -> dict[str, dict[str, Any]]:
         """Every job's properties by path, oldest first (one ``ListJobs``)."""

@@ -18,7 +18,7 @@ from typing import Final
 from dbus_fast.signature import Variant
 from rich.console import Console
 
-from vm2kvmctl import jobs, output
+from vm2kvmctl import jobs, output, vsphere
 from vm2kvmctl.client import Client, DaemonError, Unreachable, job_number
 from vm2kvmctl.common import (
     EXIT_FAILED,
@@ -208,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(func=cmd_migrate)
 
     jobs.add_parsers(commands, common)
+    vsphere.add_parsers(commands, common)
 
     for name, func, text in (
         ("status", cmd_status, "show a job"),

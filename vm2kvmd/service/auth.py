@@ -117,6 +117,9 @@ EXEMPT: Final = Rule("read", exempt=True)
 RULES: Final[Mapping[tuple[str, str], Rule]] = {
     (MANAGER_IFACE, "Inspect"): Rule("inspect a virtual machine", (ACTION_INSPECT,)),
     (MANAGER_IFACE, "Migrate"): Rule("migrate a virtual machine", (ACTION_MIGRATE,)),
+    # It logs in to a vSphere host with the caller's password and reads its inventory: as
+    # much as inspecting a VM, nothing more.
+    (MANAGER_IFACE, "ListVms"): Rule("list the virtual machines of a vSphere host", (ACTION_INSPECT,)),
     (MANAGER_IFACE, "GetJobs"): EXEMPT,
     (MANAGER_IFACE, "ListJobs"): EXEMPT,
     (JOB_IFACE, "Cancel"): Rule("cancel", job=True, own_action=ACTION_CANCEL_OWN_JOB),

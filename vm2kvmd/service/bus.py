@@ -18,9 +18,7 @@ the jobs' paths instead (tests/service/test_manager.py notices).
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +28,7 @@ from dbus_fast.service import ServiceInterface
 
 from vm2kvmd.constants import MANAGER_PATH, OBJECT_MANAGER_IFACE
 from vm2kvmd.service.auth import Authorizer, OwnerOf
-from vm2kvmd.service.dispatch import Dispatcher, PropertySource, managed
+from vm2kvmd.service.dispatch import Dispatcher, PropertySource, close_fds, managed
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +48,9 @@ class ServiceBus(MessageBus):
         super().__init__(*args, **kwargs)
         self.authorizer = Authorizer(self, owner_of)
         self.dispatcher = Dispatcher(self, self.authorizer)
-        # First: the fds of every call are closed, whoever handles it.  The dispatcher stays last.
-        self.add_message_handler(_drop_unexpected_fds)
+        # First: the fds of every call are closed, whoever handles it, except those of a call
+        # to a method that takes one (the dispatcher hands them over).  The dispatcher stays last.
+        self.add_message_handler(self._drop_unexpected_fds)
         self.add_message_handler(self.authorizer.on_message)
 
     def add_message_handler(self, handler: Callable[[Message], Message | bool | None]) -> None:
@@ -80,6 +79,16 @@ class ServiceBus(MessageBus):
     def unexport(self, path: str, interface: ServiceInterface | str | None = None) -> None:
         super().unexport(path, interface)
         self.dispatcher.unexported(path, interface)
+
+    def _drop_unexpected_fds(self, msg: Message) -> None:
+        """Close the fds a peer attaches to a call or signal unless the call goes to one of our
+        methods with an ``h`` argument (the dispatcher hands those to the method and closes the
+        rest): dbus-fast never closes what it receives, so any caller could exhaust our fd table.
+        Replies to our own calls (logind's inhibitor) are not affected.  Never handles the message."""
+        if not msg.unix_fds or msg.message_type not in (MessageType.METHOD_CALL, MessageType.SIGNAL):
+            return
+        if not self.dispatcher.takes_fds(msg):
+            close_fds(msg)
 
     # --- ObjectManager signals (private dbus-fast hooks, see the module doc) -------------------
 
@@ -127,14 +136,3 @@ async def connect(
     )
     await service_bus.connect()
     return service_bus
-
-
-def _drop_unexpected_fds(msg: Message) -> None:
-    """Close the fds a peer attaches to a call or signal: no exported method takes one, and
-    dbus-fast never closes what it receives, so any caller could exhaust our fd table.
-    Replies to our own calls (logind's inhibitor) are not affected.  Never handles the message."""
-    if msg.unix_fds and msg.message_type in (MessageType.METHOD_CALL, MessageType.SIGNAL):
-        for fd in msg.unix_fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        msg.unix_fds.clear()

@@ -14,6 +14,11 @@ dispatch) that takes every method call on an object exported through
   included (default deny);
 * ``Properties.Set`` on our objects is refused to everyone: all our
   properties are read-only, and a writable one must not slip past the rules;
+* file descriptors: a method whose arguments include an ``h`` (``ListVms``: the
+  password) gets the fd itself (the message's ``unix_fds`` at the index the
+  body holds) and owns it from then on; every other fd of the call, and all
+  of them when the call is refused, are closed here (``takes_fds``: the bus's
+  first handler leaves these calls' fds to us and closes everyone else's);
 * ``Properties.Get``/``GetAll``, ``Introspect`` and ``Peer`` stay dbus-fast's
   and readable by anyone, and so does ``GetManagedObjects``, answered here
   from the jobs' own values when every object below the path can give them.
@@ -25,12 +30,14 @@ that refuses (``@bus_method``).  Only public dbus-fast API is used here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
+import os
 from collections.abc import Coroutine
 from typing import Any, Final, Protocol, runtime_checkable
 
-from dbus_fast import Message, MessageFlag, MessageType
+from dbus_fast import Message, MessageFlag, MessageType, SignatureTree
 from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusError
 from dbus_fast.service import ServiceInterface
@@ -72,6 +79,44 @@ def _wants_reply(msg: Message) -> bool:
     return not msg.flags & MessageFlag.NO_REPLY_EXPECTED
 
 
+def close_fds(msg: Message) -> None:
+    """Close the fds a call carries (dbus-fast never closes what it receives)."""
+    for fd in msg.unix_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    msg.unix_fds.clear()
+
+
+def _takes_fd(method: ExportedMethod) -> bool:
+    return "h" in method.in_signature
+
+
+def _fd_arguments(msg: Message, method: ExportedMethod) -> list[Any]:
+    """The call's arguments with each top-level ``h`` (an index into ``unix_fds``, as the body
+    carries it) replaced by the fd itself; every fd no argument names is closed."""
+    args = list(msg.body)
+    handed: set[int] = set()
+    for position, kind in enumerate(SignatureTree(method.in_signature).types):
+        if kind.token != "h":
+            continue
+        index = args[position]
+        if not isinstance(index, int) or not 0 <= index < len(msg.unix_fds) or index in handed:
+            close_fds(msg)
+            raise Vm2kvmError(
+                ErrorCode.INVALID_OPTION,
+                f"argument {position + 1} of {method.name} names no file descriptor the call carries",
+                hint="attach the file descriptor to the call (D-Bus type h)",
+            )
+        handed.add(index)
+        args[position] = msg.unix_fds[index]
+    for index, fd in enumerate(msg.unix_fds):
+        if index not in handed:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    msg.unix_fds.clear()  # the method owns the handed ones now
+    return args
+
+
 class Dispatcher:
     """Runs the calls of the objects exported on ``bus`` once ``authorizer`` allows them."""
 
@@ -93,6 +138,16 @@ class Dispatcher:
             interfaces.pop(interface if isinstance(interface, str) else interface.name, None)
         if not interfaces:
             self._objects.pop(path, None)
+
+    def takes_fds(self, msg: Message) -> bool:
+        """Whether ``msg`` calls one of our methods with an ``h`` argument: its fds are ours."""
+        if msg.message_type is not MessageType.METHOD_CALL or not msg.unix_fds:
+            return False
+        interfaces = self._objects.get(msg.path or "", {})
+        if msg.interface is not None and msg.interface not in interfaces:
+            return False
+        target = self._find(msg, interfaces)
+        return target is not None and _takes_fd(target[1])
 
     def on_message(self, msg: Message) -> Message | bool | None:
         """The message handler: takes every call of an exported method (see the module doc)."""
@@ -124,6 +179,7 @@ class Dispatcher:
         rule = rule_for(iface, member)
         if rule is None or method.method is None:
             # Default deny: a method nobody wrote a rule for is refused to everyone, root too.
+            close_fds(msg)
             self._refused(msg, iface, member, unknown_method(iface, member))
             return True
         if rule.exempt:
@@ -142,8 +198,12 @@ class Dispatcher:
         try:
             caller = await self._authorizer.authorize(msg, method.interface, method.name)
         except Exception as exc:
+            close_fds(msg)
             self._refused(msg, method.interface, method.name, exc)
             return
+        except BaseException:  # cancelled (the daemon stops): the fds are still ours to close
+            close_fds(msg)
+            raise
         self._run(msg, target, caller)
 
     def _run(self, msg: Message, target: Target, caller: Caller | None) -> None:
@@ -156,7 +216,8 @@ class Dispatcher:
         assert method.method is not None
         token = CURRENT.set(caller)
         try:
-            result = method.method.fn(interface, *msg.body)
+            args = _fd_arguments(msg, method) if _takes_fd(method) else msg.body
+            result = method.method.fn(interface, *args)
             if inspect.isawaitable(result):
                 self._spawn(self._reply_later(msg, method, result), f"vm2kvmd {method.name}")
                 return

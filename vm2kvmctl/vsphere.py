@@ -1,0 +1,197 @@
+"""``vm2kvmctl list-vms URI``: the VMs of an ESXi host or vCenter host, through vm2kvmd.
+
+The password never leaves this process except as a file descriptor attached to the D-Bus call
+(``h``): ``--password-file`` is opened and that open file is passed as it is; a password from
+``~/.netrc`` or typed at the prompt is written into a pipe whose read end is passed.  It is never
+in argv, in an option value or in an error message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import json
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from dbus_fast.signature import Variant
+from rich.table import Table
+from rich.text import Text
+
+from vm2kvmctl.client import Client
+from vm2kvmctl.common import EXIT_OK, Context, UsageError
+from vm2kvmd.core.units import size_text
+from vm2kvmd.core.vsphere.credentials import check_netrc_mode, netrc_entry, parse_netrc
+from vm2kvmd.core.vsphere.uri import VsphereUri, parse_uri
+from vm2kvmd.errors import Vm2kvmError
+
+NETRC = "~/.netrc"
+
+
+class NoPassword(UsageError):
+    """No usable password source (exit 2, one line); never holds the password itself."""
+
+
+def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser(
+        "list-vms", parents=[common], help="list the VMs of a VMware ESXi host or vCenter host"
+    )
+    parser.add_argument(
+        "uri",
+        metavar="URI",
+        help="esx://[USER@]HOST[:PORT]/[?no_verify=1] or vpx://USER@VCENTER/DATACENTER[/CLUSTER]/HOST",
+    )
+    parser.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="file holding only the password (mode 0600 or 0400); default: ~/.netrc, else a prompt",
+    )
+    trust = parser.add_mutually_exclusive_group()
+    trust.add_argument(
+        "--ca-file", metavar="FILE", help="trust the CA certificates in this PEM file instead of the system's"
+    )
+    trust.add_argument(
+        "--thumbprint",
+        metavar="SHA256",
+        help="accept exactly the server certificate with this SHA-256 thumbprint (pinning)",
+    )
+    parser.set_defaults(func=cmd_list_vms)
+
+
+def _uri(text: str) -> VsphereUri:
+    try:
+        return parse_uri(text)
+    except Vm2kvmError as exc:
+        raise UsageError(exc.describe()) from None
+
+
+def tls_options(args: argparse.Namespace) -> dict[str, Variant]:
+    options: dict[str, Variant] = {}
+    if args.ca_file is not None:
+        options["ca-file"] = Variant("s", os.path.abspath(args.ca_file))
+    if args.thumbprint is not None:
+        options["thumbprint"] = Variant("s", args.thumbprint)
+    return options
+
+
+def _checked_open(path: str) -> int:
+    """``path`` opened for reading, refused (before anything is read) if others may read it."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        info = os.fstat(fd)
+        check_netrc_mode(info.st_mode, file=path, owner=info.st_uid, caller=os.getuid())
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _pipe_with(secret: str) -> int:
+    """The read end of a pipe holding ``secret`` (a password is far below a pipe's capacity)."""
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, secret.encode())
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    return read_end
+
+
+def _netrc_password(uri: VsphereUri) -> str | None:
+    path = os.path.expanduser(NETRC)
+    try:
+        fd = _checked_open(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise NoPassword(f"{path}: {exc.strerror}") from None
+    with os.fdopen(fd, encoding="utf-8", errors="replace") as file:
+        text = file.read()
+    entry = netrc_entry(parse_netrc(text, file=path), uri.host, uri.login)
+    return entry.password if entry is not None else None
+
+
+@contextlib.contextmanager
+def password_fd(args: argparse.Namespace, uri: VsphereUri) -> Iterator[int]:
+    """An fd holding the password for ``uri``: ``--password-file``, ``~/.netrc`` (mode 0600), or
+    a prompt on a terminal.  Closed on exit."""
+    if args.password_file is not None:
+        try:
+            fd = _checked_open(args.password_file)
+        except OSError as exc:
+            raise NoPassword(f"{args.password_file}: {exc.strerror}") from None
+    else:
+        secret = _netrc_password(uri)
+        if secret is None and sys.stdin.isatty():
+            secret = getpass.getpass(f"Password for {uri.login}@{uri.address}: ")
+        if not secret:
+            raise NoPassword(
+                f"no password for {uri.login}@{uri.host}: give --password-file FILE, add "
+                f"'machine {uri.host} login {uri.login} password ...' to ~/.netrc (mode 0600), "
+                "or run vm2kvmctl on a terminal to be asked"
+            )
+        fd = _pipe_with(secret)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+async def cmd_list_vms(ctx: Context, client: Client) -> int:
+    args = ctx.args
+    uri = _uri(args.uri)
+    try:
+        with password_fd(args, uri) as fd:
+            text = await client.list_vms(args.uri, tls_options(args), fd)
+    except Vm2kvmError as exc:  # ~/.netrc or --password-file refused
+        raise NoPassword(exc.describe()) from None
+    vms = json.loads(text)
+    if ctx.json:
+        ctx.print_json(vms)
+    else:
+        vms_table(ctx, vms)
+    return EXIT_OK
+
+
+def _disk_cell(disk: Mapping[str, Any]) -> str:
+    provisioning = {True: "thin", False: "thick", None: ""}[disk.get("thin")]
+    where = disk.get("datastore") or "-"
+    return " ".join(p for p in (size_text(disk.get("capacity_bytes")), where, provisioning) if p)
+
+
+def _nic_cell(nic: Mapping[str, Any]) -> str:
+    return str(nic.get("network") or "-")
+
+
+def _join(cells: Sequence[str]) -> str:
+    return ", ".join(cells) if cells else "-"
+
+
+def vms_table(ctx: Context, vms: Sequence[Mapping[str, Any]]) -> None:
+    if not vms:
+        ctx.out.print("No VMs.", highlight=False, markup=False)
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    columns = ("NAME", "POWER", "GUEST OS", "CPUS", "MEMORY", "DISKS", "NICS", "SNAPSHOTS", "CBT", "TOOLS")
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("CPUS", "MEMORY", "SNAPSHOTS") else "left")
+    for vm in vms:
+        cells = (
+            str(vm["name"]),
+            str(vm.get("power_state") or "-"),
+            str(vm.get("guest_os") or "-"),
+            str(vm.get("cpus", "-")),
+            size_text(int(vm.get("memory_mib") or 0) << 20),
+            _join([_disk_cell(d) for d in vm.get("disks", [])]),
+            _join([_nic_cell(n) for n in vm.get("nics", [])]),
+            str(vm.get("snapshot_count", 0)),
+            "on" if vm.get("cbt") else "off",
+            str(vm.get("tools_state") or "-"),
+        )
+        table.add_row(*(Text(cell) for cell in cells))  # Text: "[LocalDS_0]" is no markup
+    ctx.out.print(table)
