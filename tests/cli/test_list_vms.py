@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import os
+import pty
 import secrets
 import sys
 from collections.abc import Iterator
@@ -69,8 +70,11 @@ def with_password(tmp_path: Path) -> list[str]:
     return ["--password-file", str(password_file(tmp_path, PASSWORD))]
 
 
-async def start_list_vms(address: str, home: Path, *args: str) -> asyncio.subprocess.Process:
-    """``vm2kvmctl list-vms ARGS`` with ``home`` as HOME; never a password in ``args``."""
+async def start_list_vms(
+    address: str, home: Path, *args: str, stdin: int = asyncio.subprocess.DEVNULL
+) -> asyncio.subprocess.Process:
+    """``vm2kvmctl list-vms ARGS`` with ``home`` as HOME, in a session of its own (so without a
+    controlling terminal: a terminal it gets is only ``stdin``); never a password in ``args``."""
     assert PASSWORD not in args
     env = ctl_env(address)
     env["HOME"] = str(home)
@@ -84,9 +88,10 @@ async def start_list_vms(address: str, home: Path, *args: str) -> asyncio.subpro
         *args,
         cwd=REPO,
         env=env,
-        stdin=asyncio.subprocess.DEVNULL,
+        stdin=stdin,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
     )
 
 
@@ -157,6 +162,30 @@ async def test_password_from_a_0600_netrc(
         run = await list_vms(private_bus, home, uri_of(esx), "--json", "--ca-file", esx.ca_file)
     assert run.status == 0, run.err
     assert run.json() == expected
+
+
+async def test_password_typed_at_the_prompt(
+    private_bus: str, esx: VcsimInfo, expected: list[dict[str, Any]], home: Path
+) -> None:
+    """stdin a terminal (a pty; the CLI in a new session has no /dev/tty, so getpass uses stdin):
+    the prompt names user and host, and the password typed logs in."""
+    controller, terminal = pty.openpty()
+    async with serve_daemon(private_bus):
+        proc = await start_list_vms(
+            private_bus, home, uri_of(esx), "--json", "--thumbprint", esx.thumbprint, stdin=terminal
+        )
+        os.close(terminal)
+        try:
+            assert proc.stderr is not None
+            prompt = await asyncio.wait_for(proc.stderr.readuntil(b": "), 20)
+            await asyncio.to_thread(os.write, controller, PASSWORD.encode() + b"\n")
+            run = await finish(proc, err_so_far=prompt.decode())
+        finally:
+            os.close(controller)
+    assert prompt.decode() == f"Password for {USER}@{esx.host}:{esx.port}: "
+    assert run.status == 0, run.err
+    assert run.json() == expected
+    assert PASSWORD not in run.err.split()
 
 
 async def test_a_netrc_others_can_read_is_refused(private_bus: str, esx: VcsimInfo, home: Path) -> None:
