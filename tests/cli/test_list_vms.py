@@ -25,6 +25,7 @@ from testbed.vcsim import PASSWORD, USER, Vcsim, VcsimInfo
 from tests.adapters.vsphere_support import direct, expected_summary, vms_under
 from tests.cli.test_cli import REPO, Run, ctl_env, finish
 from tests.service.support import serve_daemon
+from tests.service.test_call_fds import everyone_else_closed
 from vm2kvmd.constants import BUS_NAME, MANAGER_IFACE, MANAGER_PATH, OBJECT_MANAGER_IFACE, PROPERTIES_IFACE
 from vm2kvmd.core.units import size_text
 
@@ -372,15 +373,6 @@ async def call_list_vms(address: str, uri: str, options: dict[str, Any], fds: li
         await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
 
 
-def closed_by_everyone_else(write_end: int) -> bool:
-    """Whether every read end of the pipe is closed (ours was): a write then fails with EPIPE."""
-    try:
-        os.write(write_end, b"x")
-    except BrokenPipeError:
-        return True
-    return False
-
-
 async def test_the_daemon_closes_every_fd_of_the_call(private_bus: str, esx: VcsimInfo) -> None:
     """The password fd and an extra one the call carries are closed, when the call succeeds and
     when it fails after reading the password (an unknown option)."""
@@ -405,7 +397,7 @@ async def test_the_daemon_closes_every_fd_of_the_call(private_bus: str, esx: Vcs
             else:
                 assert reply.error_name == expect_error
                 assert "colour" in reply.body[0]
-            assert closed_by_everyone_else(extra_write)
+            assert everyone_else_closed(extra_write)
         finally:
             os.close(extra_write)
 
