@@ -222,6 +222,17 @@ async def test_no_password_anywhere_says_the_three_ways(private_bus: str, esx: V
     assert run.status == 2
 
 
+async def test_a_password_in_the_uri_is_refused_and_not_repeated(private_bus: str, home: Path) -> None:
+    async with serve_daemon(private_bus):
+        run = await list_vms(private_bus, home, "esx://root:Hunter2-in-uri@esx1.example.com/")
+    line = error_line(run)
+    assert "Hunter2" not in run.err + run.out
+    assert line.startswith(
+        "vm2kvmctl: error: source URI 'esx://root:***@esx1.example.com/': a password in the URI is refused"
+    )
+    assert run.status == 2
+
+
 async def test_thumbprint_mismatch_shows_the_real_one(
     private_bus: str, esx: VcsimInfo, home: Path, with_password: list[str]
 ) -> None:

@@ -390,7 +390,7 @@ class Manager(BusInterface):
         self._check_open()
         tls = tls_policy(unwrap_options(options))
         if tls.ca_file is not None:
-            await check_readable(caller, [check_source(tls.ca_file)])
+            await check_readable(caller, [tls.ca_file])  # absolute: tls_policy checks it
         # Login and the inventory read block on the network: a worker thread.
         return await asyncio.to_thread(list_vms_json, uri, secret, tls)
 
