@@ -6,6 +6,7 @@ connection is cut, fail cleanly when the host dies, and never show the session c
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -244,5 +245,40 @@ async def test_a_host_that_dies_mid_transfer_fails_cleanly(tmp_path: Path) -> No
     assert error.code == ErrorCode.COPY_FAILED
     assert NAME in str(error) and info.host in str(error)
     assert _session_id(cookie) not in str(error)
+    assert not pid_alive(pids[0])
+    assert os.listdir(work) == []
+
+
+async def test_cancelling_a_copy_stops_the_reader_and_removes_its_files(
+    datastore: Datastore, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir(mode=0o700)
+    started = asyncio.Event()
+    pids: list[int] = []
+
+    async def copy() -> None:
+        async with RemoteDisk(
+            datastore.url(), datastore.cookie, work_dir=work, ca_file=datastore.info.ca_file
+        ) as disk:
+            assert disk.pid is not None
+            pids.append(disk.pid)
+            await disk.renew_cookie("vmware_soap_session=renewed")
+            cookie_file = Path(disk.socket or "").parent / "cookie"
+            assert cookie_file.read_text() == "vmware_soap_session=renewed"
+            assert cookie_file.stat().st_mode & 0o777 == 0o600
+            await qemu_img.convert(
+                disk.node,
+                str(tmp_path / "disk.qcow2"),
+                dst_format="qcow2",
+                on_progress=lambda p: started.set() if p > 0 else None,
+                target_exists=False,
+            )
+
+    task = asyncio.create_task(copy())
+    await asyncio.wait_for(started.wait(), 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
     assert not pid_alive(pids[0])
     assert os.listdir(work) == []
