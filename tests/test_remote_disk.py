@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
 import ssl
 import subprocess
 import threading
@@ -211,6 +212,7 @@ async def test_a_host_that_dies_mid_transfer_fails_cleanly(tmp_path: Path) -> No
     work.mkdir(mode=0o700)
     sim = Vcsim("esx")
     info = sim.start()
+    directory: Path | None = None
     try:
         directory, cookie = _session(info)
         _populate(directory)
@@ -241,6 +243,9 @@ async def test_a_host_that_dies_mid_transfer_fails_cleanly(tmp_path: Path) -> No
             killer.join(5)
     finally:
         sim.stop()
+        # A killed simulator leaves its datastore directory (and our 64 MiB) behind.
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
     error = caught.value
     assert error.code == ErrorCode.COPY_FAILED
     assert NAME in str(error) and info.host in str(error)
