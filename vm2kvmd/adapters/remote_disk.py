@@ -1,0 +1,288 @@
+"""A datastore file read over HTTPS, served read-only as a local NBD socket (nbdkit's curl plugin).
+
+``RemoteDisk`` starts ``nbdkit -r`` with the curl plugin on the file's datastore URL
+(``https://host/folder/PATH?dcPath=..&dsName=..``) and yields an ``nbd+unix://`` URI that QEMU and
+qemu-img open as the read-only base of the job's overlay: the disk crosses the network once, only
+the blocks read, and no staging copy is made.  Why nbdkit and not QEMU's https driver:
+docs/libraries.md.
+
+- The session cookie is a secret: it never goes into argv.  It lives in a 0600 file in the job's
+  private work directory, which nbdkit reads through ``cookie-script`` (re-read every
+  ``cookie_renew`` seconds, so ``renew_cookie`` after a session renewal reaches the next requests),
+  and which is removed when the reader stops.
+- A failed request (connection reset, 503 from a throttling ESXi, timeout) is retried by the retry
+  filter with exponential back-off: the filter reopens the HTTP connection and repeats that one
+  request, so a copy resumes where it was, not from zero.
+- Connections: the curl plugin does one request at a time per NBD connection, the limit filter
+  bounds NBD connections per disk; ``HostLimiter`` bounds readers per host.
+- TLS is verified, against ``ca_file`` when given; ``verify=False`` only for a host whose
+  certificate the session adapter pinned by thumbprint.
+
+nbdkit is owned by the context manager: started under ``setpriv --pdeathsig KILL`` and
+``--exit-with-parent`` (it dies with the daemon), stopped and reaped on exit and on cancellation,
+and its socket, pidfile and cookie file removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+from vm2kvmd.aio import in_thread, settle
+from vm2kvmd.errors import ErrorCode, Vm2kvmError
+
+NBDKIT = "nbdkit"
+_WATCHED = ("setpriv", "--pdeathsig", "KILL", "--") if shutil.which("setpriv") else ()
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How hard one disk may pull on its host, and how long it keeps trying."""
+
+    connections: int = 1  # HTTP connections per disk (one NBD connection each)
+    retries: int = 5  # attempts after a failed request before the read fails
+    retry_delay: int = 2  # seconds before the first retry; doubles each time (2+4+8+16+32 s)
+    timeout: int = 120  # seconds one HTTP request may take
+    cookie_renew: int = 60  # seconds between re-reads of the cookie file
+
+
+class HostLimiter:
+    """At most ``per_host`` disks read at once from one host, across the jobs of one daemon.
+
+    ESXi answers 503 when too many transfers run against it; the daemon holds one limiter and
+    gives it to every reader.
+    """
+
+    def __init__(self, per_host: int = 4) -> None:
+        self.per_host = per_host
+        self._slots: defaultdict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(self.per_host)
+        )
+
+    def slot(self, host: str) -> asyncio.Semaphore:
+        return self._slots[host]
+
+
+class RemoteDisk:
+    """``async with RemoteDisk(url, cookie, work_dir=...) as disk:`` — ``disk.uri``/``disk.node`` read it.
+
+    ``work_dir`` is the job's private directory (mode 0700): the cookie file, the socket and the
+    pidfile go into a fresh subdirectory of it, removed on exit.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        cookie: str,
+        *,
+        work_dir: str | os.PathLike[str],
+        ca_file: str | None = None,
+        verify: bool = True,
+        limits: Limits = Limits(),
+        limiter: HostLimiter | None = None,
+        label: str | None = None,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "https" or not parts.hostname:
+            raise Vm2kvmError(
+                ErrorCode.INVALID_VALUE,
+                "a datastore URL must be https://HOST/folder/PATH?dcPath=...&dsName=...",
+                value=url,
+            )
+        self.url = url
+        self.host = parts.hostname
+        self.label = label or url
+        self._cookie = cookie
+        self._work_dir = Path(work_dir)
+        self._ca_file = ca_file
+        self._verify = verify
+        self._limits = limits
+        self._limiter = limiter
+        self._dir: Path | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._slot: asyncio.Semaphore | None = None
+        self.socket: str | None = None
+
+    def __repr__(self) -> str:  # never the cookie
+        return f"RemoteDisk({self.url!r})"
+
+    @property
+    def uri(self) -> str:
+        """The NBD URI of the running reader (``qemu-img convert URI ...``)."""
+        assert self.socket is not None, "the reader is not running"
+        return f"nbd+unix:///?socket={self.socket}"
+
+    @property
+    def node(self) -> dict[str, Any]:
+        """The disk as a read-only blockdev node (raw over NBD): a source or an overlay's backing."""
+        assert self.socket is not None, "the reader is not running"
+        server = {"type": "unix", "path": self.socket}
+        return {
+            "driver": "raw",
+            "read-only": True,
+            "file": {"driver": "nbd", "server": server, "read-only": True},
+        }
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def _cookie_file(self) -> Path:
+        assert self._dir is not None
+        return self._dir / "cookie"
+
+    @property
+    def _log_file(self) -> Path:
+        assert self._dir is not None
+        return self._dir / "nbdkit.log"
+
+    async def renew_cookie(self, cookie: str) -> None:
+        """Send ``cookie`` from now on (a renewed session); nbdkit re-reads it within ``cookie_renew`` s."""
+        self._cookie = cookie
+        if self._dir is not None:
+            await in_thread(_write_private, self._cookie_file, cookie)
+
+    async def last_error(self) -> str:
+        """nbdkit's last error line (curl's words), or "" — never the cookie."""
+        return await in_thread(self._last_error)
+
+    def _last_error(self) -> str:
+        if self._dir is None:
+            return ""
+        try:
+            lines = self._log_file.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        errors = [ln for ln in lines if "error" in ln.lower()]
+        line = (errors or lines or [""])[-1].strip()
+        return line.replace(self._cookie, "<cookie>") if self._cookie else line
+
+    async def __aenter__(self) -> RemoteDisk:
+        if self._limiter is not None:
+            self._slot = self._limiter.slot(self.host)
+            await self._slot.acquire()
+        try:
+            await self._start()
+        except BaseException:
+            await settle(self._stop())
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        detail = await settle(self.last_error()) if exc is not None else ""
+        await settle(self._stop())
+        if isinstance(exc, Vm2kvmError) and detail:
+            raise Vm2kvmError(
+                exc.code,
+                f"{exc.message} (reading {self.label} from {self.host}: {detail})",
+                file=exc.file,
+                hint="check that the host is reachable and the session valid, then retry the job",
+            ) from exc
+
+    async def _start(self) -> None:
+        self._dir = Path(await in_thread(tempfile.mkdtemp, prefix="remote-disk-", dir=self._work_dir))
+        await in_thread(_write_private, self._cookie_file, self._cookie)
+        socket_path = self._dir / "nbd.sock"
+        pidfile = self._dir / "nbdkit.pid"
+        limits = self._limits
+        args = [
+            NBDKIT,
+            "--foreground",
+            "--exit-with-parent",
+            "--readonly",
+            "--unix",
+            str(socket_path),
+            "--pidfile",
+            str(pidfile),
+            "--filter=limit",
+            "--filter=retry",
+            "curl",
+            self.url,
+            f"cookie-script=exec cat {shlex.quote(str(self._cookie_file))}",
+            f"cookie-script-renew={limits.cookie_renew}",
+            f"timeout={limits.timeout}",
+            f"limit={limits.connections}",
+            f"retries={limits.retries}",
+            f"retry-delay={limits.retry_delay}",
+            "retry-exponential=yes",
+        ]
+        if self._ca_file:
+            args.append(f"cainfo={self._ca_file}")
+        if not self._verify:
+            args.append("sslverify=false")
+        log = await in_thread(os.open, self._log_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *_WATCHED, *args, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log
+            )
+        finally:
+            os.close(log)
+        await self._wait_ready(pidfile)
+        self.socket = str(socket_path)
+
+    async def _wait_ready(self, pidfile: Path) -> None:
+        # nbdkit writes its pidfile once the socket listens.
+        assert self._proc is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT
+        while not await in_thread(pidfile.exists):
+            if self._proc.returncode is not None or loop.time() > deadline:
+                detail = await self.last_error() or "nbdkit did not start"
+                raise Vm2kvmError(
+                    ErrorCode.COPY_FAILED,
+                    f"could not start reading {self.label}: {detail}",
+                    file=self.label,
+                )
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._proc.wait()), 0.05)
+
+    async def _stop(self) -> None:
+        try:
+            if self._proc is not None:
+                await _terminate(self._proc)
+                self._proc = None
+        finally:
+            self.socket = None
+            if self._dir is not None:
+                await in_thread(shutil.rmtree, self._dir, ignore_errors=True)
+                self._dir = None
+            if self._slot is not None:
+                self._slot.release()
+                self._slot = None
+
+
+async def _terminate(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+    await proc.wait()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by us only, replacing it atomically."""
+    partial = path.with_name(path.name + ".new")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(partial, path)
