@@ -316,6 +316,12 @@ class Cpu:
 # --- the VM ----------------------------------------------------------------
 
 
+def is_64bit_guest(guest_os: str) -> bool:
+    """Whether a VMX ``guestOS`` value (``ubuntu-64``, ``windows9srv-64``) names a 64-bit guest; the
+    readers need it before the ``SourceVM`` exists (it picks the default NIC model)."""
+    return guest_os.endswith("-64") or "64" in guest_os.split("-")[-1]
+
+
 @dataclass(frozen=True)
 class SourceVM:
     source_path: str  # absolute path of the .vmx
@@ -345,4 +351,4 @@ class SourceVM:
 
     @property
     def is_64bit(self) -> bool:
-        return self.guest_os.endswith("-64") or "64" in self.guest_os.split("-")[-1]
+        return is_64bit_guest(self.guest_os)

@@ -23,7 +23,17 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from vm2kvmd.core.hardware.model import Cpu, Firmware, Memory, Nic, Sound, SourceVM, Usb, Video
+from vm2kvmd.core.hardware.model import (
+    Cpu,
+    Firmware,
+    Memory,
+    Nic,
+    Sound,
+    SourceVM,
+    Usb,
+    Video,
+    is_64bit_guest,
+)
 from vm2kvmd.core.ovf.envelope import (
     OvfEnvelope,
     OvfItem,
@@ -403,7 +413,7 @@ def build_source_vm(env: OvfEnvelope, load_disk: OvfDiskLoader, *, source_path: 
     cpu = _cpu(ctx, items)
     memory = _memory(ctx, items)
     storage = read_storage(ctx, items, load_disk)
-    nics = _nics(ctx, items, guest_os.endswith("-64") or "64" in guest_os.split("-")[-1])
+    nics = _nics(ctx, items, is_64bit_guest(guest_os))
     video = _video(ctx, items)
     sound = _sound(ctx, items)
     usb = _usb(ctx, items)

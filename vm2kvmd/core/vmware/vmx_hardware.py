@@ -26,7 +26,7 @@ import os
 import re
 import uuid
 
-from vm2kvmd.core.hardware.model import Cpu, Firmware, Memory, Note, SourceVM
+from vm2kvmd.core.hardware.model import Cpu, Firmware, Memory, Note, SourceVM, is_64bit_guest
 from vm2kvmd.core.vmware.paths import PathResolver
 from vm2kvmd.core.vmware.vmx import VmxFile, decode_escapes
 from vm2kvmd.core.vmware.vmx_devices import (
@@ -78,11 +78,6 @@ def parse_genid(vmx: VmxFile, notes: list[Note]) -> str | None:
         return None
     data = (high % 2**64).to_bytes(8, "little") + (low % 2**64).to_bytes(8, "little")
     return str(uuid.UUID(bytes_le=data))
-
-
-def _is_64bit(guest_os: str) -> bool:
-    # The same rule as SourceVM.is_64bit, needed before the SourceVM exists.
-    return guest_os.endswith("-64") or "64" in guest_os.split("-")[-1]
 
 
 def _cpu(vmx: VmxFile, notes: list[Note]) -> Cpu:
@@ -172,7 +167,7 @@ def build_source_vm(vmx: VmxFile, resolver: PathResolver, load_disk: DiskLoader)
         parse_genid(vmx, notes),
     )
     storage = read_storage(vmx, resolver, load_disk, hw_version=hw_version, guest_os=guest_os, notes=notes)
-    nics = read_nics(vmx, is_64bit=_is_64bit(guest_os), notes=notes)
+    nics = read_nics(vmx, is_64bit=is_64bit_guest(guest_os), notes=notes)
     serials = read_ports(vmx, "serial", MAX_SERIALS, notes)
     parallels = read_ports(vmx, "parallel", MAX_PARALLELS, notes)
     sound = read_sound(vmx, notes)

@@ -48,6 +48,7 @@ from vm2kvmd.core.hardware.model import (
     SourceVM,
     Usb,
     Video,
+    is_64bit_guest,
 )
 from vm2kvmd.core.ovf.guest import guest_os_from_vim
 from vm2kvmd.core.vmware.vmx import VmxFile
@@ -522,7 +523,7 @@ def build_source_vm(vm: VsVm, *, source_path: str) -> SourceVM:
     )
     genid = parse_genid(extra, ctx.notes)
     storage = _storage(ctx, hw_version)
-    nics = _nics(ctx, guest_os.endswith("-64") or "64" in guest_os.split("-")[-1])
+    nics = _nics(ctx, is_64bit_guest(guest_os))
     serials = _serials(ctx)
     _state_notes(ctx)
     return SourceVM(
