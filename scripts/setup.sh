@@ -19,6 +19,7 @@ PACKAGES=(
     debootstrap busybox-static linux-image-amd64
     shellcheck
     golang-go golang-github-vmware-govmomi-dev
+    cockpit-ws cockpit-bridge cockpit-system chromium chromium-driver
 )
 VENV=.venv
 STAMP="$VENV/.vm2kvm-installed"
