@@ -186,7 +186,10 @@ def _uuid_target(plan: DomainPlan) -> str:
 
 
 def _os_target(plan: DomainPlan) -> str:
-    # libvirt has no OS type; the VMware value is kept in <metadata> for later tools.
+    # libvirt has no OS type: virt-manager and cockpit-machines read libosinfo's id from
+    # <metadata>; without one, only the VMware value is kept there.
+    if plan.os_id:
+        return f"{plan.os_id} (libosinfo), clock {plan.clock_offset}"
     return f"{plan.guest_os or 'unknown'} in the domain metadata, clock {plan.clock_offset}"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from vm2kvmd.adapters.libvirt_host import LibvirtHost
@@ -276,6 +277,8 @@ def inspect_with_host(
         bridges=options.bridges,
         other_networks=options.other_networks,
         default_network=options.default_network,
+        # The domain's description says when the migration started (a preview: when it was asked).
+        started=datetime.now(UTC),
     )
     caps = GuestCaps.unconverted()
     plan = plan_domain(vm, plan_options, caps)

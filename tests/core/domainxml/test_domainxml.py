@@ -36,6 +36,7 @@ from tests.core.planning.test_mapping import (
 )
 from vm2kvmd.constants import METADATA_NS
 from vm2kvmd.core.domainxml import render_domain_xml
+from vm2kvmd.core.domainxml.general import LIBOSINFO_NS
 from vm2kvmd.core.hardware.model import (
     Bus,
     CharPort,
@@ -51,7 +52,7 @@ from vm2kvmd.core.hardware.model import (
 from vm2kvmd.core.planning.plan import DomainPlan, PlanOptions
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
-NS = {"vm2kvm": METADATA_NS, "qemu": QEMU_NS}
+NS = {"vm2kvm": METADATA_NS, "qemu": QEMU_NS, "libosinfo": LIBOSINFO_NS}
 
 
 def parse(xml: str) -> etree._Element:
@@ -129,7 +130,12 @@ def test_full_vm_xml(libvirt_conn: Any) -> None:
     assert one(root, "/domain/uuid/text()") == SRC_UUID
     assert one(root, "/domain/genid/text()") == "2c4f8e1a-9b7d-4c3e-a5f6-0d1e2f3a4b5c"
     assert one(root, "/domain/title/text()") == 'Web "Front" <01> & more'
-    assert one(root, "/domain/description/text()") == "Line one\nLine <two> & 'three'"
+    assert one(root, "/domain/description/text()") == (
+        "Migrated by vm2kvm from VMware VMX /srv/vmware/web01/web01.vmx.\n\nLine one\nLine <two> & 'three'"
+    )
+    assert (
+        one(root, "/domain/metadata/libosinfo:libosinfo/libosinfo:os/@id") == "http://microsoft.com/win/2k16"
+    )
     source = xp(root, "/domain/metadata/vm2kvm:source")[0]
     assert source.get("path") == "/srv/vmware/web01/web01.vmx"
     assert source.get("uuid") == SRC_UUID
@@ -215,7 +221,11 @@ def test_full_vm_xml(libvirt_conn: Any) -> None:
     )
     assert xp(seen, "/domain/devices/disk/target/@dev") == targets
     assert one(seen, "/domain/genid/text()") == "2c4f8e1a-9b7d-4c3e-a5f6-0d1e2f3a4b5c"
-    assert one(seen, "/domain/description/text()") == "Line one\nLine <two> & 'three'"
+    assert one(seen, "/domain/description/text()") == one(root, "/domain/description/text()")
+    # virt-manager and cockpit-machines read the OS from what libvirt kept.
+    assert (
+        one(seen, "/domain/metadata/libosinfo:libosinfo/libosinfo:os/@id") == "http://microsoft.com/win/2k16"
+    )
 
 
 def test_uuid_taken_keeps_old_uuid_guest_visible(libvirt_conn: Any) -> None:
@@ -337,7 +347,8 @@ def test_title_and_description_round_trip(libvirt_conn: Any) -> None:
         for conn in (test_conn, libvirt_conn):
             with defined(conn, xml) as dom:
                 assert dom.metadata(libvirt.VIR_DOMAIN_METADATA_TITLE, None) == title
-                assert dom.metadata(libvirt.VIR_DOMAIN_METADATA_DESCRIPTION, None) == description
+                kept = dom.metadata(libvirt.VIR_DOMAIN_METADATA_DESCRIPTION, None)
+                assert kept.endswith(f"\n\n{description}") and kept.startswith("Migrated by vm2kvm from ")
     finally:
         test_conn.close()
 

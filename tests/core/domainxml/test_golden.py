@@ -11,6 +11,7 @@ The data directory is machine-specific (the VMX path is absolute and ends up in
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ OPTS = PlanOptions(
     target_dir="/var/lib/libvirt/images",
     new_uuid="00000000-0000-4000-8000-000000000001",
     networks=(("VM Network", "default"),),
+    started=datetime(2026, 12, 7, 20, 31, tzinfo=UTC),
 )
 CASES = sorted(DATA_DIR.glob("*.vmx"))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -316,11 +317,15 @@ def test_name_option_overrides_and_is_checked() -> None:
     assert err.value.key == "name"
 
 
-def test_title_is_one_line_and_description_is_annotation() -> None:
+def test_title_is_one_line_and_description_is_origin_then_annotation() -> None:
     p = plan(make_vm(display_name="web\n01 <&>", annotation="first\nsecond <&> \x01"))
     assert p.title == "web 01 <&>"
-    assert p.description == "first\nsecond <&> "
-    assert plan(make_vm(annotation="")).description is None
+    origin = f"Migrated by vm2kvm from VMware VMX {make_vm().source_path}"
+    assert p.description == f"{origin}.\n\nfirst\nsecond <&> "
+    assert plan(make_vm(annotation="")).description == f"{origin}."
+    started = datetime(2026, 12, 7, 21, 5, tzinfo=timezone(timedelta(hours=1)))
+    dated = plan_domain(make_vm(annotation=""), replace(OPTS, started=started), GuestCaps())
+    assert dated.description == f"{origin} on 2026-12-07 20:05 UTC."
 
 
 # --- CPU, memory, firmware ------------------------------------------------------
@@ -701,3 +706,11 @@ def test_source_notes_come_first_and_all_are_kept() -> None:
 
 def test_plan_is_deterministic() -> None:
     assert plan(full_vm()) == plan(full_vm())
+
+
+def test_libosinfo_id_from_inspection_before_vmware_guest_os() -> None:
+    vm = make_vm(guest_os="debian10-64")
+    assert plan(vm).os_id == "http://debian.org/debian/10"
+    converted = replace(CAPS, os_id="http://debian.org/debian/12")
+    assert plan(vm, caps=converted).os_id == "http://debian.org/debian/12"
+    assert plan(make_vm(guest_os="other-64")).os_id is None

@@ -10,6 +10,8 @@ from vm2kvmd.core.hardware.model import Firmware
 from vm2kvmd.core.planning.plan import DomainPlan
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+# What virt-install writes and virt-manager and cockpit-machines read to know a domain's OS.
+LIBOSINFO_NS = "http://libosinfo.org/xmlns/libvirt/domain/1.0"
 
 
 def identity(root: etree._Element, plan: DomainPlan) -> None:
@@ -23,6 +25,11 @@ def identity(root: etree._Element, plan: DomainPlan) -> None:
     if plan.description:
         sub(root, "description", plan.description)
     metadata = sub(root, "metadata")
+    if plan.os_id:
+        libosinfo = etree.SubElement(
+            metadata, f"{{{LIBOSINFO_NS}}}libosinfo", nsmap={"libosinfo": LIBOSINFO_NS}
+        )
+        etree.SubElement(libosinfo, f"{{{LIBOSINFO_NS}}}os").set("id", plan.os_id)
     source = etree.SubElement(metadata, f"{{{METADATA_NS}}}source", nsmap={"vm2kvm": METADATA_NS})
     for attr, value in (
         ("path", plan.source_path),

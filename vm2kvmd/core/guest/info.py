@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from vm2kvmd.core.hardware.model import Note
 from vm2kvmd.core.planning.guestcaps import GuestCaps
+from vm2kvmd.core.planning.osinfo import osinfo_from_guest
 
 
 def module_name(name: str) -> str:
@@ -67,6 +68,11 @@ class GuestInfo:
     firmware: str = "bios"  # bios or uefi (an ESP is mounted)
     vmware_tools: tuple[str, ...] = ()  # what was found: package names, "tarball" for a tarball install
     initramfs_tool: str = "unknown"  # initramfs-tools, dracut, mkinitrd, unknown
+
+    @property
+    def os_id(self) -> str | None:
+        """This OS as a libosinfo id (``http://debian.org/debian/12``); None when libosinfo has none."""
+        return osinfo_from_guest(self.os_type, self.distro, self.major, self.minor, self.product_name)
 
     @property
     def booting_kernel(self) -> Kernel | None:

@@ -21,6 +21,8 @@ class GuestCaps:
     balloon: bool = False
     guest_agent: bool = False
     reason: str = "guest not converted: devices every x86 OS has drivers for"
+    # The OS inspection found, as a libosinfo id (core/planning/osinfo.py); None: VMware's guestOS decides.
+    os_id: str | None = None
 
     @classmethod
     def unconverted(cls) -> GuestCaps:

@@ -17,6 +17,8 @@ from vm2kvmd.core.planning.chars import plan_parallels, plan_serials
 from vm2kvmd.core.planning.guestcaps import GuestCaps
 from vm2kvmd.core.planning.misc import plan_graphics, plan_sound, plan_usb, plan_video
 from vm2kvmd.core.planning.network import plan_nics
+from vm2kvmd.core.planning.origin import describe_origin
+from vm2kvmd.core.planning.osinfo import osinfo_from_vmware
 from vm2kvmd.core.planning.plan import DomainPlan, PlanOptions
 from vm2kvmd.core.planning.storage import TargetNamer, plan_cdroms, plan_disks, plan_floppies, volume_name
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
@@ -203,7 +205,7 @@ def plan_domain(vm: SourceVM, opts: PlanOptions, caps: GuestCaps) -> DomainPlan:
     name = _plan_name(vm, opts, notes)
     domain_uuid, smbios_uuid = _plan_uuid(vm, opts, notes)
     title = " ".join(_xml_text(vm.display_name).splitlines()).strip() or None
-    description = _xml_text(vm.annotation) or None
+    description = _xml_text(describe_origin(vm.source_path, vm.display_name, vm.annotation, opts.started))
 
     vcpus = max(1, vm.cpu.vcpus)
     sockets, cores, threads = _plan_topology(vcpus, vm.cpu.cores_per_socket, notes)
@@ -263,6 +265,7 @@ def plan_domain(vm: SourceVM, opts: PlanOptions, caps: GuestCaps) -> DomainPlan:
         source_uuid=vm.uuid_bios,
         vc_uuid=vm.vc_uuid,
         guest_os=vm.guest_os,
+        os_id=caps.os_id or osinfo_from_vmware(vm.guest_os),
         hw_version=vm.hw_version,
         notes=tuple(notes),
         vnc_keymap=graphics.keymap,

@@ -8,6 +8,7 @@ migration pipeline (copies ``disks``, then defines the XML).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from vm2kvmd.core.hardware.model import CharPort, Firmware, Nic, Note, RemovableDrive, SourceDisk
 
@@ -27,6 +28,7 @@ class PlanOptions:
     default_network: str = "default"
     uuid_taken: bool = False  # the source UUID is already used by a domain on the host
     new_uuid: str | None = None  # the UUID to use when uuid_taken (tests pass a fixed one)
+    started: datetime | None = None  # when the migration started, for the description; None: left out
 
 
 @dataclass(frozen=True)
@@ -118,3 +120,4 @@ class DomainPlan:
     vnc_keymap: str | None = None  # QEMU keymap name (en-us, de, ...); None: libvirt's default
     clock_offset: str = "utc"  # utc, or localtime for Windows (its RTC runs in local time)
     cpu_mode: str | None = None  # host-model on kvm; None: the hypervisor's default model (TCG)
+    os_id: str | None = None  # libosinfo id (http://debian.org/debian/12); None: not known

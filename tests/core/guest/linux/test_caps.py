@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Set
+from dataclasses import replace
 
 from vm2kvmd.core.guest.info import GuestInfo, Kernel
 from vm2kvmd.core.guest.linux.caps import caps_for_linux, without_virtio_disk
@@ -93,7 +94,7 @@ def test_virtio_without_virtio_pci_is_no_virtio() -> None:
 
 def test_no_kernel() -> None:
     caps, notes = caps_for_linux(guest())
-    assert caps == GuestCaps.unconverted()
+    assert caps == replace(GuestCaps.unconverted(), os_id="http://debian.org/debian/11")
     assert texts(notes) == ["no kernel found in the guest; keeping devices every OS drives (SATA, e1000)"]
 
 
@@ -120,3 +121,9 @@ def test_without_virtio_disk() -> None:
     no_ahci = kernel("2.6.9", VIRTIO)
     new, note = without_virtio_disk(caps, no_ahci, "no initramfs tool")
     assert (new.disk_bus, new.machine, new.cdrom_bus) == ("ide", "pc", "ide")
+
+
+def test_the_inspected_os_becomes_the_libosinfo_id_with_or_without_a_kernel() -> None:
+    k = kernel("5.10.0-28-amd64", VIRTIO)
+    assert caps_for_linux(guest(k))[0].os_id == "http://debian.org/debian/11"
+    assert caps_for_linux(guest())[0].os_id == "http://debian.org/debian/11"

@@ -25,7 +25,7 @@ def caps_for_linux(guest: GuestInfo) -> tuple[GuestCaps, list[Note]]:
     kernel = guest.booting_kernel
     if kernel is None:
         notes.append(Note("no kernel found in the guest; keeping devices every OS drives (SATA, e1000)"))
-        return GuestCaps.unconverted(), notes
+        return replace(GuestCaps.unconverted(), os_id=guest.os_id), notes
     pci = kernel.has(_PCI)
     if not pci and any(kernel.has(m) for m in ("virtio_blk", "virtio_scsi", "virtio_net")):
         # Without it the other virtio drivers never bind: say so, not "has no virtio_net".
@@ -45,6 +45,7 @@ def caps_for_linux(guest: GuestInfo) -> tuple[GuestCaps, list[Note]]:
         balloon=pci and kernel.has("virtio_balloon"),
         guest_agent=True,
         reason=f"converted: drivers of kernel {kernel.version}",
+        os_id=guest.os_id,
     )
     return caps, notes
 
