@@ -19,7 +19,13 @@ PACKAGES=(
     debootstrap busybox-static linux-image-amd64
     shellcheck
     golang-go golang-github-vmware-govmomi-dev
+    desktop-file-utils
 )
+# The Cockpit page's build (scripts/build-cockpit.sh) needs node and npm: Debian's, unless a
+# node and npm are on PATH already (Debian's npm cannot be installed next to another nodejs).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    PACKAGES+=(nodejs npm)
+fi
 VENV=.venv
 STAMP="$VENV/.vm2kvm-installed"
 
