@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,22 @@ def test_desktop_entry_is_valid() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout == ""
+
+
+def introspected_methods(xml_file: str) -> set[str]:
+    root = ET.parse(REPO / "dbus" / xml_file).getroot()
+    return {m.get("name", "") for m in root.iter("method")}
+
+
+def test_page_calls_only_methods_the_daemon_has() -> None:
+    """Every Manager1/Job1 method the page names is in the introspection data
+    (which tests/service/test_introspection.py checks against the running daemon)."""
+    dbus_js = (SRC / "dbus.js").read_text()
+    manager_calls = set(re.findall(r"MANAGER_IFACE, '(\w+)'", dbus_js))
+    job_calls = set(re.findall(r"JOB_IFACE, '(\w+)'", dbus_js))
+    for jsx in SRC.glob("*.jsx"):
+        job_calls |= set(re.findall(r"run\('(\w+)'", jsx.read_text()))  # JobActions
+    assert manager_calls == {"ListJobs", "Inspect", "Migrate", "ListPoolsAndNetworks"}
+    assert job_calls == {"GetLog", "GetReport", "Cancel", "Retry", "Dismiss"}
+    assert manager_calls <= introspected_methods("org.vm2kvm.Manager1.xml")
+    assert job_calls <= introspected_methods("org.vm2kvm.Job1.xml")
