@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # Extra pytest arguments: make test PYTEST_ARGS='-k vmx -x'
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo demo-clean test lint lock format clean install uninstall
+.PHONY: help setup demo demo-clean test lint lock format clean install uninstall cockpit
 
 help:
 	@echo "./demo.sh and ./test.sh are the two set-up commands; make wraps them."
@@ -17,7 +17,8 @@ help:
 	@echo "make format      ruff format + ruff check --fix"
 	@echo "make demo-clean  undefine the demo domain and delete its volumes"
 	@echo "make clean       remove build/ (except the demo disks) and caches; keeps .venv"
-	@echo "make install     install vm2kvmd as a system service (PREFIX=/usr/local, DESTDIR=; docs/systemd.md)"
+	@echo "make cockpit     build the Cockpit page into build/cockpit/vm2kvm/ (docs/cockpit.md)"
+	@echo "make install     install vm2kvmd as a system service and the Cockpit page (PREFIX=/usr/local, DESTDIR=; docs/systemd.md)"
 	@echo "make uninstall   remove what make install installed (keeps /etc/vm2kvm/vm2kvmd.conf and the job store)"
 
 setup:
@@ -37,6 +38,10 @@ test:
 # What ./test.sh runs before the tests.
 lint: setup
 	scripts/lint.sh
+
+# The Cockpit page: npm ci from cockpit/package-lock.json and esbuild, each only when needed.
+cockpit:
+	scripts/build-cockpit.sh
 
 # requirements.lock from pyproject.toml's ranges, resolved afresh (docs/development.md).
 lock:
@@ -72,13 +77,17 @@ CONFDIR ?= /etc/vm2kvm
 UNITDIR ?= /usr/lib/systemd/system
 DBUSDIR ?= /usr/share/dbus-1
 POLKITDIR ?= /usr/share/polkit-1/actions
+# Cockpit reads packages from here (the page: "VMware import" in its menu); desktops read .desktop files here.
+COCKPITDIR ?= /usr/share/cockpit
+APPDIR ?= /usr/share/applications
+COCKPIT_PAGE := build/cockpit/vm2kvm
 SYSTEM_PYTHON ?= /usr/bin/python3
 INSTALL_VENV ?= 1
 PIP_ARGS ?=
 # The paths the files in systemd/ and dbus/ name, as for PREFIX=/usr/local.
 SUBST := sed -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/usr/local/share/doc/vm2kvm/|$(DOCDIR)/|g'
 
-install:
+install: cockpit
 ifeq ($(INSTALL_VENV),1)
 	$(SYSTEM_PYTHON) -m venv --clear --system-site-packages $(DESTDIR)$(VENVDIR)
 	PIP_CONSTRAINT=$(CURDIR)/requirements.lock \
@@ -104,6 +113,13 @@ endif
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
 	# Only the example: an admin's vm2kvmd.conf is never touched.
 	install -m 0644 etc/vm2kvmd.conf.example $(DESTDIR)$(CONFDIR)/
+	# The page's asset names carry a hash: files of an older build must not linger.
+	rm -rf $(DESTDIR)$(COCKPITDIR)/vm2kvm
+	install -d -m 0755 $(DESTDIR)$(COCKPITDIR)/vm2kvm/assets $(DESTDIR)$(APPDIR)
+	install -m 0644 $(COCKPIT_PAGE)/manifest.json $(COCKPIT_PAGE)/index.html \
+		$(COCKPIT_PAGE)/index.js $(COCKPIT_PAGE)/index.css $(DESTDIR)$(COCKPITDIR)/vm2kvm/
+	install -m 0644 $(COCKPIT_PAGE)/assets/* $(DESTDIR)$(COCKPITDIR)/vm2kvm/assets/
+	install -m 0644 data/vm2kvm.desktop $(DESTDIR)$(APPDIR)/
 ifeq ($(DESTDIR),)
 	@echo "installed; now: systemctl daemon-reload && systemctl reload dbus"
 endif
@@ -116,7 +132,8 @@ uninstall:
 		$(DESTDIR)$(DBUSDIR)/interfaces/org.vm2kvm.Manager1.xml \
 		$(DESTDIR)$(DBUSDIR)/interfaces/org.vm2kvm.Job1.xml \
 		$(DESTDIR)$(POLKITDIR)/org.vm2kvm.policy \
-		$(DESTDIR)$(CONFDIR)/vm2kvmd.conf.example
-	rm -rf $(DESTDIR)$(VENVDIR) $(DESTDIR)$(DOCDIR)
+		$(DESTDIR)$(CONFDIR)/vm2kvmd.conf.example \
+		$(DESTDIR)$(APPDIR)/vm2kvm.desktop
+	rm -rf $(DESTDIR)$(VENVDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(COCKPITDIR)/vm2kvm
 	# Kept: $(CONFDIR) if it holds the admin's vm2kvmd.conf, and the job store /var/lib/vm2kvm.
 	-rmdir $(DESTDIR)$(CONFDIR) 2>/dev/null

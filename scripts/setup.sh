@@ -19,8 +19,14 @@ PACKAGES=(
     debootstrap busybox-static linux-image-amd64
     shellcheck
     golang-go golang-github-vmware-govmomi-dev
+    desktop-file-utils
     cockpit-ws cockpit-bridge cockpit-system chromium chromium-driver
 )
+# The Cockpit page's build (scripts/build-cockpit.sh) needs node and npm: Debian's, unless a
+# node and npm are on PATH already (Debian's npm cannot be installed next to another nodejs).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    PACKAGES+=(nodejs npm)
+fi
 VENV=.venv
 STAMP="$VENV/.vm2kvm-installed"
 

@@ -163,6 +163,9 @@ def test_make_install_and_uninstall(tmp_path: Path) -> None:
     admin_conf.parent.mkdir(parents=True)
     admin_conf.write_text("max_parallel_jobs = 1\n")
     prefix = "/opt/v2k"
+    # The Cockpit page first: its first build (npm ci) may take longer than make() waits.
+    subprocess.run([str(REPO / "scripts/build-cockpit.sh")], check=True, capture_output=True, timeout=600)
+    page = REPO / "build/cockpit/vm2kvm"
     # INSTALL_VENV=0: the virtualenv (python -m venv, pip install .) takes minutes.
     make("install", f"DESTDIR={root}", f"PREFIX={prefix}", "INSTALL_VENV=0")
     assert tree(root) == {
@@ -177,7 +180,11 @@ def test_make_install_and_uninstall(tmp_path: Path) -> None:
         "/usr/share/dbus-1/system-services/org.vm2kvm.Daemon1.service": "0644",
         "/usr/share/dbus-1/system.d/org.vm2kvm.Daemon1.conf": "0644",
         "/usr/share/polkit-1/actions/org.vm2kvm.policy": "0644",
+        "/usr/share/applications/vm2kvm.desktop": "0644",
+        **{f"/usr/share/cockpit/vm2kvm{name}": "0644" for name in tree(page)},
     }
+    assert "/manifest.json" in tree(page)
+    assert (root / "usr/share/cockpit/vm2kvm/index.js").read_bytes() == (page / "index.js").read_bytes()
     assert admin_conf.read_text() == "max_parallel_jobs = 1\n"
     assert (root / "etc/vm2kvm/vm2kvmd.conf.example").read_bytes() == (
         REPO / "etc/vm2kvmd.conf.example"

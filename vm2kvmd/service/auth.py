@@ -120,6 +120,9 @@ RULES: Final[Mapping[tuple[str, str], Rule]] = {
     # It logs in to a vSphere host with the caller's password and reads its inventory: as
     # much as inspecting a VM, nothing more.
     (MANAGER_IFACE, "ListVms"): Rule("list the virtual machines of a vSphere host", (ACTION_INSPECT,)),
+    (MANAGER_IFACE, "ListPoolsAndNetworks"): Rule(
+        "list libvirt's storage pools and networks", (ACTION_INSPECT,)
+    ),
     (MANAGER_IFACE, "GetJobs"): EXEMPT,
     (MANAGER_IFACE, "ListJobs"): EXEMPT,
     (JOB_IFACE, "Cancel"): Rule("cancel", job=True, own_action=ACTION_CANCEL_OWN_JOB),

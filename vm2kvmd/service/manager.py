@@ -67,6 +67,7 @@ from vm2kvmd.service.runner import (
 )
 from vm2kvmd.service.store import JobRecord, JobStore, now_us
 from vm2kvmd.service.storeio import StoreIO
+from vm2kvmd.service.targets import listing_options, pools_and_networks_json
 from vm2kvmd.service.variants import unwrap_options
 from vm2kvmd.service.vsphere import list_vms_json, tls_policy
 
@@ -107,6 +108,7 @@ class Manager(BusInterface):
         "GetJobs": ("jobs",),
         "ListJobs": ("jobs",),
         "ListVms": ("vms",),
+        "ListPoolsAndNetworks": ("targets",),
     }
 
     def __init__(
@@ -393,6 +395,13 @@ class Manager(BusInterface):
             await check_readable(caller, [tls.ca_file])  # absolute: tls_policy checks it
         # Login and the inventory read block on the network: a worker thread.
         return await asyncio.to_thread(list_vms_json, uri, secret, tls)
+
+    @bus_method()
+    async def ListPoolsAndNetworks(self, options: DBusDict) -> DBusStr:
+        self._check_open()
+        opts = self._options(listing_options(options))
+        # libvirt calls block: a worker thread.
+        return await asyncio.to_thread(pools_and_networks_json, opts)
 
     @dbus_property(access=PropertyAccess.READ)
     def Version(self) -> DBusStr:

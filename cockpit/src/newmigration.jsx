@@ -1,0 +1,231 @@
+import React, { useEffect, useState } from 'react';
+import {
+    ActionGroup, Alert, Breadcrumb, BreadcrumbItem, Button, Card, CardBody, CardTitle, Checkbox,
+    Form, FormGroup, FormHelperText, FormSelect, FormSelectOption, HelperText, HelperTextItem,
+    InputGroup, InputGroupItem, PageSection, Radio, Spinner, TextInput,
+} from '@patternfly/react-core';
+
+import { inspect, jobNumber, listPoolsAndNetworks, migrate, variantOptions } from './dbus.js';
+import { ErrorAlert } from './errors.jsx';
+import { FileBrowser, isSourceFile } from './browse.jsx';
+import { go } from './nav.js';
+import { Preview } from './preview.jsx';
+
+const DAEMON_DEFAULT = '';
+
+// Pools and networks of the host vm2kvmd writes to (Manager1.ListPoolsAndNetworks).
+function useTargets() {
+    const [targets, setTargets] = useState(null);
+    const [error, setError] = useState(null);
+    useEffect(() => {
+        listPoolsAndNetworks().then(setTargets)
+                .catch(setError);
+    }, []);
+    return { targets, error };
+}
+
+// The VMware networks of the VM, each once, in device order.
+function vmwareNetworks(result) {
+    const seen = [];
+    for (const nic of result.nics || []) {
+        if (nic.network && !seen.includes(nic.network))
+            seen.push(nic.network);
+    }
+    return seen;
+}
+
+function FileSource({ path, setPath, onInspect, busy }) {
+    const [browsing, setBrowsing] = useState(false);
+    const dir = path.startsWith('/') ? path.replace(/\/[^/]*$/, '') || '/' : '/';
+    return (
+        <FormGroup label="VMware file on this host" fieldId="source-path" isRequired>
+            <InputGroup>
+                <InputGroupItem isFill>
+                    <TextInput id="source-path" value={path} onChange={(_e, v) => setPath(v)}
+                               placeholder="/srv/vmware/web01/web01.vmx" isRequired />
+                </InputGroupItem>
+                <InputGroupItem>
+                    <Button variant="control" id="browse-source" onClick={() => setBrowsing(true)}>Browse…</Button>
+                </InputGroupItem>
+                <InputGroupItem>
+                    <Button variant="secondary" id="inspect-source" isDisabled={!path || busy}
+                            isLoading={busy} onClick={onInspect}>Inspect</Button>
+                </InputGroupItem>
+            </InputGroup>
+            <FormHelperText>
+                <HelperText>
+                    <HelperTextItem>
+                        {path && !isSourceFile(path)
+                            ? 'vm2kvm reads .vmx files, .ovf descriptors next to their disks and .ova archives.'
+                            : 'An absolute path to a .vmx, .ovf or .ova.'}
+                    </HelperTextItem>
+                </HelperText>
+            </FormHelperText>
+            {browsing && (
+                <FileBrowser start={dir} onClose={() => setBrowsing(false)}
+                             onSelect={p => { setPath(p); setBrowsing(false) }} />
+            )}
+        </FormGroup>
+    );
+}
+
+// vSphere needs the password as a file descriptor (ListVms' "h" argument), which Cockpit's
+// D-Bus channel cannot carry (docs/decisions.md, issue 14): this is where the form goes once it can.
+function VsphereSource() {
+    return (
+        <Alert variant="info" isInline id="vsphere-unavailable"
+               title="ESXi and vCenter sources: use vm2kvmctl for now">
+            <p>
+                vm2kvmd takes the vSphere password only as a file descriptor, never as text, and
+                Cockpit's D-Bus channel cannot pass one. On the host, run
+                {' '}<code>vm2kvmctl list-vms esx://root@esx.example.com/</code> and
+                {' '}<code>vm2kvmctl migrate esx://root@esx.example.com/?vm=NAME</code>; the job appears in this page's table.
+            </p>
+        </Alert>
+    );
+}
+
+function OptionsForm({ result, targets, targetsError, onStart, busy }) {
+    const [name, setName] = useState(result.name);
+    const [pool, setPool] = useState(DAEMON_DEFAULT);
+    const [format, setFormat] = useState('qcow2');
+    const [networks, setNetworks] = useState({});
+    const [conversion, setConversion] = useState(true);
+    const [verify, setVerify] = useState(false);
+    const vmNetworks = vmwareNetworks(result);
+    const pools = targets ? targets.pools.filter(p => p.active) : [];
+    const libvirtNetworks = targets ? targets.networks.filter(n => n.active) : [];
+
+    const start = event => {
+        event.preventDefault();
+        const mapping = Object.entries(networks).filter(([, to]) => to)
+                .map(([from, to]) => `${from}=${to}`);
+        onStart({
+            name: name !== result.name ? name : '',
+            pool,
+            format: format !== 'qcow2' ? format : '',
+            network: mapping,
+            'guest-conversion': conversion ? undefined : false,
+            verify: verify || undefined,
+        });
+    };
+
+    return (
+        <Form id="migration-options" onSubmit={start} isHorizontal>
+            <FormGroup label="Name" fieldId="option-name" isRequired>
+                <TextInput id="option-name" value={name} onChange={(_e, v) => setName(v)} isRequired />
+            </FormGroup>
+            {targetsError && (
+                <ErrorAlert error={targetsError} title="Cannot list libvirt's storage pools and networks"
+                            id="targets-error" />
+            )}
+            <FormGroup label="Storage pool" fieldId="option-pool">
+                <FormSelect id="option-pool" value={pool} onChange={(_e, v) => setPool(v)}>
+                    <FormSelectOption value={DAEMON_DEFAULT}
+                                      label={`Default${targets && targets.default_pool ? ` (${targets.default_pool})` : ''}`} />
+                    {pools.map(p => <FormSelectOption key={p.name} value={p.name} label={`${p.name} (${p.type})`} />)}
+                </FormSelect>
+            </FormGroup>
+            <FormGroup label="Disk format" fieldId="option-format">
+                <FormSelect id="option-format" value={format} onChange={(_e, v) => setFormat(v)}>
+                    <FormSelectOption value="qcow2" label="qcow2" />
+                    <FormSelectOption value="raw" label="raw" />
+                </FormSelect>
+            </FormGroup>
+            {vmNetworks.map((net, i) => (
+                <FormGroup key={net} label={`Network for "${net}"`} fieldId={`option-network-${i}`}>
+                    <FormSelect id={`option-network-${i}`} data-vmware-network={net}
+                                value={networks[net] || DAEMON_DEFAULT}
+                                onChange={(_e, v) => setNetworks(prev => ({ ...prev, [net]: v }))}>
+                        <FormSelectOption value={DAEMON_DEFAULT}
+                                          label={`Default${targets && targets.default_network ? ` (${targets.default_network})` : ''}`} />
+                        {libvirtNetworks.map(n => <FormSelectOption key={n.name} value={n.name} label={n.name} />)}
+                    </FormSelect>
+                </FormGroup>
+            ))}
+            <FormGroup label="Guest" fieldId="option-guest-conversion" role="group">
+                <Checkbox id="option-guest-conversion" isChecked={conversion}
+                          onChange={(_e, v) => setConversion(v)}
+                          label="Convert the guest (virtio drivers, boot configuration, VMware Tools removed)" />
+                <Checkbox id="option-verify" isChecked={verify} onChange={(_e, v) => setVerify(v)}
+                          label="Verify the copied disks against the source" />
+            </FormGroup>
+            <ActionGroup>
+                <Button variant="primary" type="submit" id="start-migration" isDisabled={busy || !name}
+                        isLoading={busy}>Start migration</Button>
+                <Button variant="link" onClick={() => go([])}>Cancel</Button>
+            </ActionGroup>
+        </Form>
+    );
+}
+
+export function NewMigration() {
+    const [kind, setKind] = useState('file');
+    const [path, setPath] = useState('');
+    const [inspecting, setInspecting] = useState(false);
+    const [result, setResult] = useState(null);
+    const [error, setError] = useState(null);
+    const [starting, setStarting] = useState(false);
+    const { targets, error: targetsError } = useTargets();
+
+    const runInspect = () => {
+        setInspecting(true);
+        setError(null);
+        setResult(null);
+        inspect(path.trim(), {})
+                .then(setResult)
+                .catch(err => setError({ err, what: 'Inspect' }))
+                .finally(() => setInspecting(false));
+    };
+
+    const start = options => {
+        setStarting(true);
+        setError(null);
+        migrate(result.source, variantOptions(options))
+                .then(job => go(['job', String(jobNumber(job))]))
+                .catch(err => setError({ err, what: 'The migration could not start' }))
+                .finally(() => setStarting(false));
+    };
+
+    return (
+        <PageSection>
+            <Breadcrumb>
+                <BreadcrumbItem to="#/" onClick={e => { e.preventDefault(); go([]) }}>Jobs</BreadcrumbItem>
+                <BreadcrumbItem isActive>New migration</BreadcrumbItem>
+            </Breadcrumb>
+            <Card className="pf-v5-u-my-md">
+                <CardTitle component="h2">Source</CardTitle>
+                <CardBody>
+                    <Form onSubmit={e => { e.preventDefault(); if (path) runInspect() }}>
+                        <FormGroup role="radiogroup" fieldId="source-kind" label="Where the VM is" isInline>
+                            <Radio id="source-kind-file" name="source-kind" label="File on this host"
+                                   isChecked={kind === 'file'} onChange={() => setKind('file')} />
+                            <Radio id="source-kind-vsphere" name="source-kind" label="VMware ESXi or vCenter"
+                                   isChecked={kind === 'vsphere'} onChange={() => setKind('vsphere')} />
+                        </FormGroup>
+                        {kind === 'file'
+                            ? <FileSource path={path} setPath={setPath} onInspect={runInspect} busy={inspecting} />
+                            : <VsphereSource />}
+                    </Form>
+                </CardBody>
+            </Card>
+            {error && <ErrorAlert error={error.err} title={`${error.what} failed`} id="migration-error" />}
+            {inspecting && <Spinner size="lg" aria-label="Inspecting the VM" />}
+            {result && (
+                <>
+                    <Card className="pf-v5-u-my-md">
+                        <CardTitle component="h2">Preview</CardTitle>
+                        <CardBody><Preview result={result} /></CardBody>
+                    </Card>
+                    <Card className="pf-v5-u-my-md">
+                        <CardTitle component="h2">Options</CardTitle>
+                        <CardBody>
+                            <OptionsForm result={result} targets={targets} targetsError={targetsError}
+                                         onStart={start} busy={starting} />
+                        </CardBody>
+                    </Card>
+                </>
+            )}
+        </PageSection>
+    );
+}

@@ -1,0 +1,142 @@
+"""The Cockpit page's package (cockpit/): its build, what it is built into, its desktop entry.
+
+The page in a real browser is tested in tests/cockpit/; these check what is true without one.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from vm2kvmd import constants
+
+REPO = Path(__file__).resolve().parents[1]
+BUILD_SCRIPT = REPO / "scripts/build-cockpit.sh"
+PAGE = REPO / "build/cockpit/vm2kvm"
+SRC = REPO / "cockpit/src"
+
+needs_node = pytest.mark.skipif(
+    shutil.which("node") is None or shutil.which("npm") is None,
+    reason="needs node and npm (scripts/setup.sh)",
+)
+
+
+def build(repo: Path) -> str:
+    """Run the build script of ``repo``; its output (empty when nothing was rebuilt)."""
+    done = subprocess.run(
+        [str(repo / "scripts/build-cockpit.sh")], check=True, capture_output=True, text=True, timeout=600
+    )
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def page() -> Path:
+    build(REPO)
+    return PAGE
+
+
+@needs_node
+def test_build_makes_a_cockpit_package(page: Path) -> None:
+    manifest = json.loads((page / "manifest.json").read_text())
+    assert manifest["menu"]["index"]["label"] == "VMware import"
+    html = (page / "index.html").read_text()
+    # The installed cockpit's cockpit.js, then the bundle; both relative to the package.
+    assert re.findall(r'<script src="([^"]+)"', html) == ["../base1/cockpit.js", "index.js"]
+    assert '<link rel="stylesheet" href="index.css">' in html
+    script = (page / "index.js").read_text()
+    assert constants.BUS_NAME in script
+    assert "VMware import" in script
+    css = (page / "index.css").read_text()
+    assert ".pf-v5-c-table" in css
+    # Every asset the CSS names was written next to it.
+    for asset in set(re.findall(r"url\(\"?\./(assets/[^)\"]+)", css)):
+        assert (page / asset).is_file(), asset
+
+
+def test_page_uses_the_daemon_names() -> None:
+    """The names in the page's D-Bus module are vm2kvmd's (vm2kvmd/constants.py)."""
+    source = (SRC / "dbus.js").read_text()
+    names = dict(re.findall(r"export const (\w+) = '([^']*)';", source))
+    assert names == {
+        "BUS_NAME": constants.BUS_NAME,
+        "MANAGER_PATH": constants.MANAGER_PATH,
+        "MANAGER_IFACE": constants.MANAGER_IFACE,
+        "JOB_IFACE": constants.JOB_IFACE,
+        "JOBS_PATH": constants.JOBS_PATH,
+    }
+
+
+@needs_node
+def test_build_runs_only_when_something_changed(tmp_path: Path, page: Path) -> None:
+    # A copy of the page's sources whose dependencies are the repository's (already installed).
+    copy = tmp_path / "repo"
+    (copy / "scripts").mkdir(parents=True)
+    shutil.copy2(BUILD_SCRIPT, copy / "scripts")
+    shutil.copytree(REPO / "cockpit", copy / "cockpit", ignore=shutil.ignore_patterns("node_modules"))
+    (copy / "build/cockpit").mkdir(parents=True)
+    (copy / "build/cockpit/npm").symlink_to(REPO / "build/cockpit/npm")
+
+    assert "npm ci" not in build(copy)  # the lock is the installed one
+    built = copy / "build/cockpit/vm2kvm/index.css"
+    first = built.stat().st_mtime_ns
+    assert build(copy) == ""
+    assert built.stat().st_mtime_ns == first
+
+    with (copy / "cockpit/src/app.css").open("a") as css:
+        css.write(".vm2kvm-test-marker { color: red; }\n")
+    assert "esbuild" in build(copy)
+    assert ".vm2kvm-test-marker" in built.read_text()
+
+
+def desktop_entry() -> configparser.SectionProxy:
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(REPO / "data/vm2kvm.desktop")
+    return parser["Desktop Entry"]
+
+
+def test_desktop_entry_opens_the_page_in_cockpit_desktop() -> None:
+    entry = desktop_entry()
+    manifest = json.loads((SRC / "manifest.json").read_text())
+    # cockpit-desktop takes the page's URL path; the package directory is the one make installs.
+    assert entry["Exec"] == "/usr/lib/cockpit/cockpit-desktop /cockpit/@localhost/vm2kvm/index.html"
+    assert entry["Name"] == manifest["menu"]["index"]["label"]
+    assert "index" in manifest["menu"]
+
+
+@pytest.mark.skipif(shutil.which("desktop-file-validate") is None, reason="needs desktop-file-utils")
+def test_desktop_entry_is_valid() -> None:
+    done = subprocess.run(
+        ["desktop-file-validate", str(REPO / "data/vm2kvm.desktop")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout == ""
+
+
+def introspected_methods(xml_file: str) -> set[str]:
+    root = ET.parse(REPO / "dbus" / xml_file).getroot()
+    return {m.get("name", "") for m in root.iter("method")}
+
+
+def test_page_calls_only_methods_the_daemon_has() -> None:
+    """Every Manager1/Job1 method the page names is in the introspection data
+    (which tests/service/test_introspection.py checks against the running daemon)."""
+    dbus_js = (SRC / "dbus.js").read_text()
+    manager_calls = set(re.findall(r"MANAGER_IFACE, '(\w+)'", dbus_js))
+    job_calls = set(re.findall(r"JOB_IFACE, '(\w+)'", dbus_js))
+    for jsx in SRC.glob("*.jsx"):
+        job_calls |= set(re.findall(r"run\('(\w+)'", jsx.read_text()))  # JobActions
+    assert manager_calls == {"ListJobs", "Inspect", "Migrate", "ListPoolsAndNetworks"}
+    assert job_calls == {"GetLog", "GetReport", "Cancel", "Retry", "Dismiss"}
+    assert manager_calls <= introspected_methods("org.vm2kvm.Manager1.xml")
+    assert job_calls <= introspected_methods("org.vm2kvm.Job1.xml")
