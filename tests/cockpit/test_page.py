@@ -1,0 +1,135 @@
+"""The Cockpit page in a real browser: real cockpit-ws, vm2kvmd, libvirtd, qemu-img and Chromium.
+
+Each test uses the page as a user does (by role and accessible name) and checks
+what the page shows against what really happened (the domain in libvirt, the
+pool's volumes, the source's checksums).  The test VMs' disks are blank, so
+every migration here runs without guest conversion (unchecked in the form).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lxml import etree
+
+from testbed.services import DirPool, remove_domain, unique_name
+from tests.cockpit.page import Page
+from tests.e2e.support import VmxDisk, write_vmx
+from tests.helpers.vmdk_factory import make_vmdk, sha256_tree
+
+pytestmark = [pytest.mark.libvirt, pytest.mark.slow]
+
+MiB = 1 << 20
+REPO = Path(__file__).resolve().parents[2]
+# VM2KVMD_SCREENSHOTS=docs/images makes a run refresh the README's screenshots.
+SCREENSHOTS = os.environ.get("VM2KVMD_SCREENSHOTS", "")
+
+
+def small_vm(directory: Path, name: str = "Web Server") -> Path:
+    vmdir = directory / "vm"
+    vmdir.mkdir()
+    disk = make_vmdk(vmdir, "disk", "monolithicSparse", 32 * MiB, pattern=b"vm2kvm cockpit test\n")
+    return write_vmx(vmdir, name, [VmxDisk("scsi0:0", disk.name)])
+
+
+def screenshot(page: Page, name: str) -> None:
+    if SCREENSHOTS:
+        page.screenshot(REPO / SCREENSHOTS / f"{name}.png")
+
+
+def fill_new_migration(page: Page, vmx: Path, pool: DirPool, domain: str) -> None:
+    """New migration: the source, Inspect, the preview, the options a user sets (no conversion)."""
+    page.open("/new")
+    page.find("radio", "File on this host").click()
+    page.type_into(page.find("textbox", "VMware file on this host"), str(vmx))
+    page.find("button", "Inspect").click()
+    page.find("table", "Hardware")
+    page.type_into(page.find("textbox", "Name"), domain)
+    pools = page.find("combobox", "Storage pool")
+    page.wait(lambda: pool.name in pools.text, f"pool {pool.name} in the list")
+    from selenium.webdriver.support.ui import Select
+
+    Select(pools).select_by_value(pool.name)
+    conversion = page.find("checkbox", "Convert the guest", exact=False)
+    if conversion.is_selected():
+        conversion.click()
+    assert not conversion.is_selected()
+
+
+def job_number_from_url(page: Page) -> int:
+    def number() -> int | None:
+        url = str(page.driver.current_url)
+        return int(url.rsplit("/job/", 1)[1]) if "#/job/" in url else None
+
+    return page.wait(number, "the job's page")
+
+
+def test_new_migration_runs_to_completion_and_shows_the_report(
+    page: Page, pool: DirPool, libvirt_conn: Any, tmp_path: Path
+) -> None:
+    vmx = small_vm(tmp_path)
+    before = sha256_tree(vmx.parent)
+    domain = unique_name("dom")
+    fill_new_migration(page, vmx, pool, domain)
+    hardware = page.find("table", "Hardware")
+    assert "2" in hardware.find_element("css selector", "[data-key='cpus']").text
+    screenshot(page, "cockpit-preview")
+    page.find("button", "Start migration").click()
+    number = job_number_from_url(page)
+    try:
+        page.find("heading", f"Job {number}")
+        bar = page.find("progressbar", f"Progress of job {number}")
+        seen: list[str] = []
+
+        def completed() -> bool:
+            seen.append(str(bar.get_attribute("aria-valuenow")))
+            return page.text_of(f"job-state-{number}") == "completed"
+
+        page.wait(completed, f"job {number} completed", timeout=120)
+        assert bar.get_attribute("aria-valuenow") == "100", seen
+        done = page.alert(f"Domain {domain} is defined")
+        assert done.is_displayed()
+
+        # The source-vs-target table of the report, as GetReport gives it.
+        table = page.find("table", "Source and target")
+        cpus = table.find_element("css selector", "tr[data-key='cpus']").text
+        assert "2 vCPUs" in cpus, cpus
+        disk_row = table.find_element("css selector", "tr[data-key='disk:scsi0:0']").text
+        assert "32.0 MiB" in disk_row and str(pool.path) in disk_row, disk_row
+        screenshot(page, "cockpit-report")
+
+        # What the page said happened did happen: the domain, its disk, the metadata for virt-manager.
+        root = etree.fromstring(libvirt_conn.lookupByName(domain).XMLDesc(0).encode())
+        ns = {"libosinfo": "http://libosinfo.org/xmlns/libvirt/domain/1.0"}
+        assert root.xpath("//libosinfo:os/@id", namespaces=ns) == ["http://debian.org/debian/11"]
+        assert str(root.findtext("description")).startswith(f"Migrated by vm2kvm from VMware VMX {vmx} on ")
+        assert pool.volume_names() == [
+            Path(p).name for p in root.xpath("//disk[@device='disk']/source/@file")
+        ]
+
+        page.open("/")
+        row = page.by_id(f"job-row-{number}")
+        assert row.get_attribute("data-state") == "completed"
+        assert page.find("table", "Migration jobs").is_displayed()
+        screenshot(page, "cockpit-jobs")
+    finally:
+        if domain in [d.name() for d in libvirt_conn.listAllDomains(0)]:
+            remove_domain(libvirt_conn, domain)
+        for volume in pool.volume_names():
+            pool.pool.storageVolLookupByName(volume).delete(0)
+    assert sha256_tree(vmx.parent) == before
+
+
+def test_a_refusal_shows_the_message_and_the_code(page: Page, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "gone.vmx"
+    page.open("/new")
+    page.find("radio", "File on this host").click()
+    page.type_into(page.find("textbox", "VMware file on this host"), str(missing))
+    page.find("button", "Inspect").click()
+    alert = page.alert("Inspect failed")
+    assert alert.get_attribute("data-error-code") == "SourceNotFound"
+    text = " ".join(alert.text.split())
+    assert str(missing) in text and "Error code: SourceNotFound" in text, text
