@@ -71,7 +71,9 @@ class Page:
         shot = FAILURE_SHOTS / f"{time.strftime('%H%M%S')}-{slug}.png"
         self.screenshot(shot)
         console = self.browser.console()
-        raise NotThere(f"{description} did not appear (screenshot {shot}); last error {last!r}; console: {console}")
+        raise NotThere(
+            f"{description} did not appear (screenshot {shot}); last error {last!r}; console: {console}"
+        )
 
     def find_now(self, role: str, name: str, *, exact: bool = True) -> Any:
         from selenium.webdriver.common.by import By
