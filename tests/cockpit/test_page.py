@@ -16,8 +16,9 @@ import pytest
 from lxml import etree
 
 from testbed.services import DirPool, remove_domain, unique_name
+from tests.cockpit.conftest import restart_daemon
 from tests.cockpit.page import Page
-from tests.e2e.support import VmxDisk, write_vmx
+from tests.e2e.support import DaemonProcess, VmxDisk, ctl, write_vmx
 from tests.helpers.vmdk_factory import make_vmdk, sha256_tree
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.slow]
@@ -99,6 +100,7 @@ def test_new_migration_runs_to_completion_and_shows_the_report(
         assert "2 vCPUs" in cpus, cpus
         disk_row = table.find_element("css selector", "tr[data-key='disk:scsi0:0']").text
         assert "32.0 MiB" in disk_row and str(pool.path) in disk_row, disk_row
+        page.driver.execute_script("arguments[0].scrollIntoView()", page.by_id("job-report"))
         screenshot(page, "cockpit-report")
 
         # What the page said happened did happen: the domain, its disk, the metadata for virt-manager.
@@ -114,7 +116,6 @@ def test_new_migration_runs_to_completion_and_shows_the_report(
         row = page.by_id(f"job-row-{number}")
         assert row.get_attribute("data-state") == "completed"
         assert page.find("table", "Migration jobs").is_displayed()
-        screenshot(page, "cockpit-jobs")
     finally:
         if domain in [d.name() for d in libvirt_conn.listAllDomains(0)]:
             remove_domain(libvirt_conn, domain)
@@ -133,3 +134,59 @@ def test_a_refusal_shows_the_message_and_the_code(page: Page, tmp_path: Path) ->
     assert alert.get_attribute("data-error-code") == "SourceNotFound"
     text = " ".join(alert.text.split())
     assert str(missing) in text and "Error code: SourceNotFound" in text, text
+
+
+def test_the_page_survives_a_daemon_restart(
+    page: Page, daemon: DaemonProcess, pool: DirPool, libvirt_conn: Any, tmp_path: Path
+) -> None:
+    vmx = small_vm(tmp_path, "Restart Me")
+    domain = unique_name("dom")
+    run = ctl(daemon.address, "migrate", str(vmx), "--pool", pool.name, "--name", domain, "--json")
+    assert run.status == 0, run.err
+    remove_domain(libvirt_conn, domain)
+    for volume in pool.volume_names():
+        pool.pool.storageVolLookupByName(volume).delete(0)
+    number = int(run.json()["job"].rsplit("/", 1)[1])
+
+    page.open("/")
+    assert page.by_id(f"job-row-{number}").get_attribute("data-state") == "completed"
+    assert daemon.stop() == 0
+    page.alert("Cannot reach vm2kvmd")
+    daemon.start()
+    # Without a reload: the page notices the daemon's return and reads the jobs again.
+    page.wait(
+        lambda: page.by_id(f"job-row-{number}").get_attribute("data-state") == "completed",
+        f"job {number} back in the table",
+    )
+    assert page.text_of(f"job-state-{number}") == "completed"
+
+
+def test_cancel_a_running_job(
+    page: Page, daemon: DaemonProcess, pool: DirPool, libvirt_conn: Any, tmp_path: Path
+) -> None:
+    # Every migration of this daemon waits 120 s on entering its copy phase (cancellable).
+    restart_daemon(daemon, hold="copy:120")
+    try:
+        vmx = small_vm(tmp_path, "Cancel Me")
+        before = sha256_tree(vmx.parent)
+        domain = unique_name("dom")
+        fill_new_migration(page, vmx, pool, domain)
+        page.find("button", "Start migration").click()
+        number = job_number_from_url(page)
+        page.wait(lambda: page.text_of("job-phase") == "copy", f"job {number} in phase copy")
+        assert page.text_of(f"job-state-{number}") == "running"
+        page.find("button", f"Cancel job {number}").click()
+        page.wait(lambda: page.text_of(f"job-state-{number}") == "cancelled", f"job {number} cancelled")
+        alert = page.alert("The migration was cancelled")
+        assert alert.get_attribute("data-error-code") == "Cancelled"
+        assert page.find_now("button", f"Cancel job {number}") is None
+        page.find("button", f"Retry job {number}")
+        # Rolled back: no domain, no volume; the source untouched.
+        assert domain not in [d.name() for d in libvirt_conn.listAllDomains(0)]
+        assert pool.volume_names() == []
+        assert sha256_tree(vmx.parent) == before
+        page.open("/")
+        assert page.by_id(f"job-row-{number}").get_attribute("data-state") == "cancelled"
+        screenshot(page, "cockpit-jobs")
+    finally:
+        restart_daemon(daemon)
