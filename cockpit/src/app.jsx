@@ -48,6 +48,10 @@ function useJobs() {
                 else if (owner === null)
                     setError({ name: 'org.freedesktop.DBus.Error.NameHasNoOwner', message: 'vm2kvmd is not running' });
             },
+            onClose: problem => setError({
+                problem: problem.problem || 'disconnected',
+                message: `Cockpit's connection to the system bus closed (${problem.problem || 'disconnected'})`,
+            }),
         });
         reload();
         return stop;

@@ -102,8 +102,9 @@ export function variantOptions(options) {
 
 // Follows the jobs: calls onChange(path, props) with the changed (plain) properties,
 // onRemoved(path), onCompleted(path, success, message), onOwner(owner|null) when the daemon
-// comes or goes.  Subscribed before anything is read, as docs/dbus-api.md asks.
-export function followJobs({ onChange, onRemoved, onCompleted, onOwner }) {
+// comes or goes, onClose(problem) when Cockpit's channel to the bus closes.  Subscribed before
+// anything is read, as docs/dbus-api.md asks.
+export function followJobs({ onChange, onRemoved, onCompleted, onOwner, onClose }) {
     const c = connect();
     const subs = [
         c.subscribe({ interface: PROPS_IFACE, member: 'PropertiesChanged', path_namespace: JOBS_PATH },
@@ -125,10 +126,16 @@ export function followJobs({ onChange, onRemoved, onCompleted, onOwner }) {
                     }),
     ];
     const owner = (_event, name) => onOwner(name);
+    const close = (_event, options) => {
+        client = null; // a later connect() opens a new channel
+        onClose(options || {});
+    };
     c.addEventListener('owner', owner);
+    c.addEventListener('close', close);
     return () => {
         subs.forEach(s => s.remove());
         c.removeEventListener('owner', owner);
+        c.removeEventListener('close', close);
     };
 }
 
@@ -151,5 +158,7 @@ export function describeError(err) {
         hint = 'vm2kvmd is not running on this host. Start it with "systemctl start vm2kvmd".';
     else if (name === 'org.freedesktop.DBus.Error.UnknownMethod')
         hint = 'The running vm2kvmd is older than this page.';
+    else if (!name && err && err.problem)
+        hint = window.cockpit.message(err);
     return { code, message, hint };
 }

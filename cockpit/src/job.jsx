@@ -14,12 +14,14 @@ import { go } from './nav.js';
 
 const LOG_POLL_MS = 2000;
 
-// Whether cockpit-machines is installed: its manifest is served next to ours.
+// Whether cockpit-machines is installed: the bridge lists every package it serves in
+// manifests.json (what the shell builds its menu from).
 function useMachinesInstalled() {
     const [installed, setInstalled] = useState(false);
     useEffect(() => {
-        window.fetch('../machines/manifest.json')
-                .then(response => setInstalled(response.ok))
+        window.fetch('../manifests.json')
+                .then(response => (response.ok ? response.json() : {}))
+                .then(manifests => setInstalled('machines' in manifests))
                 .catch(() => setInstalled(false));
     }, []);
     return installed;
