@@ -163,3 +163,24 @@ class PrivateBus:
         self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def ask_bus_driver(address: str, member: str, *args: str) -> list[str]:
+    """Call ``org.freedesktop.DBus.<member>`` on ``address`` with ``dbus-send`` (for code without
+    an event loop); ``args`` in dbus-send's spelling (``string:NAME``); the reply's words."""
+    reply = subprocess.run(
+        [
+            "dbus-send",
+            f"--bus={address}",
+            "--print-reply=literal",
+            "--dest=org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            f"org.freedesktop.DBus.{member}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    )
+    return reply.stdout.split()

@@ -65,6 +65,11 @@ class CockpitWs:
     ``manifest.json``).  ``url(package)`` is the page alone, as Cockpit's shell
     frames it; ``shell_url(package)`` is the page inside Cockpit's shell (menu,
     header), for screenshots and the menu entry.
+
+    ``user`` (when this process is root): run cockpit-ws, and so the bridge and
+    every D-Bus call of the page, as that user, as a logged-in user without
+    administrative access is.  The packages are then copied into the temp home
+    (the user may not be able to read where they were built).
     """
 
     def __init__(
@@ -73,11 +78,13 @@ class CockpitWs:
         packages: Mapping[str, str | os.PathLike[str]] = {},
         *,
         env: Mapping[str, str] = {},
+        user: str | None = None,
         start_timeout: float = 20.0,
     ) -> None:
         self.system_bus = system_bus
         self.packages = {name: Path(path).resolve() for name, path in packages.items()}
         self.extra_env = dict(env)
+        self.user = user
         self.start_timeout = start_timeout
         self.port = 0
         self.home: Path | None = None
@@ -105,7 +112,13 @@ class CockpitWs:
         for name, path in self.packages.items():
             if not (path / "manifest.json").is_file():
                 raise RuntimeError(f"{path} is no Cockpit package: it has no manifest.json")
-            (data / "cockpit" / name).symlink_to(path, target_is_directory=True)
+            if self.user is None:
+                (data / "cockpit" / name).symlink_to(path, target_is_directory=True)
+            else:
+                shutil.copytree(path, data / "cockpit" / name)
+        if self.user is not None:
+            for item in [self.home, *self.home.rglob("*")]:
+                shutil.chown(item, self.user, _group_of(self.user))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DBUS_", "XDG_"))}
         env |= {
             "HOME": str(self.home),
@@ -120,9 +133,13 @@ class CockpitWs:
         env |= self.extra_env
         self.port = _free_port()
         argv = [COCKPIT_WS, f"--local-session={COCKPIT_BRIDGE}", "--port", str(self.port), "-a", "127.0.0.1"]
+        as_user: dict[str, Any] = {}
+        if self.user is not None:
+            as_user = {"user": self.user, "group": _group_of(self.user), "extra_groups": []}
         try:
             self._proc = subprocess.Popen(
                 argv,
+                **as_user,
                 cwd=self.home,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -177,6 +194,12 @@ class CockpitWs:
         self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _group_of(user: str) -> int:
+    import pwd
+
+    return pwd.getpwnam(user).pw_gid
 
 
 class Browser:

@@ -9,13 +9,12 @@ under Selenium.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from testbed.bus import PrivateBus
+from testbed.bus import PrivateBus, ask_bus_driver
 from testbed.cockpit import Browser, CockpitWs, cockpit_missing
 from testbed.processes import pid_alive
 
@@ -65,21 +64,8 @@ def browser() -> Iterator[Browser]:
 
 def bus_id(address: str) -> str:
     """The bus's own id, asked by us: the page must show the same."""
-    reply = subprocess.run(
-        [
-            "dbus-send",
-            f"--bus={address}",
-            "--print-reply=literal",
-            "--dest=org.freedesktop.DBus",
-            "/org/freedesktop/DBus",
-            "org.freedesktop.DBus.GetId",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=10,
-    )
-    return reply.stdout.strip()
+    (answer,) = ask_bus_driver(address, "GetId")
+    return answer
 
 
 def wait_text(browser: Browser, element_id: str, unwanted: str, timeout: float = 20) -> str:
