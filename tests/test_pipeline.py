@@ -446,6 +446,8 @@ def test_inspect_to_json(source_vm: SourceVm, dir_pool: DirPool, test_network: s
     assert data["name"] == domain_name
     assert data["uuid"] == source_vm.bios_uuid
     assert data["firmware"] == "bios"
+    assert data["osinfo"] == "http://debian.org/debian/12"  # from guestOS debian12-64
+    assert "Migrated by vm2kvm from VMware VMX " in data["domain_xml"]
     assert data["memory"]["size_mib"] == 256
     assert [d["key"] for d in data["disks"]] == ["scsi0:0", "scsi0:1"]
     first, second = data["disks"]

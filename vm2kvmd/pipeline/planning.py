@@ -76,6 +76,7 @@ class InspectResult:
             "genid": vm.genid,
             "annotation": vm.annotation,
             "guest_os": vm.guest_os,
+            "osinfo": plan.os_id,
             "hw_version": vm.hw_version,
             "firmware": vm.firmware.value,
             "secure_boot": plan.secure_boot,
