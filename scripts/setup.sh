@@ -20,7 +20,7 @@ PACKAGES=(
     shellcheck
     golang-go golang-github-vmware-govmomi-dev
     desktop-file-utils
-    cockpit-ws cockpit-bridge cockpit-system chromium chromium-driver
+    cockpit-ws cockpit-bridge cockpit-system chromium chromium-driver cockpit-machines libvirt-dbus
 )
 # The Cockpit page's build (scripts/build-cockpit.sh) needs node and npm: Debian's, unless a
 # node and npm are on PATH already (Debian's npm cannot be installed next to another nodejs).

@@ -37,7 +37,9 @@ COCKPIT_BRIDGE = "/usr/bin/cockpit-bridge"
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
-__all__ = ["CHROMIUM", "COCKPIT_WS", "Browser", "CockpitWs", "cockpit_missing"]
+LIBVIRT_DBUS = "/usr/sbin/libvirt-dbus"
+
+__all__ = ["CHROMIUM", "COCKPIT_WS", "LIBVIRT_DBUS", "Browser", "CockpitWs", "LibvirtDbus", "cockpit_missing"]
 
 
 def cockpit_missing() -> str:
@@ -188,6 +190,60 @@ class CockpitWs:
             self.home = None
 
     def __enter__(self) -> CockpitWs:
+        return self.start()
+
+    def __exit__(
+        self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class LibvirtDbus:
+    """``libvirt-dbus --system`` on a private bus: libvirt as cockpit-machines reads it (``org.libvirt``).
+
+    It owns ``org.libvirt`` on ``system_bus`` and talks to the real libvirtd
+    (``qemu:///system``); stopped by its PID.
+    """
+
+    def __init__(self, system_bus: str, *, start_timeout: float = 20.0) -> None:
+        self.system_bus = system_bus
+        self.start_timeout = start_timeout
+        self.log: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> LibvirtDbus:
+        from testbed.bus import ask_bus_driver
+
+        self.log = Path(tempfile.mkstemp(prefix="vm2kvm-libvirt-dbus-", suffix=".log")[1])
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DBUS_")}
+        env["DBUS_SYSTEM_BUS_ADDRESS"] = self.system_bus
+        self._proc = subprocess.Popen(
+            [LIBVIRT_DBUS, "--system"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("wb"),
+            start_new_session=True,
+        )
+        register_service(self._proc.pid)
+        deadline = time.monotonic() + self.start_timeout
+        while ask_bus_driver(self.system_bus, "NameHasOwner", "string:org.libvirt") != ["boolean", "true"]:
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                log = tail(self.log)
+                self.stop()
+                raise RuntimeError(f"libvirt-dbus did not own org.libvirt: {log}")
+            time.sleep(0.1)
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            stop_process(self._proc, timeout=10)
+            self._proc = None
+        if self.log is not None:
+            self.log.unlink(missing_ok=True)
+            self.log = None
+
+    def __enter__(self) -> LibvirtDbus:
         return self.start()
 
     def __exit__(

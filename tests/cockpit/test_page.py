@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from lxml import etree
 
+from testbed.bus import PrivateBus
+from testbed.cockpit import LIBVIRT_DBUS, LibvirtDbus
 from testbed.services import DirPool, remove_domain, unique_name
 from tests.cockpit.conftest import restart_daemon
 from tests.cockpit.page import Page
@@ -122,6 +124,60 @@ def test_new_migration_runs_to_completion_and_shows_the_report(
         for volume in pool.volume_names():
             pool.pool.storageVolLookupByName(volume).delete(0)
     assert sha256_tree(vmx.parent) == before
+
+
+@pytest.mark.skipif(
+    not (Path("/usr/share/cockpit/machines").is_dir() and os.access(LIBVIRT_DBUS, os.X_OK)),
+    reason="cockpit-machines and libvirt-dbus are not installed (scripts/setup.sh installs them)",
+)
+def test_a_completed_job_opens_its_domain_in_cockpit_machines(
+    page: Page, bus: PrivateBus, daemon: DaemonProcess, pool: DirPool, libvirt_conn: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    vmx = small_vm(tmp_path, "Open Me")
+    domain = unique_name("dom")
+    run = ctl(daemon.address, "migrate", str(vmx), "--pool", pool.name, "--name", domain, "--json")
+    assert run.status == 0, run.err
+    number = int(run.json()["job"].rsplit("/", 1)[1])
+    driver = page.driver
+    try:
+        # cockpit-machines reads libvirt through libvirt-dbus, on the bus the bridge uses.
+        with LibvirtDbus(bus.address):
+            driver.get(f"{page.cockpit.shell_url('vm2kvm')}#/job/{number}")
+            driver.switch_to.frame(
+                page.wait(lambda: driver.find_element(By.NAME, "cockpit1:localhost/vm2kvm"), "page")
+            )
+            page.find("link", f"Open {domain} in Virtual Machines").click()
+            driver.switch_to.default_content()
+            machines = page.wait(
+                lambda: next(
+                    (
+                        f
+                        for f in driver.find_elements(By.CSS_SELECTOR, "iframe[name$='/machines']")
+                        if f.is_displayed()
+                    ),
+                    None,
+                ),
+                "the Virtual Machines page",
+            )
+            driver.switch_to.frame(machines)
+            # cockpit-machines finds no hardware virtualization here (nested, TCG) and says so
+            # first; a user would press Ignore too.
+
+            def vm_page() -> bool:
+                ignore = page.find_now("button", "Ignore")
+                if ignore is not None:
+                    ignore.click()
+                return domain in driver.find_element(By.TAG_NAME, "body").text
+
+            page.wait(vm_page, f"{domain} in cockpit-machines")
+            screenshot(page, "cockpit-machines")
+    finally:
+        driver.switch_to.default_content()
+        remove_domain(libvirt_conn, domain)
+        for volume in pool.volume_names():
+            pool.pool.storageVolLookupByName(volume).delete(0)
 
 
 def test_a_refusal_shows_the_message_and_the_code(page: Page, tmp_path: Path) -> None:
