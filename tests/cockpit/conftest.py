@@ -25,6 +25,7 @@ from tests.e2e.support import DaemonProcess
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE_DIR = REPO / "build" / "cockpit" / "vm2kvm"
+DEFINE_HOLD = "define:2"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -55,7 +56,9 @@ def bus() -> Iterator[PrivateBus]:
 def daemon(
     libvirtd: Any, bus: PrivateBus, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DaemonProcess]:
-    proc = DaemonProcess(bus.address, tmp_path_factory.mktemp("daemon")).start()
+    proc = DaemonProcess(bus.address, tmp_path_factory.mktemp("daemon"))
+    # Each migration waits 2 s in its last phase: long enough for the page to show it running.
+    start_daemon(proc, hold=DEFINE_HOLD)
     try:
         yield proc
     finally:
@@ -88,6 +91,10 @@ def page(browser: Browser, cockpit: CockpitWs, daemon: DaemonProcess) -> Page:
 def restart_daemon(daemon: DaemonProcess, hold: str = "") -> None:
     """Stop vm2kvmd and start it again on the same job store; ``hold`` sets VM2KVMD_TEST_HOLD."""
     assert daemon.stop() == 0
+    start_daemon(daemon, hold)
+
+
+def start_daemon(daemon: DaemonProcess, hold: str) -> None:
     old = os.environ.get("VM2KVMD_TEST_HOLD")
     os.environ["VM2KVMD_TEST_HOLD"] = hold
     try:

@@ -18,7 +18,7 @@ from lxml import etree
 from testbed.bus import PrivateBus
 from testbed.cockpit import LIBVIRT_DBUS, LibvirtDbus
 from testbed.services import DirPool, remove_domain, unique_name
-from tests.cockpit.conftest import restart_daemon
+from tests.cockpit.conftest import DEFINE_HOLD, restart_daemon, start_daemon
 from tests.cockpit.page import Page
 from tests.e2e.support import DaemonProcess, VmxDisk, ctl, write_vmx
 from tests.helpers.vmdk_factory import make_vmdk, sha256_tree
@@ -85,14 +85,20 @@ def test_new_migration_runs_to_completion_and_shows_the_report(
     try:
         page.find("heading", f"Job {number}")
         bar = page.find("progressbar", f"Progress of job {number}")
-        seen: list[str] = []
-
-        def completed() -> bool:
-            seen.append(str(bar.get_attribute("aria-valuenow")))
-            return page.text_of(f"job-state-{number}") == "completed"
-
-        page.wait(completed, f"job {number} completed", timeout=120)
-        assert bar.get_attribute("aria-valuenow") == "100", seen
+        # Live, from the daemon's signals: the copy done while the job still runs (the daemon
+        # holds each job 2 s in phase define), then completed.
+        page.wait(
+            lambda: (
+                page.text_of(f"job-state-{number}") == "running"
+                and bar.get_attribute("aria-valuenow") == "100"
+            ),
+            f"job {number} running with its copy at 100%",
+        )
+        assert page.text_of("job-phase") == "define"
+        page.wait(
+            lambda: page.text_of(f"job-state-{number}") == "completed", f"job {number} completed", timeout=120
+        )
+        assert bar.get_attribute("aria-valuenow") == "100"
         done = page.alert(f"Domain {domain} is defined")
         assert done.is_displayed()
 
@@ -208,7 +214,7 @@ def test_the_page_survives_a_daemon_restart(
     assert page.by_id(f"job-row-{number}").get_attribute("data-state") == "completed"
     assert daemon.stop() == 0
     page.alert("Cannot reach vm2kvmd")
-    daemon.start()
+    start_daemon(daemon, hold=DEFINE_HOLD)
     # Without a reload: the page notices the daemon's return and reads the jobs again.
     page.wait(
         lambda: page.by_id(f"job-row-{number}").get_attribute("data-state") == "completed",
@@ -245,4 +251,4 @@ def test_cancel_a_running_job(
         assert page.by_id(f"job-row-{number}").get_attribute("data-state") == "cancelled"
         screenshot(page, "cockpit-jobs")
     finally:
-        restart_daemon(daemon)
+        restart_daemon(daemon, hold=DEFINE_HOLD)
