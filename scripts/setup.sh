@@ -19,7 +19,7 @@ PACKAGES=(
     debootstrap busybox-static linux-image-amd64
     shellcheck
     golang-go golang-github-vmware-govmomi-dev
-    desktop-file-utils
+    desktop-file-utils cockpit-ws cockpit-bridge
 )
 # The Cockpit page's build (scripts/build-cockpit.sh) needs node and npm: Debian's, unless a
 # node and npm are on PATH already (Debian's npm cannot be installed next to another nodejs).
