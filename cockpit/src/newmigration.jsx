@@ -174,7 +174,7 @@ export function NewMigration() {
         setResult(null);
         inspect(path.trim(), {})
                 .then(setResult)
-                .catch(err => setError({ err, what: 'Inspect' }))
+                .catch(err => setError({ err, title: 'Inspect failed' }))
                 .finally(() => setInspecting(false));
     };
 
@@ -183,7 +183,7 @@ export function NewMigration() {
         setError(null);
         migrate(result.source, variantOptions(options))
                 .then(job => go(['job', String(jobNumber(job))]))
-                .catch(err => setError({ err, what: 'The migration could not start' }))
+                .catch(err => setError({ err, title: 'The migration did not start' }))
                 .finally(() => setStarting(false));
     };
 
@@ -209,7 +209,7 @@ export function NewMigration() {
                     </Form>
                 </CardBody>
             </Card>
-            {error && <ErrorAlert error={error.err} title={`${error.what} failed`} id="migration-error" />}
+            {error && <ErrorAlert error={error.err} title={error.title} id="migration-error" />}
             {inspecting && <Spinner size="lg" aria-label="Inspecting the VM" />}
             {result && (
                 <>
