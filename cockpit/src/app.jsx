@@ -67,8 +67,8 @@ export function App() {
     let body;
     if (path[0] === 'new') {
         body = <NewMigration />;
-    } else if (path[0] === 'job' && path[1]) {
-        body = <JobDetail number={Number(path[1])} job={jobs && jobs[Number(path[1])]} completions={completions} />;
+    } else if (jobs !== null && path[0] === 'job' && path[1]) {
+        body = <JobDetail number={Number(path[1])} job={jobs[Number(path[1])]} completions={completions} />;
     } else if (jobs === null) {
         body = (
             <PageSection>
