@@ -220,7 +220,9 @@ export function NewMigration() {
                     <Card className="pf-v5-u-my-md">
                         <CardTitle component="h2">Options</CardTitle>
                         <CardBody>
-                            <OptionsForm result={result} targets={targets} targetsError={targetsError}
+                            {/* keyed: a VM inspected next starts from its own name, not the last one's */}
+                            <OptionsForm key={`${result.source}\n${result.uuid}`} result={result}
+                                         targets={targets} targetsError={targetsError}
                                          onStart={start} busy={starting} />
                         </CardBody>
                     </Card>
