@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import configparser
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -109,6 +111,50 @@ def test_desktop_entry_opens_the_page_in_cockpit_desktop() -> None:
     assert entry["Exec"] == "/usr/lib/cockpit/cockpit-desktop /cockpit/@localhost/vm2kvm/index.html"
     assert entry["Name"] == manifest["menu"]["index"]["label"]
     assert "index" in manifest["menu"]
+
+
+COCKPIT_DESKTOP = Path("/usr/lib/cockpit/cockpit-desktop")
+
+# Stands in for the browser cockpit-desktop opens (its $BROWSER): fetches what a browser would,
+# from inside cockpit-desktop's network namespace, and leaves it in OUT.
+FAKE_BROWSER = """#!{python}
+import sys, urllib.request
+url = sys.argv[1]
+base = url.rsplit("/", 2)[0]
+for name, address in [("url", None), ("index.html", url), ("manifests.json", base + "/manifests.json")]:
+    data = url.encode() if address is None else urllib.request.urlopen(address, timeout=20).read()
+    with open("{out}/" + name, "wb") as f:
+        f.write(data)
+"""
+
+
+@needs_node
+@pytest.mark.skipif(not COCKPIT_DESKTOP.exists(), reason="needs cockpit-ws (cockpit-desktop)")
+def test_desktop_entry_serves_the_page_through_cockpit_desktop(tmp_path: Path, page: Path) -> None:
+    """The entry's command, run as a desktop would, with the built package where Cockpit finds
+    a user's packages: its own bridge and cockpit-ws serve the page and list it for the menu."""
+    data = tmp_path / "data"
+    (data / "cockpit").mkdir(parents=True)
+    (data / "cockpit/vm2kvm").symlink_to(page)
+    out = tmp_path / "out"
+    out.mkdir()
+    browser = tmp_path / "browser"
+    browser.write_text(FAKE_BROWSER.format(python=sys.executable, out=out))
+    browser.chmod(0o755)
+    env = {**os.environ, "XDG_DATA_HOME": str(data), "BROWSER": str(browser)}
+    done = subprocess.run(
+        desktop_entry()["Exec"].split(),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (out / "url").read_text().endswith("/cockpit/@localhost/vm2kvm/index.html")
+    assert (out / "index.html").read_bytes() == (page / "index.html").read_bytes()
+    manifests = json.loads((out / "manifests.json").read_text())
+    assert manifests["vm2kvm"]["menu"]["index"]["label"] == "VMware import"
 
 
 @pytest.mark.skipif(shutil.which("desktop-file-validate") is None, reason="needs desktop-file-utils")

@@ -13,7 +13,6 @@ import { useLocation } from './nav.js';
 function useJobs() {
     const [jobs, setJobs] = useState(null);
     const [error, setError] = useState(null);
-    const [completions, setCompletions] = useState(0);
 
     const reload = useCallback(() => {
         listJobs()
@@ -41,7 +40,7 @@ function useJobs() {
                 delete next[jobNumber(path)];
                 return next;
             }),
-            onCompleted: () => setCompletions(n => n + 1),
+            onCompleted: () => {}, // the final values came before it (docs/dbus-api.md)
             onOwner: owner => {
                 if (owner)
                     reload();
@@ -57,18 +56,18 @@ function useJobs() {
         return stop;
     }, [reload]);
 
-    return { jobs, error, completions };
+    return { jobs, error };
 }
 
 export function App() {
     const path = useLocation();
-    const { jobs, error, completions } = useJobs();
+    const { jobs, error } = useJobs();
 
     let body;
     if (path[0] === 'new') {
         body = <NewMigration />;
-    } else if (path[0] === 'job' && path[1]) {
-        body = <JobDetail number={Number(path[1])} job={jobs && jobs[Number(path[1])]} completions={completions} />;
+    } else if (jobs !== null && path[0] === 'job' && path[1]) {
+        body = <JobDetail number={Number(path[1])} job={jobs[Number(path[1])]} />;
     } else if (jobs === null) {
         body = (
             <PageSection>

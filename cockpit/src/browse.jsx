@@ -11,6 +11,12 @@ export function isSourceFile(name) {
     return SOURCE_FILE.test(name);
 }
 
+// "/srv//vm/" -> "/srv/vm": what the user typed, as one spelling.
+function normalize(dir) {
+    const clean = dir.trim().replace(/\/+/g, '/').replace(/(.)\/$/, '$1');
+    return clean.startsWith('/') ? clean : `/${clean}`;
+}
+
 function parent(dir) {
     const up = dir.replace(/\/+$/, '').replace(/\/[^/]*$/, '');
     return up || '/';
@@ -38,7 +44,8 @@ function listDirectory(dir) {
 
 // A simple file browser: walk directories, pick a .vmx, .ovf or .ova.
 export function FileBrowser({ start, onSelect, onClose }) {
-    const [dir, setDir] = useState(start || '/');
+    const [dir, setDirectory] = useState(normalize(start || '/'));
+    const setDir = next => setDirectory(normalize(next));
     const [typed, setTyped] = useState(start || '/');
     const [entries, setEntries] = useState(null);
     const [error, setError] = useState(null);

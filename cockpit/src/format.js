@@ -34,7 +34,7 @@ export function rateAndEta(props, nowMs) {
         parts.push(`${bytes(props.Rate)}/s`);
     if (props.State === 'running' && props.ExpectedEndTime > 0) {
         const left = Number(props.ExpectedEndTime) / 1e6 - nowMs / 1000;
-        if (left > 0)
+        if (left >= 1)
             parts.push(`${duration(left)} left`);
     }
     return parts.join(', ');

@@ -112,6 +112,18 @@ export function Report({ report }) {
                     <RowsTable label="Guest facts" id="report-guest"
                                columns={[['Item', 'item'], ['Value', 'value']]} rows={guest.facts} />
                 )}
+                {(guest.filesystems || []).length > 0 && (
+                    <Title headingLevel="h4" className="pf-v5-u-mt-sm">File systems</Title>
+                )}
+                {(guest.filesystems || []).length > 0 && (
+                    <RowsTable label="File systems" id="report-filesystems"
+                               columns={[['Mount point', 'mountpoint'], ['Device', 'target_device'],
+                                   ['Type', 'type'], ['UUID', 'uuid'], ['Label', 'label']]}
+                               rows={guest.filesystems.map(f => ({ ...f, key: f.device, mountpoint: f.mountpoint ?? '—' }))} />
+                )}
+                {report.devices && report.devices.reason && (
+                    <p id="report-devices" className="pf-v5-u-mt-sm">Devices: {report.devices.reason}</p>
+                )}
                 <Title headingLevel="h3" className="pf-v5-u-mt-md">Changes in the guest</Title>
                 {changes.length
                     ? <RowsTable label="Changes in the guest" id="report-changes"

@@ -1,6 +1,6 @@
 import React, { useEffect, useState } from 'react';
 import {
-    Button, EmptyState, EmptyStateBody, EmptyStateHeader, Label, PageSection, Progress,
+    Button, EmptyState, EmptyStateBody, EmptyStateHeader, Flex, Label, PageSection, Progress,
     ProgressMeasureLocation, ProgressVariant, Switch, Toolbar, ToolbarContent, ToolbarItem,
 } from '@patternfly/react-core';
 import { Table, Thead, Tr, Th, Tbody, Td } from '@patternfly/react-table';
@@ -79,7 +79,8 @@ export function JobActions({ job, number, onError, withDetails }) {
     };
     const finished = isFinished(job);
     return (
-        <>
+        <Flex flexWrap={{ default: 'nowrap' }} spaceItems={{ default: 'spaceItemsSm' }}
+              justifyContent={{ default: 'justifyContentFlexEnd' }}>
             {withDetails && (
                 <Button variant="link" aria-label={`Details of job ${number}`} id={`job-details-${number}`}
                         onClick={() => go(['job', String(number)])}>Details</Button>
@@ -96,10 +97,10 @@ export function JobActions({ job, number, onError, withDetails }) {
                 </Button>
             )}
             {finished && !job.Dismissed && (
-                <Button variant="plain" isDisabled={busy} aria-label={`Dismiss job ${number}`}
+                <Button variant="link" isDisabled={busy} aria-label={`Dismiss job ${number}`}
                         id={`job-dismiss-${number}`} onClick={() => run('Dismiss')}>Dismiss</Button>
             )}
-        </>
+        </Flex>
     );
 }
 

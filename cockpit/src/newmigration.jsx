@@ -174,7 +174,7 @@ export function NewMigration() {
         setResult(null);
         inspect(path.trim(), {})
                 .then(setResult)
-                .catch(err => setError({ err, what: 'Inspect' }))
+                .catch(err => setError({ err, title: 'Inspect failed' }))
                 .finally(() => setInspecting(false));
     };
 
@@ -183,7 +183,7 @@ export function NewMigration() {
         setError(null);
         migrate(result.source, variantOptions(options))
                 .then(job => go(['job', String(jobNumber(job))]))
-                .catch(err => setError({ err, what: 'The migration could not start' }))
+                .catch(err => setError({ err, title: 'The migration did not start' }))
                 .finally(() => setStarting(false));
     };
 
@@ -209,7 +209,7 @@ export function NewMigration() {
                     </Form>
                 </CardBody>
             </Card>
-            {error && <ErrorAlert error={error.err} title={`${error.what} failed`} id="migration-error" />}
+            {error && <ErrorAlert error={error.err} title={error.title} id="migration-error" />}
             {inspecting && <Spinner size="lg" aria-label="Inspecting the VM" />}
             {result && (
                 <>
@@ -220,7 +220,9 @@ export function NewMigration() {
                     <Card className="pf-v5-u-my-md">
                         <CardTitle component="h2">Options</CardTitle>
                         <CardBody>
-                            <OptionsForm result={result} targets={targets} targetsError={targetsError}
+                            {/* keyed: a VM inspected next starts from its own name, not the last one's */}
+                            <OptionsForm key={`${result.source}\n${result.uuid}`} result={result}
+                                         targets={targets} targetsError={targetsError}
                                          onStart={start} busy={starting} />
                         </CardBody>
                     </Card>
