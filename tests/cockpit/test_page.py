@@ -20,6 +20,7 @@ from testbed.cockpit import LIBVIRT_DBUS, LibvirtDbus
 from testbed.services import DirPool, remove_domain, unique_name
 from tests.cockpit.conftest import DEFINE_HOLD, restart_daemon, start_daemon
 from tests.cockpit.page import Page
+from tests.e2e.lifecycle_support import phony_vm
 from tests.e2e.support import DaemonProcess, VmxDisk, ctl, write_vmx
 from tests.helpers.vmdk_factory import make_vmdk, sha256_tree
 
@@ -43,8 +44,8 @@ def screenshot(page: Page, name: str) -> None:
         page.screenshot(REPO / SCREENSHOTS / f"{name}.png")
 
 
-def fill_new_migration(page: Page, vmx: Path, pool: DirPool, domain: str) -> None:
-    """New migration: the source, Inspect, the preview, the options a user sets (no conversion)."""
+def fill_new_migration(page: Page, vmx: Path, pool: DirPool, domain: str, *, convert: bool = False) -> None:
+    """New migration: the source, Inspect, the preview, the options a user sets."""
     page.open("/new")
     page.find("radio", "File on this host").click()
     page.type_into(page.find("textbox", "VMware file on this host"), str(vmx))
@@ -57,9 +58,9 @@ def fill_new_migration(page: Page, vmx: Path, pool: DirPool, domain: str) -> Non
 
     Select(pools).select_by_value(pool.name)
     conversion = page.find("checkbox", "Convert the guest", exact=False)
-    if conversion.is_selected():
+    if conversion.is_selected() != convert:
         conversion.click()
-    assert not conversion.is_selected()
+    assert conversion.is_selected() == convert
 
 
 def job_number_from_url(page: Page) -> int:
@@ -252,3 +253,40 @@ def test_cancel_a_running_job(
         screenshot(page, "cockpit-jobs")
     finally:
         restart_daemon(daemon, hold=DEFINE_HOLD)
+
+
+@pytest.mark.timeout(900)
+def test_a_converted_guest_reports_its_changes_and_its_os_from_inspection(
+    page: Page, pool: DirPool, libvirt_conn: Any, phony_images: dict[str, Path], tmp_path: Path
+) -> None:
+    """Guest conversion on (one libguestfs appliance under TCG): the report's guest tables, and
+    the libosinfo id from what the guest is, where VMware's guestOS names no release."""
+    pytest.importorskip("guestfs")
+    vmx, _ = phony_vm(phony_images["debian11"], tmp_path / "vm")
+    vmx.write_text(vmx.read_text().replace('guestOS = "debian11-64"', 'guestOS = "other5xlinux-64"'))
+    before = sha256_tree(vmx.parent)
+    domain = unique_name("dom")
+    fill_new_migration(page, vmx, pool, domain, convert=True)
+    page.find("button", "Start migration").click()
+    number = job_number_from_url(page)
+    try:
+        page.wait(
+            lambda: page.text_of(f"job-state-{number}") == "completed", f"job {number} completed", timeout=600
+        )
+        guest = page.find("table", "Guest facts")
+        assert "Distribution debian 11.9" in " ".join(guest.text.split()), guest.text
+        changes = page.find("table", "Changes in the guest")
+        assert changes.find_elements("css selector", "tbody tr"), changes.text
+        os_row = page.find("table", "Source and target").find_element(
+            "css selector", "tr[data-key='guest-os']"
+        )
+        assert "http://debian.org/debian/11 (libosinfo)" in os_row.text, os_row.text
+        root = etree.fromstring(libvirt_conn.lookupByName(domain).XMLDesc(0).encode())
+        ns = {"libosinfo": "http://libosinfo.org/xmlns/libvirt/domain/1.0"}
+        assert root.xpath("//libosinfo:os/@id", namespaces=ns) == ["http://debian.org/debian/11"]
+    finally:
+        if domain in [d.name() for d in libvirt_conn.listAllDomains(0)]:
+            remove_domain(libvirt_conn, domain)
+        for volume in pool.volume_names():
+            pool.pool.storageVolLookupByName(volume).delete(0)
+    assert sha256_tree(vmx.parent) == before
