@@ -63,6 +63,14 @@ def fill_new_migration(page: Page, vmx: Path, pool: DirPool, domain: str, *, con
     assert conversion.is_selected() == convert
 
 
+def remove_migrated(libvirt_conn: Any, pool: DirPool, domain: str) -> None:
+    """Undefine ``domain`` (if defined) and delete the pool's volumes: the module shares the pool."""
+    if domain in [d.name() for d in libvirt_conn.listAllDomains(0)]:
+        remove_domain(libvirt_conn, domain)
+    for volume in pool.volume_names():
+        pool.pool.storageVolLookupByName(volume).delete(0)
+
+
 def job_number_from_url(page: Page) -> int:
     def number() -> int | None:
         url = str(page.driver.current_url)
@@ -126,10 +134,7 @@ def test_new_migration_runs_to_completion_and_shows_the_report(
         assert row.get_attribute("data-state") == "completed"
         assert page.find("table", "Migration jobs").is_displayed()
     finally:
-        if domain in [d.name() for d in libvirt_conn.listAllDomains(0)]:
-            remove_domain(libvirt_conn, domain)
-        for volume in pool.volume_names():
-            pool.pool.storageVolLookupByName(volume).delete(0)
+        remove_migrated(libvirt_conn, pool, domain)
     assert sha256_tree(vmx.parent) == before
 
 
@@ -182,9 +187,7 @@ def test_a_completed_job_opens_its_domain_in_cockpit_machines(
             screenshot(page, "cockpit-machines")
     finally:
         driver.switch_to.default_content()
-        remove_domain(libvirt_conn, domain)
-        for volume in pool.volume_names():
-            pool.pool.storageVolLookupByName(volume).delete(0)
+        remove_migrated(libvirt_conn, pool, domain)
 
 
 def test_a_refusal_shows_the_message_and_the_code(page: Page, tmp_path: Path) -> None:
@@ -206,9 +209,7 @@ def test_the_page_survives_a_daemon_restart(
     domain = unique_name("dom")
     run = ctl(daemon.address, "migrate", str(vmx), "--pool", pool.name, "--name", domain, "--json")
     assert run.status == 0, run.err
-    remove_domain(libvirt_conn, domain)
-    for volume in pool.volume_names():
-        pool.pool.storageVolLookupByName(volume).delete(0)
+    remove_migrated(libvirt_conn, pool, domain)
     number = int(run.json()["job"].rsplit("/", 1)[1])
 
     page.open("/")
@@ -285,8 +286,5 @@ def test_a_converted_guest_reports_its_changes_and_its_os_from_inspection(
         ns = {"libosinfo": "http://libosinfo.org/xmlns/libvirt/domain/1.0"}
         assert root.xpath("//libosinfo:os/@id", namespaces=ns) == ["http://debian.org/debian/11"]
     finally:
-        if domain in [d.name() for d in libvirt_conn.listAllDomains(0)]:
-            remove_domain(libvirt_conn, domain)
-        for volume in pool.volume_names():
-            pool.pool.storageVolLookupByName(volume).delete(0)
+        remove_migrated(libvirt_conn, pool, domain)
     assert sha256_tree(vmx.parent) == before
