@@ -25,7 +25,7 @@ from tests.e2e.support import DaemonProcess
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE_DIR = REPO / "build" / "cockpit" / "vm2kvm"
-DEFINE_HOLD = "define:2"
+DEFINE_HOLD = "define:3"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -57,7 +57,7 @@ def daemon(
     libvirtd: Any, bus: PrivateBus, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DaemonProcess]:
     proc = DaemonProcess(bus.address, tmp_path_factory.mktemp("daemon"))
-    # Each migration waits 2 s in its last phase: long enough for the page to show it running.
+    # Each migration waits 3 s in its last phase: long enough for the page to show it running.
     start_daemon(proc, hold=DEFINE_HOLD)
     try:
         yield proc

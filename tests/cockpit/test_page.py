@@ -95,7 +95,7 @@ def test_new_migration_runs_to_completion_and_shows_the_report(
         page.find("heading", f"Job {number}")
         bar = page.find("progressbar", f"Progress of job {number}")
         # Live, from the daemon's signals: the copy done while the job still runs (the daemon
-        # holds each job 2 s in phase define), then completed.
+        # holds each job 3 s in phase define), then completed.
         page.wait(
             lambda: (
                 page.text_of(f"job-state-{number}") == "running"
