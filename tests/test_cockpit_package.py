@@ -192,7 +192,7 @@ def test_page_calls_only_methods_the_daemon_has() -> None:
 HELPERS_PROBE = """
 globalThis.window = { cockpit: { message: e => 'cockpit says ' + e.problem } };
 const { bytes, duration, rateAndEta } = await import('./format.js');
-const { variantOptions, describeError, jobNumber } = await import('./dbus.js');
+const { variantOptions, describeError, jobNumber, plain } = await import('./dbus.js');
 console.log(JSON.stringify({
     bytes: [bytes(0), bytes(1536), bytes(3 * 1024 ** 3)],
     duration: [duration(5), duration(65), duration(7325)],
@@ -204,6 +204,9 @@ console.log(JSON.stringify({
     refused: describeError({ name: 'org.vm2kvm.Error.DomainExists', message: "domain 'web' exists" }),
     closed: describeError({ problem: 'disconnected' }),
     job: jobNumber('/org/vm2kvm/Daemon1/jobs/12'),
+    // Options in InterfacesAdded: a{sv} inside a variant, as cockpit's channel encodes it.
+    job_options: plain({ t: 'a{sv}', v: { pool: { t: 's', v: 'fast' }, network: { t: 'as', v: ['a=b'] },
+                                          verify: { t: 'b', v: true } } }),
 }));
 """
 
@@ -245,3 +248,4 @@ def test_page_helpers(tmp_path: Path, page: Path) -> None:
     assert out["closed"]["code"] == "disconnected"
     assert out["closed"]["hint"] == "cockpit says disconnected"
     assert out["job"] == 12
+    assert out["job_options"] == {"pool": "fast", "network": ["a=b"], "verify": True}
