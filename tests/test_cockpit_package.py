@@ -193,6 +193,8 @@ HELPERS_PROBE = """
 globalThis.window = { cockpit: { message: e => 'cockpit says ' + e.problem } };
 const { bytes, duration, rateAndEta } = await import('./format.js');
 const { variantOptions, describeError, jobNumber, plain } = await import('./dbus.js');
+const { mappings, vmwareNetworks } = await import('./options.js');
+const choices = { 'VM Network': 'network:lan', DMZ: 'bridge:br0', Backup: '' };
 console.log(JSON.stringify({
     bytes: [bytes(0), bytes(1536), bytes(3 * 1024 ** 3)],
     duration: [duration(5), duration(65), duration(7325)],
@@ -204,6 +206,10 @@ console.log(JSON.stringify({
     refused: describeError({ name: 'org.vm2kvm.Error.DomainExists', message: "domain 'web' exists" }),
     closed: describeError({ problem: 'disconnected' }),
     job: jobNumber('/org/vm2kvm/Daemon1/jobs/12'),
+    networks: vmwareNetworks({ nics: [{ network: 'VM Network' }, { network: 'DMZ' },
+                                      { network: 'VM Network' }, { network: null }] }),
+    network_map: mappings(choices, 'network'),
+    bridge_map: mappings(choices, 'bridge'),
     // Options in InterfacesAdded: a{sv} inside a variant, as cockpit's channel encodes it.
     job_options: plain({ t: 'a{sv}', v: { pool: { t: 's', v: 'fast' }, network: { t: 'as', v: ['a=b'] },
                                           verify: { t: 'b', v: true } } }),
@@ -248,4 +254,8 @@ def test_page_helpers(tmp_path: Path, page: Path) -> None:
     assert out["closed"]["code"] == "disconnected"
     assert out["closed"]["hint"] == "cockpit says disconnected"
     assert out["job"] == 12
+    assert out["networks"] == ["VM Network", "DMZ"]
+    # A per-network choice becomes a network or a bridge mapping; "" keeps the daemon's default.
+    assert out["network_map"] == ["VM Network=lan"]
+    assert out["bridge_map"] == ["DMZ=br0"]
     assert out["job_options"] == {"pool": "fast", "network": ["a=b"], "verify": True}

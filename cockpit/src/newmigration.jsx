@@ -10,6 +10,7 @@ import { ErrorAlert } from './errors.jsx';
 import { FileBrowser, isSourceFile } from './browse.jsx';
 import { go } from './nav.js';
 import { Preview } from './preview.jsx';
+import { mappings, vmwareNetworks } from './options.js';
 
 const DAEMON_DEFAULT = '';
 
@@ -22,16 +23,6 @@ function useTargets() {
                 .catch(setError);
     }, []);
     return { targets, error };
-}
-
-// The VMware networks of the VM, each once, in device order.
-function vmwareNetworks(result) {
-    const seen = [];
-    for (const nic of result.nics || []) {
-        if (nic.network && !seen.includes(nic.network))
-            seen.push(nic.network);
-    }
-    return seen;
 }
 
 function FileSource({ path, setPath, onInspect, busy }) {
@@ -97,13 +88,15 @@ function OptionsForm({ result, initialName, targets, targetsError, onStart, onPr
     const vmNetworks = vmwareNetworks(result);
     const pools = targets ? targets.pools.filter(p => p.active) : [];
     const libvirtNetworks = targets ? targets.networks.filter(n => n.active) : [];
+    const bridges = targets ? targets.bridges || [] : [];
 
     const collect = () => ({
         name: name !== initialName ? name : '',
         pool,
         format: format !== 'qcow2' ? format : '',
-        network: Object.entries(networks).filter(([, to]) => to)
-                .map(([from, to]) => `${from}=${to}`),
+        // A choice is "network:NAME" (a libvirt network) or "bridge:NAME" (a host bridge).
+        network: mappings(networks, 'network'),
+        bridge: mappings(networks, 'bridge'),
         'guest-conversion': conversion ? undefined : false,
         verify: verify || undefined,
     });
@@ -141,7 +134,13 @@ function OptionsForm({ result, initialName, targets, targetsError, onStart, onPr
                                 onChange={(_e, v) => setNetworks(prev => ({ ...prev, [net]: v }))}>
                         <FormSelectOption value={DAEMON_DEFAULT}
                                           label={`Default${targets && targets.default_network ? ` (${targets.default_network})` : ''}`} />
-                        {libvirtNetworks.map(n => <FormSelectOption key={n.name} value={n.name} label={n.name} />)}
+                        {libvirtNetworks.map(n => (
+                            <FormSelectOption key={`network:${n.name}`} value={`network:${n.name}`}
+                                              label={`Network ${n.name}`} />
+                        ))}
+                        {bridges.map(b => (
+                            <FormSelectOption key={`bridge:${b}`} value={`bridge:${b}`} label={`Bridge ${b}`} />
+                        ))}
                     </FormSelect>
                 </FormGroup>
             ))}
