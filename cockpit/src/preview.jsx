@@ -12,7 +12,7 @@ function diskRow(d) {
     if (d.problem)
         target = `not migrated: ${d.problem}`;
     else if (t)
-        target = `${t.dev} (${t.bus}), ${t.format}${t.volume ? `, volume ${t.volume}` : ''}`;
+        target = `${t.dev} (${t.bus}), ${t.format}${t.path ? `, ${t.path}` : t.volume ? `, volume ${t.volume}` : ''}`;
     return { key: `disk:${d.key}`, item: `Disk ${d.key}`, source: `${d.file}${d.virtual_size ? `, ${bytes(d.virtual_size)}` : ''}`, target };
 }
 
