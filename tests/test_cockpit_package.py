@@ -186,3 +186,76 @@ def test_page_calls_only_methods_the_daemon_has() -> None:
     assert job_calls == {"GetLog", "GetReport", "Cancel", "Retry", "Dismiss"}
     assert manager_calls <= introspected_methods("org.vm2kvm.Manager1.xml")
     assert job_calls <= introspected_methods("org.vm2kvm.Job1.xml")
+
+
+# What the page computes without a browser: run its modules in node (bundled by the same esbuild).
+HELPERS_PROBE = """
+globalThis.window = { cockpit: { message: e => 'cockpit says ' + e.problem } };
+const { bytes, duration, rateAndEta } = await import('./format.js');
+const { variantOptions, describeError, jobNumber, plain } = await import('./dbus.js');
+const { mappings, vmwareNetworks } = await import('./options.js');
+const choices = { 'VM Network': 'network:lan', DMZ: 'bridge:br0', Backup: '' };
+console.log(JSON.stringify({
+    bytes: [bytes(0), bytes(1536), bytes(3 * 1024 ** 3)],
+    duration: [duration(5), duration(65), duration(7325)],
+    eta: rateAndEta({ State: 'running', Rate: 10485760, ExpectedEndTime: 1e6 * 100 }, 1000 * 40),
+    eta_done: rateAndEta({ State: 'completed', Rate: 5, ExpectedEndTime: 1e6 * 100 }, 0),
+    options: variantOptions({ name: '', pool: 'fast', format: 'raw', network: ['VM Network=lan'],
+                              bridge: [], 'guest-conversion': false, verify: undefined }),
+    denied: describeError({ name: 'org.vm2kvm.Error.NotAuthorized', message: 'not authorized' }),
+    refused: describeError({ name: 'org.vm2kvm.Error.DomainExists', message: "domain 'web' exists" }),
+    closed: describeError({ problem: 'disconnected' }),
+    job: jobNumber('/org/vm2kvm/Daemon1/jobs/12'),
+    networks: vmwareNetworks({ nics: [{ network: 'VM Network' }, { network: 'DMZ' },
+                                      { network: 'VM Network' }, { network: null }] }),
+    network_map: mappings(choices, 'network'),
+    bridge_map: mappings(choices, 'bridge'),
+    // Options in InterfacesAdded: a{sv} inside a variant, as cockpit's channel encodes it.
+    job_options: plain({ t: 'a{sv}', v: { pool: { t: 's', v: 'fast' }, network: { t: 'as', v: ['a=b'] },
+                                          verify: { t: 'b', v: true } } }),
+}));
+"""
+
+
+BUNDLE_PROBE = """
+require(process.argv[1]).buildSync({
+    stdin: { contents: process.argv[2], resolveDir: process.argv[3], loader: 'js' },
+    bundle: true, format: 'esm', platform: 'node', outfile: process.argv[4], logLevel: 'error',
+});
+"""
+
+
+@needs_node
+def test_page_helpers(tmp_path: Path, page: Path) -> None:
+    bundle = tmp_path / "probe.mjs"
+    esbuild = REPO / "build/cockpit/npm/node_modules/esbuild"
+    subprocess.run(
+        ["node", "-e", BUNDLE_PROBE, str(esbuild), HELPERS_PROBE, str(SRC), str(bundle)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    done = subprocess.run(["node", str(bundle)], check=True, capture_output=True, text=True, timeout=60)
+    out = json.loads(done.stdout)
+    assert out["bytes"] == ["0 B", "1.5 KiB", "3.0 GiB"]
+    assert out["duration"] == ["5 s", "1 min 5 s", "2 h 2 min"]
+    assert out["eta"] == "10.0 MiB/s, 1 min 0 s left"
+    assert out["eta_done"] == ""
+    # Only what the user set, with the D-Bus types Migrate expects (docs/dbus-api.md, Options).
+    assert out["options"] == {
+        "pool": {"t": "s", "v": "fast"},
+        "format": {"t": "s", "v": "raw"},
+        "network": {"t": "as", "v": ["VM Network=lan"]},
+        "guest-conversion": {"t": "b", "v": False},
+    }
+    assert out["denied"]["code"] == "NotAuthorized"
+    assert "administrative access" in out["denied"]["hint"]
+    assert out["refused"] == {"code": "DomainExists", "message": "domain 'web' exists", "hint": ""}
+    assert out["closed"]["code"] == "disconnected"
+    assert out["closed"]["hint"] == "cockpit says disconnected"
+    assert out["job"] == 12
+    assert out["networks"] == ["VM Network", "DMZ"]
+    # A per-network choice becomes a network or a bridge mapping; "" keeps the daemon's default.
+    assert out["network_map"] == ["VM Network=lan"]
+    assert out["bridge_map"] == ["DMZ=br0"]
+    assert out["job_options"] == {"pool": "fast", "network": ["a=b"], "verify": True}

@@ -31,9 +31,19 @@ export function jobPath(number) {
     return `${JOBS_PATH}/${number}`;
 }
 
-// A variant as the channel gives it ({t, v}) -> the plain value.
-function plain(value) {
-    return value && typeof value === 'object' && 't' in value && 'v' in value ? value.v : value;
+// A variant as the channel gives it ({t, v}) -> the plain value, also inside a{sv} and av
+// (a job's Options), so signals give what ListJobs gives.
+export function plain(value) {
+    if (!(value && typeof value === 'object' && 't' in value && 'v' in value))
+        return value;
+    const { t, v } = value;
+    if (t === 'v')
+        return plain(v);
+    if (t === 'av')
+        return v.map(plain);
+    if (t.startsWith('a{') && t.endsWith('v}'))
+        return Object.fromEntries(Object.entries(v).map(([key, inner]) => [key, plain(inner)]));
+    return v;
 }
 
 export function plainProps(props) {

@@ -250,6 +250,15 @@ export function JobDetail({ number, job }) {
                                 </DescriptionListDescription>
                             </DescriptionListGroup>
                         )}
+                        {Object.keys(job.Options || {}).length > 0 && (
+                            <DescriptionListGroup>
+                                <DescriptionListTerm>Options</DescriptionListTerm>
+                                <DescriptionListDescription id="job-options">
+                                    {Object.entries(job.Options).map(([key, value]) =>
+                                        `${key}=${Array.isArray(value) ? value.join(',') : value}`).join('  ')}
+                                </DescriptionListDescription>
+                            </DescriptionListGroup>
+                        )}
                         {(job.Outputs || []).length > 0 && (
                             <DescriptionListGroup>
                                 <DescriptionListTerm>Written</DescriptionListTerm>

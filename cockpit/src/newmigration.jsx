@@ -10,6 +10,7 @@ import { ErrorAlert } from './errors.jsx';
 import { FileBrowser, isSourceFile } from './browse.jsx';
 import { go } from './nav.js';
 import { Preview } from './preview.jsx';
+import { mappings, vmwareNetworks } from './options.js';
 
 const DAEMON_DEFAULT = '';
 
@@ -22,16 +23,6 @@ function useTargets() {
                 .catch(setError);
     }, []);
     return { targets, error };
-}
-
-// The VMware networks of the VM, each once, in device order.
-function vmwareNetworks(result) {
-    const seen = [];
-    for (const nic of result.nics || []) {
-        if (nic.network && !seen.includes(nic.network))
-            seen.push(nic.network);
-    }
-    return seen;
 }
 
 function FileSource({ path, setPath, onInspect, busy }) {
@@ -85,8 +76,10 @@ function VsphereSource() {
     );
 }
 
-function OptionsForm({ result, targets, targetsError, onStart, busy }) {
-    const [name, setName] = useState(result.name);
+// initialName: the name the VM's first Inspect planned (without options); a name equal to it is
+// not sent, so Migrate plans it the same way.
+function OptionsForm({ result, initialName, targets, targetsError, onStart, onPreview, busy }) {
+    const [name, setName] = useState(initialName);
     const [pool, setPool] = useState(DAEMON_DEFAULT);
     const [format, setFormat] = useState('qcow2');
     const [networks, setNetworks] = useState({});
@@ -95,19 +88,21 @@ function OptionsForm({ result, targets, targetsError, onStart, busy }) {
     const vmNetworks = vmwareNetworks(result);
     const pools = targets ? targets.pools.filter(p => p.active) : [];
     const libvirtNetworks = targets ? targets.networks.filter(n => n.active) : [];
+    const bridges = targets ? targets.bridges || [] : [];
 
+    const collect = () => ({
+        name: name !== initialName ? name : '',
+        pool,
+        format: format !== 'qcow2' ? format : '',
+        // A choice is "network:NAME" (a libvirt network) or "bridge:NAME" (a host bridge).
+        network: mappings(networks, 'network'),
+        bridge: mappings(networks, 'bridge'),
+        'guest-conversion': conversion ? undefined : false,
+        verify: verify || undefined,
+    });
     const start = event => {
         event.preventDefault();
-        const mapping = Object.entries(networks).filter(([, to]) => to)
-                .map(([from, to]) => `${from}=${to}`);
-        onStart({
-            name: name !== result.name ? name : '',
-            pool,
-            format: format !== 'qcow2' ? format : '',
-            network: mapping,
-            'guest-conversion': conversion ? undefined : false,
-            verify: verify || undefined,
-        });
+        onStart(collect());
     };
 
     return (
@@ -139,7 +134,13 @@ function OptionsForm({ result, targets, targetsError, onStart, busy }) {
                                 onChange={(_e, v) => setNetworks(prev => ({ ...prev, [net]: v }))}>
                         <FormSelectOption value={DAEMON_DEFAULT}
                                           label={`Default${targets && targets.default_network ? ` (${targets.default_network})` : ''}`} />
-                        {libvirtNetworks.map(n => <FormSelectOption key={n.name} value={n.name} label={n.name} />)}
+                        {libvirtNetworks.map(n => (
+                            <FormSelectOption key={`network:${n.name}`} value={`network:${n.name}`}
+                                              label={`Network ${n.name}`} />
+                        ))}
+                        {bridges.map(b => (
+                            <FormSelectOption key={`bridge:${b}`} value={`bridge:${b}`} label={`Bridge ${b}`} />
+                        ))}
                     </FormSelect>
                 </FormGroup>
             ))}
@@ -153,6 +154,8 @@ function OptionsForm({ result, targets, targetsError, onStart, busy }) {
             <ActionGroup>
                 <Button variant="primary" type="submit" id="start-migration" isDisabled={busy || !name}
                         isLoading={busy}>Start migration</Button>
+                <Button variant="secondary" id="update-preview" isDisabled={busy || !name}
+                        onClick={() => onPreview(collect())}>Update preview</Button>
                 <Button variant="link" onClick={() => go([])}>Cancel</Button>
             </ActionGroup>
         </Form>
@@ -164,6 +167,7 @@ export function NewMigration() {
     const [path, setPath] = useState('');
     const [inspecting, setInspecting] = useState(false);
     const [result, setResult] = useState(null);
+    const [initialName, setInitialName] = useState('');
     const [error, setError] = useState(null);
     const [starting, setStarting] = useState(false);
     const { targets, error: targetsError } = useTargets();
@@ -173,6 +177,17 @@ export function NewMigration() {
         setError(null);
         setResult(null);
         inspect(path.trim(), {})
+                .then(r => { setInitialName(r.name); setResult(r) })
+                .catch(err => setError({ err, title: 'Inspect failed' }))
+                .finally(() => setInspecting(false));
+    };
+
+    // Inspect again with the options as they are: the preview then shows the pool's paths,
+    // the network mapping and the name Migrate would use.
+    const preview = options => {
+        setInspecting(true);
+        setError(null);
+        inspect(result.source, variantOptions(options))
                 .then(setResult)
                 .catch(err => setError({ err, title: 'Inspect failed' }))
                 .finally(() => setInspecting(false));
@@ -221,9 +236,9 @@ export function NewMigration() {
                         <CardTitle component="h2">Options</CardTitle>
                         <CardBody>
                             {/* keyed: a VM inspected next starts from its own name, not the last one's */}
-                            <OptionsForm key={`${result.source}\n${result.uuid}`} result={result}
-                                         targets={targets} targetsError={targetsError}
-                                         onStart={start} busy={starting} />
+                            <OptionsForm key={result.source} result={result} initialName={initialName}
+                                         targets={targets} targetsError={targetsError} onPreview={preview}
+                                         onStart={start} busy={starting || inspecting} />
                         </CardBody>
                     </Card>
                 </>

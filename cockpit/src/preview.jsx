@@ -12,7 +12,7 @@ function diskRow(d) {
     if (d.problem)
         target = `not migrated: ${d.problem}`;
     else if (t)
-        target = `${t.dev} (${t.bus}), ${t.format}${t.volume ? `, volume ${t.volume}` : ''}`;
+        target = `${t.dev} (${t.bus}), ${t.format}${t.path ? `, ${t.path}` : t.volume ? `, volume ${t.volume}` : ''}`;
     return { key: `disk:${d.key}`, item: `Disk ${d.key}`, source: `${d.file}${d.virtual_size ? `, ${bytes(d.virtual_size)}` : ''}`, target };
 }
 
@@ -50,7 +50,8 @@ function portRow(kind, p) {
 export function hardwareRows(r) {
     const rows = [
         { key: 'name', item: 'Name', source: r.display_name || '', target: r.name },
-        { key: 'guest-os', item: 'Guest OS', source: r.guest_os || '', target: r.guest_os ? 'kept in the domain metadata' : '' },
+        // osinfo: the libosinfo id the domain's metadata will carry (null when none fits)
+        { key: 'guest-os', item: 'Guest OS', source: r.guest_os || '', target: r.osinfo || '—' },
         { key: 'firmware', item: 'Firmware', source: r.firmware, target: `${r.firmware}${r.secure_boot ? ' with Secure Boot' : ''}, machine ${r.machine}` },
         { key: 'cpus', item: 'CPUs', source: `${r.cpu.vcpus} (${r.cpu.cores_per_socket || 1} per socket)`, target: `${r.cpu.sockets} sockets × ${r.cpu.cores} cores × ${r.cpu.threads} threads` },
         { key: 'memory', item: 'Memory', source: `${r.memory.size_mib} MiB`, target: `${r.memory.size_mib} MiB` },

@@ -6,7 +6,9 @@ active dir pool ``default-pool`` and one active network ``default`` on ``virbr0`
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 
 import libvirt
 from dbus_fast import MessageType
@@ -14,6 +16,7 @@ from dbus_fast.signature import Variant
 
 from tests.service.support import BusClient, serve_daemon
 from tests.service.test_manager import assert_error
+from vm2kvmd.adapters.libvirt_targets import host_bridges
 from vm2kvmd.constants import MANAGER_IFACE
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.service.auth import ACTION_INSPECT, rule_for
@@ -27,6 +30,7 @@ async def test_lists_pools_networks_and_the_daemon_defaults(private_bus: str, cl
         reply = await client.manager("ListPoolsAndNetworks", "a{sv}", [{"connect": Variant("s", TEST_URI)}])
     assert reply.message_type is MessageType.METHOD_RETURN, reply.body
     data = json.loads(reply.body[0])
+    bridges = await asyncio.to_thread(host_bridges)  # sysfs: not on the event loop
     conn = libvirt.open(TEST_URI)
     try:
         (pool,) = conn.listAllStoragePools(0)
@@ -49,6 +53,7 @@ async def test_lists_pools_networks_and_the_daemon_defaults(private_bus: str, cl
             }
         ],
         "networks": [{"name": "default", "active": True, "bridge": "virbr0"}],
+        "bridges": bridges,
     }
 
 
@@ -62,6 +67,16 @@ async def test_unknown_option_and_unreachable_libvirt_are_named(private_bus: str
         )
     assert_error(unknown, "org.vm2kvm.Error.InvalidOption", "'pool'", "connect")
     assert_error(gone, "org.vm2kvm.Error.LibvirtError", "qemu+unix:///system?socket=/nonexistent")
+
+
+def test_host_bridges_are_the_interfaces_with_a_bridge_directory(tmp_path: Path) -> None:
+    # sysfs as the kernel lays it out: every interface a directory, a bridge with bridge/ in it.
+    for name, bridge in [("eth0", False), ("br0", True), ("virbr0", True), ("bond0", False)]:
+        (tmp_path / name).mkdir()
+        if bridge:
+            (tmp_path / name / "bridge").mkdir()
+    assert host_bridges(tmp_path) == ["br0", "virbr0"]
+    assert host_bridges(tmp_path / "missing") == []
 
 
 def test_needs_the_inspect_action() -> None:

@@ -1,4 +1,4 @@
-"""What a migration can write to on a libvirt host: its storage pools and networks.
+"""What a migration can write to on a libvirt host: its storage pools, networks and bridges.
 
 For frontends choosing ``pool`` and ``network`` options (the Cockpit page through
 ``Manager1.ListPoolsAndNetworks``).  Blocking, like ``LibvirtHost``; run in a thread.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import libvirt
@@ -71,3 +72,14 @@ def pools_and_networks(host: LibvirtHost) -> tuple[list[PoolRow], list[NetworkRo
             f"cannot list pools and networks on {host.uri}: {err.get_error_message()}",
         ) from err
     return sorted(pools, key=lambda p: p.name), sorted(networks, key=lambda n: n.name)
+
+
+def host_bridges(sys_class_net: Path = Path("/sys/class/net")) -> list[str]:
+    """The host's bridge interfaces (for ``bridge`` mappings), sorted: the kernel gives every
+    bridge a ``bridge/`` directory in sysfs.  Bridges of libvirt networks (``virbr0``) are
+    listed too; mapping to the network instead keeps libvirt in charge of them."""
+    try:
+        entries = list(sys_class_net.iterdir())
+    except OSError:
+        return []  # no sysfs (a container without it): nothing to offer, not an error
+    return sorted(entry.name for entry in entries if (entry / "bridge").is_dir())

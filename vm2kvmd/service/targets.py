@@ -1,4 +1,5 @@
-"""``Manager1.ListPoolsAndNetworks``: the pools and networks a caller can choose for Migrate."""
+"""``Manager1.ListPoolsAndNetworks``: the pools, networks and bridges a caller can choose for
+Migrate."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import asdict
 from typing import Any
 
 from vm2kvmd.adapters.libvirt_host import LibvirtHost
-from vm2kvmd.adapters.libvirt_targets import pools_and_networks
+from vm2kvmd.adapters.libvirt_targets import host_bridges, pools_and_networks
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
@@ -40,5 +41,6 @@ def pools_and_networks_json(options: MigrateOptions) -> str:
             "default_network": options.default_network,
             "pools": [asdict(p) for p in pools],
             "networks": [asdict(n) for n in networks],
+            "bridges": host_bridges(),
         }
     )
