@@ -88,6 +88,10 @@ def test_new_migration_runs_to_completion_and_shows_the_report(
     fill_new_migration(page, vmx, pool, domain)
     hardware = page.find("table", "Hardware")
     assert "2" in hardware.find_element("css selector", "[data-key='cpus']").text
+    # The OS virt-manager and cockpit-machines will show, planned from VMware's guestOS.
+    assert (
+        "http://debian.org/debian/11" in hardware.find_element("css selector", "[data-key='guest-os']").text
+    )
     screenshot(page, "cockpit-preview")
     page.find("button", "Start migration").click()
     number = job_number_from_url(page)
