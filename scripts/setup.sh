@@ -21,6 +21,7 @@ PACKAGES=(
     golang-go golang-github-vmware-govmomi-dev
     desktop-file-utils
     cockpit-ws cockpit-bridge cockpit-system chromium chromium-driver cockpit-machines libvirt-dbus
+    osinfo-db
 )
 # The Cockpit page's build (scripts/build-cockpit.sh) needs node and npm: Debian's, unless a
 # node and npm are on PATH already (Debian's npm cannot be installed next to another nodejs).
