@@ -204,7 +204,7 @@ def connect(
             f"{uri.address} answers HTTPS but is not an ESXi host or vCenter (no /sdk service)",
             hint="check the host name and port in the source URI",
         ) from None
-    session = Session(uri, stub, content)
+    session = Session(uri, stub, content, context)
     try:
         session.resolve_scope()
     except BaseException:
@@ -234,11 +234,25 @@ class Session:
     vCenter the one host the ``vpx://`` path names (as virt-v2v and libvirt's esx driver do).
     """
 
-    def __init__(self, uri: VsphereUri, stub: Any, content: Any) -> None:
+    def __init__(
+        self, uri: VsphereUri, stub: Any, content: Any, context: ssl.SSLContext | None = None
+    ) -> None:
         self.uri = uri
         self._stub = stub
         self.content = content
         self.scope: vim.ManagedEntity = content.rootFolder
+        # The TLS context of the SOAP connections, for the datastore's /folder downloads too.
+        self.context = context
+
+    @property
+    def cookie(self) -> str:
+        """The session cookie (a secret: for datastore downloads only, never logged)."""
+        return str(self._stub.cookie or "")
+
+    @property
+    def datacenter(self) -> str:
+        """The ``dcPath`` of datastore URLs: ESXi's one datacenter, or the vpx:// path's."""
+        return self.uri.datacenter or "ha-datacenter"
 
     def __repr__(self) -> str:
         return f"<vSphere session {self.uri}>"

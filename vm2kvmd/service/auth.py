@@ -120,6 +120,9 @@ RULES: Final[Mapping[tuple[str, str], Rule]] = {
     # It logs in to a vSphere host with the caller's password and reads its inventory: as
     # much as inspecting a VM, nothing more.
     (MANAGER_IFACE, "ListVms"): Rule("list the virtual machines of a vSphere host", (ACTION_INSPECT,)),
+    # The same actions as the local forms: where the VM lives changes nothing about what is done.
+    (MANAGER_IFACE, "InspectRemote"): Rule("inspect a virtual machine on vSphere", (ACTION_INSPECT,)),
+    (MANAGER_IFACE, "MigrateRemote"): Rule("migrate a virtual machine from vSphere", (ACTION_MIGRATE,)),
     (MANAGER_IFACE, "GetJobs"): EXEMPT,
     (MANAGER_IFACE, "ListJobs"): EXEMPT,
     (JOB_IFACE, "Cancel"): Rule("cancel", job=True, own_action=ACTION_CANCEL_OWN_JOB),
