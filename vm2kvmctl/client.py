@@ -326,6 +326,13 @@ class Client:
         (new_path,) = await self.call(path, JOB_IFACE, "Retry")
         return str(new_path)
 
+    async def retry_remote(self, path: str, options: Mapping[str, Variant], password_fd: int) -> str:
+        """``Job1.RetryRemote``: a vSphere job again, the password as an fd."""
+        (new_path,) = await self.call(
+            path, JOB_IFACE, "RetryRemote", "a{sv}h", [dict(options), 0], unix_fds=[password_fd]
+        )
+        return str(new_path)
+
     async def log(self, path: str) -> list[tuple[int, str, str]]:
         """The job's log from the daemon's store: (time µs, phase, message), oldest first."""
         (lines,) = await self.call(path, JOB_IFACE, "GetLog")

@@ -100,7 +100,7 @@ def remote_source(args: argparse.Namespace) -> tuple[VsphereUri, str, str] | Non
         )
     if uri_text is None or vm is None:
         return None
-    return _uri(uri_text), uri_text, vm
+    return parse_source_uri(uri_text), uri_text, vm
 
 
 async def call_with_password(
@@ -114,7 +114,7 @@ async def call_with_password(
         raise NoPassword(exc.describe()) from None
 
 
-def _uri(text: str) -> VsphereUri:
+def parse_source_uri(text: str) -> VsphereUri:
     try:
         return parse_uri(text)
     except Vm2kvmError as exc:
@@ -197,7 +197,7 @@ def password_fd(args: argparse.Namespace, uri: VsphereUri) -> Iterator[int]:
 
 async def cmd_list_vms(ctx: Context, client: Client) -> int:
     args = ctx.args
-    uri = _uri(args.uri)
+    uri = parse_source_uri(args.uri)
     text = await call_with_password(args, uri, lambda fd: client.list_vms(args.uri, tls_options(args), fd))
     vms = json.loads(text)
     if ctx.json:

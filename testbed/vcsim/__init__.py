@@ -105,11 +105,12 @@ class VcsimInfo:
 class Vcsim:
     """A running simulator; use as a context manager (stopped by PID, its files removed)."""
 
-    def __init__(self, mode: str = "esx", binary: Path | None = None) -> None:
+    def __init__(self, mode: str = "esx", binary: Path | None = None, *, password: str = PASSWORD) -> None:
         if mode not in ("esx", "vpx"):
             raise ValueError(f"mode must be esx or vpx, not {mode!r}")
         self.mode = mode
         self.binary = binary
+        self.password = password  # the login's password (``PASSWORD`` unless a test needs its own)
         self.proc: subprocess.Popen[bytes] | None = None
         self.info: VcsimInfo | None = None
 
@@ -117,6 +118,7 @@ class Vcsim:
         binary = self.binary or build_vcsim()
         self.proc = subprocess.Popen(
             [str(binary), "-mode", self.mode],
+            env={**os.environ, "VCSIM_PASSWORD": self.password},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

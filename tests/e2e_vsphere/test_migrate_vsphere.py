@@ -11,7 +11,10 @@ before any job exists.
 
 from __future__ import annotations
 
+import secrets
 import ssl
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,10 +24,12 @@ from pyVim.connect import Disconnect, SmartConnect
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
+from testbed.proxy import CuttingProxy
 from testbed.services import DirPool
-from testbed.vcsim import PASSWORD, USER, Vcsim, VcsimInfo
-from tests.e2e.support import DaemonProcess, ctl
+from testbed.vcsim import USER, Vcsim, VcsimInfo
+from tests.e2e.support import DaemonProcess, bus_env, ctl
 from tests.helpers.vmdk_factory import images_equal, make_delta, make_vmdk, sha256_tree
+from tests.test_remote_disk import CmdlineWatch
 
 pytestmark = [pytest.mark.slow, pytest.mark.libvirt]
 
@@ -33,13 +38,18 @@ _dev: Any = vim.vm.device
 _vim: Any = vim
 
 
+# The module's simulator logs in with this password only: a leak of it cannot be a coincidence.
+SECRET = f"S3cret-{secrets.token_hex(8)}-vsm"
+
+
 class Sim:
     """The running simulator, a pyvmomi session to change it, and its datastore directory."""
 
-    def __init__(self, info: VcsimInfo) -> None:
+    def __init__(self, info: VcsimInfo, port: int | None = None) -> None:
         self.info = info
+        self.port = port or info.port  # where vm2kvm reaches it (a proxy's port)
         context = ssl.create_default_context(cafile=info.ca_file)
-        self.si = SmartConnect(host=info.host, port=info.port, user=USER, pwd=PASSWORD, sslContext=context)
+        self.si = SmartConnect(host=info.host, port=info.port, user=USER, pwd=SECRET, sslContext=context)
         self.content = self.si.RetrieveContent()
         view = self.content.viewManager.CreateContainerView(self.content.rootFolder, [vim.Datastore], True)
         (datastore,) = view.view
@@ -48,7 +58,7 @@ class Sim:
 
     @property
     def uri(self) -> str:
-        return f"esx://{USER}@{self.info.host}:{self.info.port}/"
+        return f"esx://{USER}@{self.info.host}:{self.port}/"
 
     def vm(self, name: str) -> Any:
         view = self.content.viewManager.CreateContainerView(
@@ -85,7 +95,7 @@ class Sim:
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Sim]:
-    with Vcsim("esx") as info:
+    with Vcsim("esx", password=SECRET) as info:
         sim = Sim(info)
         try:
             yield sim
@@ -96,12 +106,33 @@ def sim() -> Iterator[Sim]:
 @pytest.fixture
 def password_file(tmp_path: Path) -> Path:
     path = tmp_path / "password"
-    path.write_text(PASSWORD + "\n")
+    path.write_text(SECRET + "\n")
     path.chmod(0o600)
     return path
 
 
-def migrate(daemon: DaemonProcess, sim: Sim, vm: str, pool: str, name: str, secret: Path, *more: str) -> Any:
+def place_flat_disk(sim: Sim, vm_name: str, disk: str, size: int, *, random: bool = False) -> Path:
+    """An ESXi flat disk ``disk`` in the VM's folder, the powered-off VM's first disk."""
+    folder = sim.datastore / vm_name
+    folder.mkdir(exist_ok=True)
+    pattern = secrets.token_bytes(4096) if random else None
+    path = make_vmdk(folder, disk, "vmfs", size, pattern=pattern)
+    vm = sim.vm(vm_name)
+    sim.power(vm, on=False)
+    sim.point_disk(vm, [f"[LocalDS_0] {vm_name}/{disk}.vmdk"], size)
+    return path
+
+
+def migrate(
+    daemon: DaemonProcess,
+    sim: Sim,
+    vm: str,
+    pool: str,
+    name: str,
+    secret: Path,
+    *more: str,
+    timeout: float = 120,
+) -> Any:
     return ctl(
         daemon.address,
         "migrate",
@@ -117,6 +148,7 @@ def migrate(daemon: DaemonProcess, sim: Sim, vm: str, pool: str, name: str, secr
         "--name",
         name,
         *more,
+        timeout=timeout,
     )
 
 
@@ -260,3 +292,119 @@ def test_inspect_and_virt_v2v_spelling(sim: Sim, daemon: DaemonProcess, password
     assert disk["remote"]["layers"] == ["[LocalDS_0] ha-host_VM0/seen.vmdk"]
     run = ctl(daemon.address, "inspect", sim.uri, *common)
     assert run.status == 2 and "--vm" in run.err
+
+
+def test_connection_reset_mid_transfer_resumes(
+    sim: Sim,
+    daemon: DaemonProcess,
+    libvirt_conn: Any,
+    dir_pool: DirPool,
+    domain_name: str,
+    password_file: Path,
+) -> None:
+    disk = place_flat_disk(sim, "ha-host_VM0", "cut", 48 * MiB, random=True)
+    with CuttingProxy(sim.info.host, sim.info.port, cut_after=24 * MiB, cuts=1) as proxy:
+        through = Sim.__new__(Sim)
+        through.info, through.port = sim.info, proxy.port
+        run = migrate(daemon, through, "ha-host_VM0", dir_pool.name, domain_name, password_file)
+        assert run.status == 0, run.err
+        assert proxy.cuts_done == 1
+    try:
+        assert images_equal(disk, target_path(libvirt_conn, domain_name), fmt_a="vmdk")
+    finally:
+        undefine(libvirt_conn, domain_name)
+
+
+def _dbus_properties(address: str, path: str, interface: str) -> str:
+    return subprocess.run(
+        [
+            "dbus-send",
+            "--session",
+            "--print-reply",
+            "--dest=org.vm2kvm.Daemon1",
+            path,
+            "org.freedesktop.DBus.Properties.GetAll",
+            f"string:{interface}",
+        ],
+        env=bus_env(address),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def test_the_password_shows_nowhere(
+    sim: Sim,
+    daemon: DaemonProcess,
+    libvirt_conn: Any,
+    dir_pool: DirPool,
+    domain_name: str,
+    password_file: Path,
+) -> None:
+    place_flat_disk(sim, "ha-host_VM0", "secret", 32 * MiB, random=True)
+    with CmdlineWatch(SECRET) as watch:
+        run = migrate(daemon, sim, "ha-host_VM0", dir_pool.name, domain_name, password_file)
+    assert run.status == 0, run.err
+    try:
+        assert watch.saw_nbdkit  # the watch ran while the disk was read
+        assert watch.leaks == []
+        listed = ctl(daemon.address, "--json", "jobs", "--all")
+        number = max(job["number"] for job in listed.json())
+        seen = [run.out, run.err, listed.out]
+        seen.append(ctl(daemon.address, "logs", str(number)).out)
+        seen.append(_dbus_properties(daemon.address, "/org/vm2kvm/Daemon1", "org.vm2kvm.Manager1"))
+        seen.append(_dbus_properties(daemon.address, f"/org/vm2kvm/Daemon1/jobs/{number}", "org.vm2kvm.Job1"))
+        assert all(SECRET not in text for text in seen)
+        assert sim.uri in seen[2]  # the job's Source, without the password
+        for path in [daemon.log, *daemon.state_dir.rglob("*")]:
+            if path.is_file():
+                assert SECRET.encode() not in path.read_bytes(), path
+    finally:
+        undefine(libvirt_conn, domain_name)
+
+
+def test_a_cancelled_job_is_retried_with_the_password_asked_again(
+    sim: Sim,
+    daemon: DaemonProcess,
+    libvirt_conn: Any,
+    dir_pool: DirPool,
+    domain_name: str,
+    password_file: Path,
+) -> None:
+    disk = place_flat_disk(sim, "ha-host_VM0", "again", 64 * MiB, random=True)
+    run = migrate(daemon, sim, "ha-host_VM0", dir_pool.name, domain_name, password_file, "--detach", "--json")
+    assert run.status == 0, run.err
+    number = run.json()["number"]
+    assert ctl(daemon.address, "cancel", str(number)).status in (0, 1)
+    deadline = time.monotonic() + 60
+    while (state := ctl(daemon.address, "--json", "status", str(number)).json()["state"]) not in (
+        "cancelled",
+        "completed",
+        "failed",
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    if state == "completed":
+        undefine(libvirt_conn, domain_name)
+        for volume in dir_pool.pool.listAllVolumes():
+            volume.delete(0)
+        pytest.skip("the job completed before it could be cancelled")
+    assert state == "cancelled"
+    assert [v.name() for v in dir_pool.pool.listAllVolumes()] == []
+    # No ~/.netrc, no terminal, no --password-file: the CLI says how to give it.
+    run = ctl(daemon.address, "retry", str(number))
+    assert run.status == 2 and "--password-file" in run.err, run.err
+    run = ctl(
+        daemon.address,
+        "retry",
+        str(number),
+        "--password-file",
+        str(password_file),
+        "--ca-file",
+        sim.info.ca_file,
+    )
+    assert run.status == 0, run.err
+    try:
+        assert images_equal(disk, target_path(libvirt_conn, domain_name), fmt_a="vmdk")
+    finally:
+        undefine(libvirt_conn, domain_name)

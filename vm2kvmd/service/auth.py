@@ -129,6 +129,7 @@ RULES: Final[Mapping[tuple[str, str], Rule]] = {
     (JOB_IFACE, "Dismiss"): Rule("dismiss", job=True, own_action=ACTION_CANCEL_OWN_JOB),
     # A retry is a new migration, owned by the caller: migrate, and another user's job needs more.
     (JOB_IFACE, "Retry"): Rule("retry", (ACTION_MIGRATE,), job=True),
+    (JOB_IFACE, "RetryRemote"): Rule("retry", (ACTION_MIGRATE,), job=True),
     (JOB_IFACE, "GetReport"): EXEMPT,
     (JOB_IFACE, "GetLog"): EXEMPT,
 }

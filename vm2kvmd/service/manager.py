@@ -247,7 +247,7 @@ class Manager(BusInterface):
     def _adopt(self, job: Job) -> None:
         job.on_finished = self._finished
         job.on_dismissed = lambda _job: self._notify()
-        obj = JobObject(job, retry=self._retry)
+        obj = JobObject(job, retry=self._retry, retry_remote=self._retry_remote)
         self._objects[obj.path] = obj
         if self._bus is not None:
             self._bus.export(obj.path, obj)
@@ -348,6 +348,22 @@ class Manager(BusInterface):
             )
         options = MigrateOptions.from_mapping(job.status.options, defaults=self._defaults)
         return await self._create(caller, job.source, options, retry_of=job.number)
+
+    async def _retry_remote(self, job: Job, tls: Mapping[str, Any], secret: str) -> str:
+        """``Job1.RetryRemote``: the vSphere job again, logging in with a password given now."""
+        caller = current_caller()
+        self._check_open()
+        parts = split_job_source(job.source)
+        if parts is None:
+            raise Vm2kvmError(
+                ErrorCode.INVALID_OPTION,
+                f"job {job.number} migrates a local source: retry it with Retry, no password needed",
+            )
+        source = remote_source(*parts, tls, secret)
+        if source.tls.ca_file is not None:
+            await check_readable(caller, [source.tls.ca_file])
+        options = MigrateOptions.from_mapping(job.status.options, defaults=self._defaults)
+        return await self._create(caller, source.label, options, retry_of=job.number, vsphere=source)
 
     def _pruned(self, removed: list[int]) -> None:
         """Unexport the jobs ``JobStore.prune`` removed (``InterfacesRemoved``)."""

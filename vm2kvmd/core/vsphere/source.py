@@ -9,25 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vm2kvmd.core.vsphere.uri import TlsPolicy
+from vm2kvmd.core.vsphere.uri import TlsPolicy, job_source, split_job_source
 
 __all__ = ["VsphereSource", "job_source", "split_job_source"]
-
-# Between the URI and the VM in a job's Source: a URI has no unencoded "#".
-_VM_SEPARATOR = "#"
-
-
-def job_source(uri: str, vm: str) -> str:
-    """What a vSphere job shows as its ``Source``: ``URI#VM``."""
-    return f"{uri}{_VM_SEPARATOR}{vm}"
-
-
-def split_job_source(source: str) -> tuple[str, str] | None:
-    """``(uri, vm)`` of a vSphere job's source; None for a local path."""
-    if not source.startswith(("esx://", "vpx://")) or _VM_SEPARATOR not in source:
-        return None
-    uri, _, vm = source.partition(_VM_SEPARATOR)
-    return uri, vm
 
 
 @dataclass(frozen=True)
