@@ -408,3 +408,87 @@ def test_a_cancelled_job_is_retried_with_the_password_asked_again(
         assert images_equal(disk, target_path(libvirt_conn, domain_name), fmt_a="vmdk")
     finally:
         undefine(libvirt_conn, domain_name)
+
+
+def test_thumbprint_mismatch_and_no_verify_warning(
+    sim: Sim,
+    daemon: DaemonProcess,
+    libvirt_conn: Any,
+    dir_pool: DirPool,
+    domain_name: str,
+    password_file: Path,
+) -> None:
+    disk = place_flat_disk(sim, "ha-host_VM0", "trust", 8 * MiB)
+    jobs = _job_count(daemon)
+    wrong = ":".join(["AB"] * 32)
+    run = ctl(
+        daemon.address,
+        "migrate",
+        sim.uri,
+        "--vm",
+        "ha-host_VM0",
+        "--password-file",
+        str(password_file),
+        "--thumbprint",
+        wrong,
+        "--pool",
+        dir_pool.name,
+    )
+    assert run.status == 1
+    assert sim.info.thumbprint in run.err and "--thumbprint" in run.err, run.err
+    assert _job_count(daemon) == jobs
+    run = ctl(
+        daemon.address,
+        "migrate",
+        sim.uri + "?no_verify=1",
+        "--vm",
+        "ha-host_VM0",
+        "--password-file",
+        str(password_file),
+        "--pool",
+        dir_pool.name,
+        "--name",
+        domain_name,
+    )
+    assert run.status == 0, run.err
+    try:
+        assert images_equal(disk, target_path(libvirt_conn, domain_name), fmt_a="vmdk")
+        number = max(job["number"] for job in ctl(daemon.address, "--json", "jobs").json())
+        log = ctl(daemon.address, "logs", str(number)).out
+        assert "is not verified (no_verify)" in log, log
+    finally:
+        undefine(libvirt_conn, domain_name)
+
+
+def test_from_a_vcenter(
+    daemon: DaemonProcess, libvirt_conn: Any, dir_pool: DirPool, domain_name: str, password_file: Path
+) -> None:
+    """``vpx://USER@VCENTER/DC/CLUSTER/HOST``: the datastore URLs name the URI's datacenter."""
+    with Vcsim("vpx", password=SECRET) as info:
+        sim = Sim(info)
+        try:
+            host = sim.vm("DC0_C0_RP0_VM0").runtime.host.name
+            disk = place_flat_disk(sim, "DC0_C0_RP0_VM0", "vc", 8 * MiB)
+        finally:
+            sim.close()
+        uri = f"vpx://{USER}@{info.host}:{info.port}/DC0/DC0_C0/{host}"
+        run = ctl(
+            daemon.address,
+            "migrate",
+            "-ic",
+            uri,
+            "DC0_C0_RP0_VM0",
+            "--password-file",
+            str(password_file),
+            "--ca-file",
+            info.ca_file,
+            "-os",
+            dir_pool.name,
+            "-on",
+            domain_name,
+        )
+        assert run.status == 0, run.err
+        try:
+            assert images_equal(disk, target_path(libvirt_conn, domain_name), fmt_a="vmdk")
+        finally:
+            undefine(libvirt_conn, domain_name)
