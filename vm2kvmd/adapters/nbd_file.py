@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import subprocess
 from types import TracebackType
 
 from vm2kvmd.aio import in_thread, settle
@@ -106,3 +107,28 @@ class NbdFile:
         await proc.wait()
         with contextlib.suppress(OSError):
             await in_thread(os.rmdir, self.directory)
+
+
+def unmount_below(path: str) -> list[str]:
+    """Unmount (lazily) every mount under ``path``; the mount points (blocking).
+
+    A daemon killed mid-job leaves its ``nbdfuse`` mounts behind, dead ("Transport endpoint is not
+    connected"): the job's directory cannot be removed until they are gone.
+    """
+    prefix = os.path.realpath(path).rstrip("/") + "/"
+    try:
+        with open("/proc/self/mounts", encoding="utf-8") as mounts:
+            # Mount points escape blanks as octal (\040); decode them back.
+            points = [line.split()[1].encode().decode("unicode_escape") for line in mounts if line.strip()]
+    except OSError:
+        return []
+    below = sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True)
+    for point in below:
+        subprocess.run(
+            [FUSERMOUNT, "-u", "-z", point],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            check=False,
+            timeout=STOP_TIMEOUT,
+        )
+    return below
