@@ -53,6 +53,7 @@ class ErrorCode(StrEnum):
     VSPHERE_ERROR = "VsphereError"  # another vSphere fault; the message carries vSphere's words
     INTERNAL = "Internal"  # a bug; details only in the daemon log
     SOURCE_POWERED_ON = "SourcePoweredOn"  # a vSphere VM to migrate is running (static migration only)
+    SHUTDOWN_FAILED = "ShutdownFailed"  # --shutdown-source: the VM did not power off (Tools, timeout)
 
 
 class Vm2kvmError(Exception):

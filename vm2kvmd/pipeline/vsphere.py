@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -21,6 +22,7 @@ from vm2kvmd.adapters.libvirt_host import LibvirtHost
 from vm2kvmd.adapters.nbd_file import NbdFile
 from vm2kvmd.adapters.remote_disk import RemoteDisk
 from vm2kvmd.adapters.vsphere import Session, connect
+from vm2kvmd.adapters.vsphere_keepalive import SessionKeeper
 from vm2kvmd.aio import in_thread
 from vm2kvmd.core.hardware.model import Note
 from vm2kvmd.core.options import MigrateOptions
@@ -88,9 +90,11 @@ def inspect_vsphere(
 class RemoteSources:
     """The session and the readers of one run; ``aclose`` stops them all (also on failure)."""
 
-    def __init__(self, source: VsphereSource) -> None:
+    def __init__(self, source: VsphereSource, on_log: Callable[[str], None]) -> None:
         self.source = source
+        self.on_log = on_log
         self.session: Session | None = None
+        self.keeper: SessionKeeper | None = None
         self.chains: dict[str, RemoteChain] = {}
         self._stack = contextlib.AsyncExitStack()
 
@@ -100,6 +104,9 @@ class RemoteSources:
         self.session = session
         self._stack.push_async_callback(in_thread, session.close)
         vm, self.chains = await in_thread(load_vm, session, self.source)
+        # Kept alive (and logged in again when it ends) while the disks are read; the readers
+        # get each new cookie.
+        self.keeper = await self._stack.enter_async_context(SessionKeeper(session, on_log=self.on_log))
         return vm
 
     async def open(self, key: str, directory: str) -> RemoteSource:
@@ -122,6 +129,8 @@ class RemoteSources:
                 label=path,
             )
             readers.append(await self._stack.enter_async_context(reader))
+            if self.keeper is not None:
+                self.keeper.watch(reader)
         top = chain.top
         if top.kind == "flat":
             node = flat_node(top, readers[0].node["file"])

@@ -127,7 +127,7 @@ class FlattenDisks:
         warning = no_verify_warning(source)
         if warning:
             migration.events.log(warning)
-        migration.remote = RemoteSources(source)
+        migration.remote = RemoteSources(source, migration.events.log)
         vm = await migration.remote.load()
         migration.events.log(f"read VM {source.vm!r} from {source.uri}")
         inspected = await in_thread(
