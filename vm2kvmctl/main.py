@@ -98,6 +98,10 @@ def mapping_options(args: argparse.Namespace) -> dict[str, Variant]:
         options["root"] = Variant("s", args.root)
     if getattr(args, "install_guest_agent", False):
         options["install-guest-agent"] = Variant("b", True)
+    if getattr(args, "shutdown_source", False):
+        options["shutdown-source"] = Variant("b", True)
+    if getattr(args, "force", False):
+        options["force"] = Variant("b", True)
     return options
 
 
@@ -186,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         "source", metavar="SOURCE", help="the .vmx, .ovf or .ova file, or an esx:// or vpx:// URI"
     )
     vsphere.add_source_options(migrate)
+    vsphere.add_power_options(migrate)
     migrate.add_argument("--detach", action="store_true", help="start the job and exit")
     migrate.add_argument(
         "--verify",

@@ -82,6 +82,21 @@ def add_source_options(parser: argparse.ArgumentParser) -> None:
     add_credential_options(parser)
 
 
+def add_power_options(parser: argparse.ArgumentParser) -> None:
+    """migrate only: what to do with a powered-on VM on vSphere."""
+    group = parser.add_argument_group("powered-on vSphere VMs")
+    group.add_argument(
+        "--shutdown-source",
+        action="store_true",
+        help="shut the VM's guest down first (through VMware Tools, with a timeout)",
+    )
+    group.add_argument(
+        "--force",
+        action="store_true",
+        help="with --shutdown-source: power the VM off when its guest cannot be shut down",
+    )
+
+
 def remote_source(args: argparse.Namespace) -> tuple[VsphereUri, str, str] | None:
     """``(uri, uri text, vm)`` when the command names a VM on vSphere; None for a local file."""
     uri_text: str | None = args.input_connection
@@ -94,13 +109,17 @@ def remote_source(args: argparse.Namespace) -> tuple[VsphereUri, str, str] | Non
         uri_text = args.source
         if vm is None:
             raise UsageError(f"{args.source}: name the VM with --vm NAME (or its id, --vm vm-42)")
-    elif vm is not None or args.password_file or args.ca_file or args.thumbprint:
+    elif vm is not None or args.password_file or args.ca_file or args.thumbprint or _power(args):
         raise UsageError(
             "--vm, --password-file, --ca-file and --thumbprint go with an esx:// or vpx:// SOURCE"
         )
     if uri_text is None or vm is None:
         return None
     return parse_source_uri(uri_text), uri_text, vm
+
+
+def _power(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "shutdown_source", False) or getattr(args, "force", False))
 
 
 async def call_with_password(

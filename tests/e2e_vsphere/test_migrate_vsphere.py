@@ -14,6 +14,7 @@ from __future__ import annotations
 import secrets
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -492,3 +493,107 @@ def test_from_a_vcenter(
             assert images_equal(disk, target_path(libvirt_conn, domain_name), fmt_a="vmdk")
         finally:
             undefine(libvirt_conn, domain_name)
+
+
+def test_shutdown_source_needs_tools_or_force(
+    sim: Sim,
+    daemon: DaemonProcess,
+    libvirt_conn: Any,
+    dir_pool: DirPool,
+    domain_name: str,
+    password_file: Path,
+) -> None:
+    disk = place_flat_disk(sim, "ha-host_VM1", "power", 8 * MiB)
+    vm = sim.vm("ha-host_VM1")
+    sim.power(vm, on=True)  # the simulator's VMs run without VMware Tools
+    try:
+        run = migrate(
+            daemon, sim, "ha-host_VM1", dir_pool.name, domain_name, password_file, "--shutdown-source"
+        )
+        assert run.status == 1
+        assert "--force" in run.err and "ha-host_VM1" in run.err, run.err
+        assert vm.runtime.powerState == "poweredOn"  # left as it was
+        assert [v.name() for v in dir_pool.pool.listAllVolumes()] == []
+        run = migrate(
+            daemon,
+            sim,
+            "ha-host_VM1",
+            dir_pool.name,
+            domain_name,
+            password_file,
+            "--shutdown-source",
+            "--force",
+        )
+        assert run.status == 0, run.err
+    finally:
+        sim.power(vm, on=False)
+    try:
+        assert images_equal(disk, target_path(libvirt_conn, domain_name), fmt_a="vmdk")
+        number = max(job["number"] for job in ctl(daemon.address, "--json", "jobs").json())
+        assert "power" in ctl(daemon.address, "logs", str(number)).out.lower()
+    finally:
+        undefine(libvirt_conn, domain_name)
+
+
+def test_host_killed_mid_transfer_fails_clean_and_retry_works(
+    daemon: DaemonProcess, libvirt_conn: Any, dir_pool: DirPool, domain_name: str, password_file: Path
+) -> None:
+    size = 64 * MiB
+    first = Vcsim("esx", password=SECRET)
+    info = first.start()
+    try:
+        sim = Sim(info)
+        place_flat_disk(sim, "ha-host_VM0", "gone", size, random=True)
+        sim.close()
+        with CuttingProxy(info.host, info.port, cut_after=24 * MiB, cuts=1) as proxy:
+            sim.port = proxy.port
+            stop = threading.Event()
+
+            def kill_at_the_cut() -> None:
+                # The cut resets every connection mid-copy; the host dies before nbdkit retries.
+                while not stop.is_set() and proxy.cuts_done == 0:
+                    time.sleep(0.01)
+                first.kill()
+
+            killer = threading.Thread(target=kill_at_the_cut)
+            killer.start()
+            try:
+                run = migrate(
+                    daemon, sim, "ha-host_VM0", dir_pool.name, domain_name, password_file, timeout=240
+                )
+            finally:
+                stop.set()
+                killer.join()
+            assert run.status == 1, run.err
+            assert "gone-flat.vmdk" in run.err and f"127.0.0.1:{proxy.port}" in run.err, run.err
+            assert "Traceback" not in run.err
+            assert [v.name() for v in dir_pool.pool.listAllVolumes()] == []
+            assert domain_name not in [d.name() for d in libvirt_conn.listAllDomains()]
+            job = max(ctl(daemon.address, "--json", "jobs", "--all").json(), key=lambda j: j["number"])
+            assert job["state"] == "failed"
+
+            with Vcsim("esx", password=SECRET) as again:
+                fresh = Sim(again)
+                try:
+                    disk = place_flat_disk(fresh, "ha-host_VM0", "gone", size)
+                finally:
+                    fresh.close()
+                proxy.upstream = (again.host, again.port)
+                proxy.cut_after = None
+                run = ctl(
+                    daemon.address,
+                    "retry",
+                    str(job["number"]),
+                    "--password-file",
+                    str(password_file),
+                    "--ca-file",
+                    again.ca_file,
+                    timeout=240,
+                )
+                assert run.status == 0, run.err
+                try:
+                    assert images_equal(disk, target_path(libvirt_conn, domain_name), fmt_a="vmdk")
+                finally:
+                    undefine(libvirt_conn, domain_name)
+    finally:
+        first.stop()

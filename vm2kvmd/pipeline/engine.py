@@ -109,11 +109,17 @@ async def run_migration(
     engine = Engine(migration, strategy_for(migration), tuple(before_copy), converter)
     try:
         return await engine.run()
-    except BaseException:
-        if migration.rollback.pending:
-            events.phase("cleanup")
-            for line in await settle(in_thread(migration.rollback.run)):
-                events.log(line)
+    except BaseException as exc:
+        if migration.remote is not None:
+            remote, migration.remote = migration.remote, None
+            try:
+                await settle(remote.aclose(exc))
+            except Vm2kvmError as named:
+                # A remote disk's reader says why the copy failed (its host stopped answering).
+                if isinstance(exc, Vm2kvmError) and named is not exc:
+                    await _roll_back(migration, events)
+                    raise named from exc
+        await _roll_back(migration, events)
         raise
     finally:
         if migration.remote is not None:
@@ -123,6 +129,13 @@ async def run_migration(
             events.log(line)
         if host is not None:
             await in_thread(host.close)
+
+
+async def _roll_back(migration: Migration, events: JobEvents) -> None:
+    if migration.rollback.pending:
+        events.phase("cleanup")
+        for line in await settle(in_thread(migration.rollback.run)):
+            events.log(line)
 
 
 class Engine:
@@ -239,6 +252,12 @@ class Engine:
 
 
 def check_vsphere_options(vsphere: VsphereSource | None, options: MigrateOptions) -> None:
+    if vsphere is None and options.shutdown_source:
+        raise Vm2kvmError(
+            ErrorCode.INVALID_OPTION,
+            "shutdown-source powers off a VM on ESXi/vCenter; a local source is not running here",
+            key="shutdown-source",
+        )
     if vsphere is not None and options.snapshots == "keep":
         raise Vm2kvmError(
             ErrorCode.INVALID_OPTION,

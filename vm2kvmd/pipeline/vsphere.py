@@ -11,6 +11,7 @@ the job's overlay sits on these nodes as on local VMDKs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from vm2kvmd.adapters.nbd_file import NbdFile
 from vm2kvmd.adapters.remote_disk import RemoteDisk
 from vm2kvmd.adapters.vsphere import Session, connect
 from vm2kvmd.adapters.vsphere_keepalive import SessionKeeper
+from vm2kvmd.adapters.vsphere_power import shut_down
 from vm2kvmd.aio import in_thread
 from vm2kvmd.core.hardware.model import Note
 from vm2kvmd.core.options import MigrateOptions
@@ -68,20 +70,21 @@ def inspect_vsphere(
 ) -> InspectResult:
     """Log in, read the VM and its disks' descriptors, plan it (blocking).
 
-    With ``strict`` (a migration's preflight) a powered-on VM is refused; an inspection shows it
-    with a note.
+    With ``strict`` (a migration's preflight) a powered-on VM is refused unless the job is to shut
+    it down (``shutdown-source``); an inspection shows it with a note.
     """
+    refuse = strict and not options.shutdown_source
     with login(source) as session:
         try:
             vm, _chains = load_for_migration(session, source.vm, source.label)
             running = False
         except Vm2kvmError as err:
-            if strict or err.code is not ErrorCode.SOURCE_POWERED_ON:
+            if refuse or err.code is not ErrorCode.SOURCE_POWERED_ON:
                 raise
             vm, _chains = load_for_migration(session, source.vm, source.label, refuse_running=False)
             running = True
     result = inspect_with_host(source.label, options, host, strict=strict, loaded=vm)
-    if running:
+    if running and not strict:
         note = Note("the VM is powered on: shut it down in vSphere before migrating it", "runtime.powerState")
         result = replace(result, notes=(*result.notes, note), host_notes=(*result.host_notes, note))
     return result
@@ -98,11 +101,20 @@ class RemoteSources:
         self.chains: dict[str, RemoteChain] = {}
         self._stack = contextlib.AsyncExitStack()
 
-    async def load(self) -> Any:
-        """Log in and read the VM (refusing a powered-on one) and its disks' descriptors."""
+    async def load(self, options: MigrateOptions) -> Any:
+        """Log in and read the VM and its disks' descriptors; a powered-on VM is shut down first
+        with ``shutdown-source``, else refused."""
         session = await in_thread(login, self.source)
         self.session = session
         self._stack.push_async_callback(in_thread, session.close)
+        if options.shutdown_source:
+            loop = asyncio.get_running_loop()
+
+            def on_log(line: str) -> None:  # called from the worker thread
+                loop.call_soon_threadsafe(self.on_log, line)
+
+            ref = await in_thread(session.find_vm, self.source.vm)
+            await in_thread(shut_down, session, ref, force=options.force, on_log=on_log)
         vm, self.chains = await in_thread(load_vm, session, self.source)
         # Kept alive (and logged in again when it ends) while the disks are read; the readers
         # get each new cookie.
@@ -161,8 +173,13 @@ class RemoteSources:
                 hint="report the descriptor to the vm2kvm developers",
             )
 
-    async def aclose(self) -> None:
-        await self._stack.aclose()
+    async def aclose(self, exc: BaseException | None = None) -> None:
+        """Stop the readers and log out.  With the run's failure ``exc``, a reader that knows
+        why the copy failed (its host stopped answering) raises that as a named error."""
+        if exc is None:
+            await self._stack.aclose()
+        else:
+            await self._stack.__aexit__(type(exc), exc, exc.__traceback__)
 
 
 def _write(path: str, text: str) -> None:

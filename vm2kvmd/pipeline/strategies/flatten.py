@@ -128,7 +128,7 @@ class FlattenDisks:
         if warning:
             migration.events.log(warning)
         migration.remote = RemoteSources(source, migration.events.log)
-        vm = await migration.remote.load()
+        vm = await migration.remote.load(migration.options)
         migration.events.log(f"read VM {source.vm!r} from {source.uri}")
         inspected = await in_thread(
             inspect_with_host, migration.source, migration.options, migration.host, strict=True, loaded=vm
