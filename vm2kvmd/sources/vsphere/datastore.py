@@ -95,7 +95,8 @@ def load_for_migration(
             f"VM {config.name!r} on {session.where} is {config.power_state}: its disks change while "
             "they are read",
             value=config.power_state,
-            hint="shut the VM down in vSphere (a clean guest shutdown), then migrate it",
+            hint="shut the VM down in vSphere (a clean guest shutdown), then migrate it; or migrate "
+            "with --shutdown-source (and --force to power it off when its guest cannot be shut down)",
         )
     source = build_source_vm(config, source_path=label)
     chains: dict[str, RemoteChain] = {}
