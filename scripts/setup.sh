@@ -12,7 +12,7 @@ PACKAGES=(
     qemu-utils qemu-system-x86
     libvirt-daemon-system libvirt-clients python3-libvirt
     python3-guestfs libguestfs-tools ovmf
-    libnbd-bin nbdkit
+    libnbd-bin nbdkit fuse3
     dbus python3-systemd python3-venv python3-lxml python3-dbusmock
     e2fsprogs fdisk
     lvm2

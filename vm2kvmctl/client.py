@@ -265,6 +265,32 @@ class Client:
         )
         return str(text)
 
+    async def inspect_remote(
+        self, uri: str, vm: str, options: Mapping[str, Variant], password_fd: int
+    ) -> str:
+        (result,) = await self.call(
+            MANAGER_PATH,
+            MANAGER_IFACE,
+            "InspectRemote",
+            "ssa{sv}h",
+            [uri, vm, dict(options), 0],
+            unix_fds=[password_fd],
+        )
+        return str(result)
+
+    async def migrate_remote(
+        self, uri: str, vm: str, options: Mapping[str, Variant], password_fd: int
+    ) -> str:
+        (path,) = await self.call(
+            MANAGER_PATH,
+            MANAGER_IFACE,
+            "MigrateRemote",
+            "ssa{sv}h",
+            [uri, vm, dict(options), 0],
+            unix_fds=[password_fd],
+        )
+        return str(path)
+
     async def jobs(self) -> dict[str, dict[str, Any]]:
         """Every job's properties by path, oldest first (one ``ListJobs``)."""
         (text,) = await self.call(MANAGER_PATH, MANAGER_IFACE, "ListJobs")
@@ -298,6 +324,13 @@ class Client:
     async def retry(self, path: str) -> str:
         """A new job with the same source and options (``Job1.Retry``): its path."""
         (new_path,) = await self.call(path, JOB_IFACE, "Retry")
+        return str(new_path)
+
+    async def retry_remote(self, path: str, options: Mapping[str, Variant], password_fd: int) -> str:
+        """``Job1.RetryRemote``: a vSphere job again, the password as an fd."""
+        (new_path,) = await self.call(
+            path, JOB_IFACE, "RetryRemote", "a{sv}h", [dict(options), 0], unix_fds=[password_fd]
+        )
         return str(new_path)
 
     async def log(self, path: str) -> list[tuple[int, str, str]]:

@@ -7,11 +7,12 @@ import asyncio
 import json
 from typing import Any, Final
 
-from vm2kvmctl import joblog, output
+from vm2kvmctl import joblog, output, vsphere
 from vm2kvmctl.client import Client, job_number
 from vm2kvmctl.common import EXIT_FAILED, EXIT_OK, Context, error_line, parse_job
 from vm2kvmctl.follow import CtrlC, ctrl_c_policy, follow_and_report
 from vm2kvmctl.joblog import JournalUnavailable, LogLine
+from vm2kvmd.core.vsphere.uri import split_job_source
 
 FOLLOW_POLL: Final = 0.5  # seconds between looks for new log lines with --follow
 
@@ -27,6 +28,7 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     retry.add_argument("job", metavar="JOB", help="job number or object path")
     retry.add_argument("--detach", action="store_true", help="start the new job and exit")
+    vsphere.add_credential_options(retry)
     retry.set_defaults(func=cmd_retry)
 
     dismiss = commands.add_parser("dismiss", parents=[common], help="hide a finished job from vm2kvmctl jobs")
@@ -64,11 +66,23 @@ async def cmd_jobs(ctx: Context, client: Client) -> int:
     return EXIT_OK
 
 
+async def _retry(ctx: Context, client: Client, path: str) -> str:
+    """Retry, or for a job whose source is on vSphere RetryRemote with the password asked again."""
+    args = ctx.args
+    source = str((await client.job(path)).get("Source", ""))
+    remote = split_job_source(source)
+    if remote is None:
+        return await client.retry(path)
+    uri = vsphere.parse_source_uri(remote[0])
+    tls = vsphere.tls_options(args)
+    return await vsphere.call_with_password(args, uri, lambda fd: client.retry_remote(path, tls, fd))
+
+
 async def cmd_retry(ctx: Context, client: Client) -> int:
     path = parse_job(ctx.args.job)
     number = job_number(path)
     if ctx.args.detach:
-        new_path = await client.retry(path)
+        new_path = await _retry(ctx, client, path)
         new = job_number(new_path)
         if ctx.json:
             ctx.print_json({"job": new_path, "number": new, "retry_of": number})
@@ -81,7 +95,7 @@ async def cmd_retry(ctx: Context, client: Client) -> int:
         return EXIT_OK
     signals = await client.subscribe()  # before Retry: no update can be missed
     with CtrlC(signals):
-        new_path = await client.retry(path)
+        new_path = await _retry(ctx, client, path)
         if not ctx.json:
             ctx.err.print(
                 f"Retrying job {number} as job {job_number(new_path)}", highlight=False, markup=False

@@ -98,6 +98,10 @@ def mapping_options(args: argparse.Namespace) -> dict[str, Variant]:
         options["root"] = Variant("s", args.root)
     if getattr(args, "install_guest_agent", False):
         options["install-guest-agent"] = Variant("b", True)
+    if getattr(args, "shutdown_source", False):
+        options["shutdown-source"] = Variant("b", True)
+    if getattr(args, "force", False):
+        options["force"] = Variant("b", True)
     return options
 
 
@@ -173,13 +177,20 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     inspect = commands.add_parser("inspect", parents=[common], help="show what a VM would become")
-    inspect.add_argument("source", metavar="SOURCE", help="the .vmx, .ovf or .ova file")
+    inspect.add_argument(
+        "source", metavar="SOURCE", help="the .vmx, .ovf or .ova file, or an esx:// or vpx:// URI"
+    )
     inspect.add_argument("--xml", action="store_true", help="print only the domain XML")
+    vsphere.add_source_options(inspect)
     _add_mapping_options(inspect)
     inspect.set_defaults(func=cmd_inspect)
 
     migrate = commands.add_parser("migrate", parents=[common], help="migrate a VM")
-    migrate.add_argument("source", metavar="SOURCE", help="the .vmx, .ovf or .ova file")
+    migrate.add_argument(
+        "source", metavar="SOURCE", help="the .vmx, .ovf or .ova file, or an esx:// or vpx:// URI"
+    )
+    vsphere.add_source_options(migrate)
+    vsphere.add_power_options(migrate)
     migrate.add_argument("--detach", action="store_true", help="start the job and exit")
     migrate.add_argument(
         "--verify",
@@ -234,7 +245,16 @@ async def cmd_inspect(ctx: Context, client: Client) -> int:
     args = ctx.args
     if args.xml and ctx.json:
         raise UsageError("--xml and --json exclude each other")
-    data = json.loads(await client.inspect(absolute(args.source), mapping_options(args)))
+    remote = vsphere.remote_source(args)
+    if remote is not None:
+        uri, uri_text, vm = remote
+        options = {**mapping_options(args), **vsphere.tls_options(args)}
+        text = await vsphere.call_with_password(
+            args, uri, lambda fd: client.inspect_remote(uri_text, vm, options, fd)
+        )
+    else:
+        text = await client.inspect(absolute(args.source), mapping_options(args))
+    data = json.loads(text)
     if ctx.json:
         ctx.print_json(data)
         return EXIT_OK
@@ -258,9 +278,20 @@ async def cmd_inspect(ctx: Context, client: Client) -> int:
 
 async def cmd_migrate(ctx: Context, client: Client) -> int:
     args = ctx.args
-    source, options = absolute(args.source), mapping_options(args)
+    remote = vsphere.remote_source(args)
+    options = mapping_options(args)
+
+    async def start() -> str:
+        if remote is None:
+            return await client.migrate(absolute(args.source), options)
+        uri, uri_text, vm = remote
+        more = {**options, **vsphere.tls_options(args)}
+        return await vsphere.call_with_password(
+            args, uri, lambda fd: client.migrate_remote(uri_text, vm, more, fd)
+        )
+
     if args.detach:
-        path = await client.migrate(source, options)
+        path = await start()
         if ctx.json:
             ctx.print_json({"job": path, "number": job_number(path)})
         else:
@@ -271,7 +302,7 @@ async def cmd_migrate(ctx: Context, client: Client) -> int:
         return EXIT_OK
     signals = await client.subscribe()  # before Migrate: no update can be missed
     with CtrlC(signals):
-        path = await client.migrate(source, options)
+        path = await start()
         return await follow_and_report(ctx, client, path, on_interrupt=ctrl_c_policy())
 
 

@@ -14,8 +14,8 @@ import getpass
 import json
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 from dbus_fast.signature import Variant
 from rich.table import Table
@@ -29,6 +29,7 @@ from vm2kvmd.core.vsphere.uri import VsphereUri, parse_uri
 from vm2kvmd.errors import Vm2kvmError
 
 NETRC = "~/.netrc"
+_T = TypeVar("_T")
 
 
 class NoPassword(UsageError):
@@ -44,12 +45,19 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
         metavar="URI",
         help="esx://[USER@]HOST[:PORT]/[?no_verify=1] or vpx://USER@VCENTER/DATACENTER[/CLUSTER]/HOST",
     )
-    parser.add_argument(
+    add_credential_options(parser)
+    parser.set_defaults(func=cmd_list_vms)
+
+
+def add_credential_options(parser: argparse.ArgumentParser) -> None:
+    """How a vSphere host is logged in to and trusted (list-vms, and inspect/migrate of a URI)."""
+    group = parser.add_argument_group("vSphere sources")
+    group.add_argument(
         "--password-file",
         metavar="FILE",
         help="file holding only the password (mode 0600 or 0400); default: ~/.netrc, else a prompt",
     )
-    trust = parser.add_mutually_exclusive_group()
+    trust = group.add_mutually_exclusive_group()
     trust.add_argument(
         "--ca-file", metavar="FILE", help="trust the CA certificates in this PEM file instead of the system's"
     )
@@ -58,10 +66,74 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
         metavar="SHA256",
         help="accept exactly the server certificate with this SHA-256 thumbprint (pinning)",
     )
-    parser.set_defaults(func=cmd_list_vms)
 
 
-def _uri(text: str) -> VsphereUri:
+def add_source_options(parser: argparse.ArgumentParser) -> None:
+    """``--vm`` and virt-v2v's ``-ic URI`` for inspect and migrate, and the credentials."""
+    parser.add_argument(
+        "--vm", metavar="NAME", help="with an esx:// or vpx:// SOURCE: the VM's name or managed object id"
+    )
+    parser.add_argument(
+        "-ic",
+        dest="input_connection",
+        metavar="URI",
+        help="virt-v2v's spelling: the esx:// or vpx:// URI; SOURCE is then the VM's name",
+    )
+    add_credential_options(parser)
+
+
+def add_power_options(parser: argparse.ArgumentParser) -> None:
+    """migrate only: what to do with a powered-on VM on vSphere."""
+    group = parser.add_argument_group("powered-on vSphere VMs")
+    group.add_argument(
+        "--shutdown-source",
+        action="store_true",
+        help="shut the VM's guest down first (through VMware Tools, with a timeout)",
+    )
+    group.add_argument(
+        "--force",
+        action="store_true",
+        help="with --shutdown-source: power the VM off when its guest cannot be shut down",
+    )
+
+
+def remote_source(args: argparse.Namespace) -> tuple[VsphereUri, str, str] | None:
+    """``(uri, uri text, vm)`` when the command names a VM on vSphere; None for a local file."""
+    uri_text: str | None = args.input_connection
+    vm: str | None = args.vm
+    if uri_text is not None:
+        if vm is not None:
+            raise UsageError("with -ic URI the VM is SOURCE; --vm is not needed")
+        vm = args.source
+    elif args.source.startswith(("esx://", "vpx://")):
+        uri_text = args.source
+        if vm is None:
+            raise UsageError(f"{args.source}: name the VM with --vm NAME (or its id, --vm vm-42)")
+    elif vm is not None or args.password_file or args.ca_file or args.thumbprint or _power(args):
+        raise UsageError(
+            "--vm, --password-file, --ca-file and --thumbprint go with an esx:// or vpx:// SOURCE"
+        )
+    if uri_text is None or vm is None:
+        return None
+    return parse_source_uri(uri_text), uri_text, vm
+
+
+def _power(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "shutdown_source", False) or getattr(args, "force", False))
+
+
+async def call_with_password(
+    args: argparse.Namespace, uri: VsphereUri, call: Callable[[int], Awaitable[_T]]
+) -> _T:
+    """``call(fd)`` with the password's fd; a refused ~/.netrc or password file is exit 2."""
+    try:
+        with password_fd(args, uri) as fd:
+            return await call(fd)
+    except Vm2kvmError as exc:  # ~/.netrc or --password-file refused
+        raise NoPassword(exc.describe()) from None
+
+
+def parse_source_uri(text: str) -> VsphereUri:
     try:
         return parse_uri(text)
     except Vm2kvmError as exc:
@@ -144,12 +216,8 @@ def password_fd(args: argparse.Namespace, uri: VsphereUri) -> Iterator[int]:
 
 async def cmd_list_vms(ctx: Context, client: Client) -> int:
     args = ctx.args
-    uri = _uri(args.uri)
-    try:
-        with password_fd(args, uri) as fd:
-            text = await client.list_vms(args.uri, tls_options(args), fd)
-    except Vm2kvmError as exc:  # ~/.netrc or --password-file refused
-        raise NoPassword(exc.describe()) from None
+    uri = parse_source_uri(args.uri)
+    text = await call_with_password(args, uri, lambda fd: client.list_vms(args.uri, tls_options(args), fd))
     vms = json.loads(text)
     if ctx.json:
         ctx.print_json(vms)

@@ -52,6 +52,8 @@ class ErrorCode(StrEnum):
     DATASTORE_INACCESSIBLE = "DatastoreInaccessible"  # a VM's disk is on a datastore vSphere cannot reach
     VSPHERE_ERROR = "VsphereError"  # another vSphere fault; the message carries vSphere's words
     INTERNAL = "Internal"  # a bug; details only in the daemon log
+    SOURCE_POWERED_ON = "SourcePoweredOn"  # a vSphere VM to migrate is running (static migration only)
+    SHUTDOWN_FAILED = "ShutdownFailed"  # --shutdown-source: the VM did not power off (Tools, timeout)
 
 
 class Vm2kvmError(Exception):

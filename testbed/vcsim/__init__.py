@@ -6,6 +6,10 @@ covers the Go source, the Go version and the govmomi package version, so a cache
 only when one of them changes.  ``Vcsim`` runs it in ``esx`` (a standalone ESXi: datacenter
 ``ha-datacenter``, datastore ``LocalDS_0``, VMs ``ha-host_VM0``/``ha-host_VM1``) or ``vpx`` (a
 vCenter) mode, TLS on, on 127.0.0.1 only, and stops it by PID.  Login is ``user``/``pass``.
+
+``Vcsim.set_tools`` and ``Vcsim.ignore_shutdown`` play a guest's part, which the simulator has no
+API for: VMware Tools running in a VM, a guest that ignores a shutdown request (main.go's
+``control``).
 """
 
 from __future__ import annotations
@@ -105,18 +109,21 @@ class VcsimInfo:
 class Vcsim:
     """A running simulator; use as a context manager (stopped by PID, its files removed)."""
 
-    def __init__(self, mode: str = "esx", binary: Path | None = None) -> None:
+    def __init__(self, mode: str = "esx", binary: Path | None = None, *, password: str = PASSWORD) -> None:
         if mode not in ("esx", "vpx"):
             raise ValueError(f"mode must be esx or vpx, not {mode!r}")
         self.mode = mode
         self.binary = binary
+        self.password = password  # the login's password (``PASSWORD`` unless a test needs its own)
         self.proc: subprocess.Popen[bytes] | None = None
         self.info: VcsimInfo | None = None
+        self._pending = b""  # stdout read past the last line
 
     def start(self) -> VcsimInfo:
         binary = self.binary or build_vcsim()
         self.proc = subprocess.Popen(
             [str(binary), "-mode", self.mode],
+            env={**os.environ, "VCSIM_PASSWORD": self.password},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -130,11 +137,10 @@ class Vcsim:
             raise
         return self.info
 
-    def _read_info(self) -> VcsimInfo:
+    def _read_line(self) -> dict[str, str]:
         assert self.proc is not None and self.proc.stdout is not None
         deadline = time.monotonic() + START_TIMEOUT
-        line = b""
-        while not line.endswith(b"\n"):
+        while b"\n" not in self._pending:
             left = deadline - time.monotonic()
             ready, _, _ = select.select([self.proc.stdout], [], [], max(left, 0))
             if not ready:
@@ -142,10 +148,31 @@ class Vcsim:
             chunk = os.read(self.proc.stdout.fileno(), 4096)
             if not chunk:
                 err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise RuntimeError(f"the vSphere simulator exited at start: {err[-2000:]}")
-            line += chunk
-        fields = json.loads(line)
+                raise RuntimeError(f"the vSphere simulator exited: {err[-2000:]}")
+            self._pending += chunk
+        line, self._pending = self._pending.split(b"\n", 1)
+        fields: dict[str, str] = json.loads(line)
+        return fields
+
+    def _read_info(self) -> VcsimInfo:
+        fields = self._read_line()
         return VcsimInfo(fields["url"], fields["thumbprint"], fields["ca_file"], fields["mode"])
+
+    def _control(self, *words: str) -> None:
+        assert self.proc is not None and self.proc.stdin is not None, "the simulator is not running"
+        self.proc.stdin.write((" ".join(words) + "\n").encode())
+        self.proc.stdin.flush()
+        answer = self._read_line()
+        if "error" in answer:
+            raise RuntimeError(f"simulator control {' '.join(words)!r}: {answer['error']}")
+
+    def set_tools(self, vm: str, status: str = "guestToolsRunning") -> None:
+        """Set ``guest.toolsRunningStatus`` of ``vm`` (every simulated VM starts without Tools)."""
+        self._control("tools", vm, status)
+
+    def ignore_shutdown(self, vm: str) -> None:
+        """From now on the guest of ``vm`` ignores ``ShutdownGuest`` (a hard power-off still works)."""
+        self._control("ignore-shutdown", vm)
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -3,9 +3,13 @@
 // Built from Debian's golang-github-vmware-govmomi-dev by testbed/vcsim.py; it listens on
 // 127.0.0.1 only, with TLS, prints one JSON line (URL, certificate thumbprint, CA file) and
 // runs until its standard input closes or it is signalled.
+//
+// Standard input also carries test controls, one per line, each answered by one JSON line: what
+// a real host's guest does and the simulator has no API for (see control below).
 package main
 
 import (
+	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -16,7 +20,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"log"
 	"math/big"
 	"net"
@@ -28,6 +31,8 @@ import (
 	"time"
 
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/types"
 )
 
 func main() {
@@ -48,8 +53,14 @@ func main() {
 	}
 	defer model.Remove()
 
+	// Secret-leak tests need a password that cannot occur by chance in logs or files: from the
+	// environment, not argv, so that a test grepping every process's argv finds none.
+	password := os.Getenv("VCSIM_PASSWORD")
+	if password == "" {
+		password = "pass"
+	}
 	// An explicit login (not the default one, which accepts any password) so wrong passwords fail.
-	model.Service.Listen = &url.URL{Host: "127.0.0.1:0", User: url.UserPassword("user", "pass")}
+	model.Service.Listen = &url.URL{Host: "127.0.0.1:0", User: url.UserPassword("user", password)}
 	cert, err := selfSigned()
 	if err != nil {
 		log.Fatal(err)
@@ -79,7 +90,11 @@ func main() {
 
 	done := make(chan struct{})
 	go func() {
-		_, _ = io.Copy(io.Discard, os.Stdin)
+		lines := bufio.NewScanner(os.Stdin)
+		for lines.Scan() {
+			answer, _ := json.Marshal(control(strings.Fields(lines.Text())))
+			fmt.Println(string(answer))
+		}
 		close(done)
 	}()
 	signals := make(chan os.Signal, 1)
@@ -87,6 +102,73 @@ func main() {
 	select {
 	case <-done:
 	case <-signals:
+	}
+}
+
+// control runs one test control:
+//
+//	tools VM STATUS       the VM's guest.toolsRunningStatus (guestToolsRunning, ...): the simulator
+//	                      creates every VM with Tools not running and has no call to start them
+//	ignore-shutdown VM    the VM's guest ignores ShutdownGuest (a hung guest): the simulator
+//	                      otherwise powers off at once; PowerOffVM_Task still works
+func control(words []string) map[string]string {
+	if len(words) != 2 && len(words) != 3 {
+		return map[string]string{"error": "usage: tools VM STATUS | ignore-shutdown VM"}
+	}
+	entity := simulator.Map.FindByName(words[1], vmRefs())
+	vm, ok := entity.(*simulator.VirtualMachine)
+	if !ok {
+		return map[string]string{"error": "no VM named " + words[1]}
+	}
+	switch {
+	case words[0] == "tools" && len(words) == 3:
+		simulator.Map.WithLock(vm, func() {
+			simulator.Map.Update(vm, []types.PropertyChange{
+				{Name: "guest.toolsRunningStatus", Val: words[2]},
+				{Name: "summary.guest.toolsRunningStatus", Val: words[2]},
+			})
+		})
+	case words[0] == "ignore-shutdown" && len(words) == 2:
+		simulator.Map.AddHandler(&stubbornGuest{Self: types.ManagedObjectReference{Type: "StubbornGuest", Value: words[1]}, vm: vm.Self})
+	default:
+		return map[string]string{"error": "unknown control " + words[0]}
+	}
+	return map[string]string{"ok": strings.Join(words, " ")}
+}
+
+func vmRefs() []types.ManagedObjectReference {
+	var refs []types.ManagedObjectReference
+	for _, e := range simulator.Map.All("VirtualMachine") {
+		refs = append(refs, e.Reference())
+	}
+	return refs
+}
+
+// stubbornGuest undoes a guest shutdown of one VM as soon as the simulator applies it.  The
+// simulator's ShutdownGuest changes only the two power states; PowerOffVM_Task also sets
+// summary.runtime.bootTime, which tells the two apart (govmomi 0.24.2, pinned by the build key).
+type stubbornGuest struct {
+	Self types.ManagedObjectReference
+	vm   types.ManagedObjectReference
+}
+
+func (s *stubbornGuest) Reference() types.ManagedObjectReference { return s.Self }
+func (s *stubbornGuest) PutObject(mo.Reference)                  {}
+func (s *stubbornGuest) RemoveObject(types.ManagedObjectReference) {}
+
+func (s *stubbornGuest) UpdateObject(obj mo.Reference, changes []types.PropertyChange) {
+	if obj.Reference() != s.vm || len(changes) != 2 {
+		return
+	}
+	for _, c := range changes {
+		if c.Name == "runtime.powerState" && c.Val == types.VirtualMachinePowerStatePoweredOff {
+			on := types.VirtualMachinePowerStatePoweredOn
+			simulator.Map.Update(obj, []types.PropertyChange{
+				{Name: "runtime.powerState", Val: on},
+				{Name: "summary.runtime.powerState", Val: on},
+			})
+			return
+		}
 	}
 }
 

@@ -22,7 +22,7 @@ from vm2kvmd.service.runner import pipeline_inspector
 
 pytestmark = pytest.mark.libvirt
 
-# Two NICs: ethernet0 on an NSX segment (no networkName: "bridged"), ethernet1 on "Mgmt-VLAN20".
+# Two NICs: ethernet0 on an NSX segment (no networkName: named by its id), ethernet1 on "Mgmt-VLAN20".
 VMX = Path(__file__).resolve().parents[1] / "data" / "vmx" / "esxi-nsx-ubuntu.vmx"
 
 

@@ -13,6 +13,11 @@ docs/libraries.md.
 - A failed request (connection reset, 503 from a throttling ESXi, timeout) is retried by the retry
   filter with exponential back-off: the filter reopens the HTTP connection and repeats that one
   request, so a copy resumes where it was, not from zero.
+- A host that is gone fails the copy in bounded time: each of qemu-img's queued requests has its
+  own retry budget, so a dead host used to fail a copy only after minutes (8 requests x 62 s).
+  Once nbdkit reports errors, a watchdog checks that the host still completes a TLS handshake;
+  when it has not for ``give_up_after`` seconds, it stops nbdkit, the reads fail at once, and
+  the copy fails with ``HostUnreachable`` naming the host and the file.
 - Connections: the curl plugin does one request at a time per NBD connection, the limit filter
   bounds NBD connections per disk; ``HostLimiter`` bounds readers per host.
 - TLS is verified, against ``ca_file`` when given; ``verify=False`` only for a host whose
@@ -31,6 +36,8 @@ import os
 import shlex
 import shutil
 import signal
+import socket
+import ssl
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
@@ -56,7 +63,9 @@ class Limits:
     retries: int = 5  # attempts after a failed request before the read fails
     retry_delay: int = 2  # seconds before the first retry; doubles each time (2+4+8+16+32 s)
     timeout: int = 120  # seconds one HTTP request may take
-    cookie_renew: int = 60  # seconds between re-reads of the cookie file
+    cookie_renew: int = 10  # seconds between re-reads of the cookie file (a renewal reaches nbdkit)
+    give_up_after: float = 60.0  # seconds the host may not answer, once reads fail, before the copy fails
+    probe_interval: float = 2.0  # seconds between checks of the host while reads fail
 
 
 class HostLimiter:
@@ -104,6 +113,7 @@ class RemoteDisk:
             )
         self.url = url
         self.host = parts.hostname
+        self.port = parts.port or 443
         self.label = label or url
         self._cookie = cookie
         self._work_dir = Path(work_dir)
@@ -114,6 +124,8 @@ class RemoteDisk:
         self._dir: Path | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._slot: asyncio.Semaphore | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self.gave_up: str | None = None  # why the watchdog stopped the reader
         self.socket: str | None = None
 
     def __repr__(self) -> str:  # never the cookie
@@ -187,6 +199,13 @@ class RemoteDisk:
     ) -> None:
         detail = await settle(self.last_error()) if exc is not None else ""
         await settle(self._stop())
+        if exc is not None and self.gave_up is not None:
+            raise Vm2kvmError(
+                ErrorCode.HOST_UNREACHABLE,
+                f"reading {self.label} from {self.host}:{self.port} failed: {self.gave_up}",
+                file=self.label,
+                hint="check that the host is up and reachable, then retry the job (it starts the copy again)",
+            ) from exc
         if isinstance(exc, Vm2kvmError) and detail:
             raise Vm2kvmError(
                 exc.code,
@@ -235,6 +254,7 @@ class RemoteDisk:
             os.close(log)
         await self._wait_ready(pidfile)
         self.socket = str(socket_path)
+        self._watchdog = asyncio.create_task(self._watch(), name=f"remote-disk-watchdog {self.label}")
 
     async def _wait_ready(self, pidfile: Path) -> None:
         # nbdkit writes its pidfile once the socket listens.
@@ -252,7 +272,45 @@ class RemoteDisk:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._proc.wait()), 0.05)
 
+    async def _watch(self) -> None:
+        """Stop nbdkit when reads fail and the host has not answered for ``give_up_after`` s."""
+        limits = self._limits
+        seen = 0  # bytes of nbdkit's log already looked at
+        unreachable_since: float | None = None
+        loop = asyncio.get_running_loop()
+        while self._proc is not None and self._proc.returncode is None:
+            await asyncio.sleep(limits.probe_interval)
+            seen, failing = await in_thread(self._new_errors, seen)
+            if not failing and unreachable_since is None:
+                continue
+            reason = await in_thread(_probe, self.host, self.port, limits.probe_interval * 2)
+            if reason is None:
+                unreachable_since = None  # it answers: nbdkit's own retries decide
+                continue
+            now = loop.time()
+            unreachable_since = now if unreachable_since is None else unreachable_since
+            if now - unreachable_since >= limits.give_up_after:
+                self.gave_up = f"the host has not answered for {limits.give_up_after:.0f} s ({reason})"
+                if self._proc is not None and self._proc.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        self._proc.send_signal(signal.SIGTERM)
+                return
+
+    def _new_errors(self, seen: int) -> tuple[int, bool]:
+        try:
+            with open(self._log_file, "rb") as f:
+                f.seek(seen)
+                new = f.read()
+        except OSError:
+            return seen, False
+        return seen + len(new), b"error" in new.lower()
+
     async def _stop(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+            self._watchdog = None
         try:
             if self._proc is not None:
                 await _terminate(self._proc)
@@ -277,6 +335,28 @@ async def _terminate(proc: asyncio.subprocess.Process) -> None:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
     await proc.wait()
+
+
+def _probe(host: str, port: int, timeout: float) -> str | None:
+    """None when ``host:port`` completes a TLS handshake within ``timeout``, else why not.
+
+    Only liveness: nothing is verified or sent (the reader's own connections verify).
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=host),
+        ):
+            return None
+    except TimeoutError:
+        return f"no answer within {timeout:.0f} s"
+    except ssl.SSLError as exc:
+        return f"TLS handshake failed: {exc.reason or exc}"
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -12,8 +12,11 @@ we open one TLS connection of our own, unverified, only to read the server's cer
 thumbprint goes into every certificate error so the user can pin it, and an unreachable host is
 found with a timeout (pyvmomi's version probe has none).
 
-The password is an argument of ``connect`` only: it is sent in the login call and kept nowhere,
-so no repr, message or log line can hold it.
+The password is sent in the login call and kept only in the ``Session`` (a private attribute,
+never in its repr, a message or a log line), to log in again when the session ends mid-migration:
+``keep_alive`` makes one cheap call and, when the host says the session is gone (expired,
+terminated by an administrator, host restarted), logs in again; ``cookie`` is then the new one,
+for the disk readers (``adapters/vsphere_keepalive.py`` hands it to them).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import http.client
 import logging
 import socket
 import ssl
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -204,7 +208,8 @@ def connect(
             f"{uri.address} answers HTTPS but is not an ESXi host or vCenter (no /sdk service)",
             hint="check the host name and port in the source URI",
         ) from None
-    session = Session(uri, stub, content)
+    session = Session(uri, stub, content, context)
+    session._password = password
     try:
         session.resolve_scope()
     except BaseException:
@@ -216,7 +221,8 @@ def connect(
 def _fault(doing: str, fault: vmodl.MethodFault) -> Vm2kvmError:
     words = getattr(fault, "msg", None) or type(fault).__name__
     if isinstance(fault, vim.fault.NotAuthenticated):
-        # TODO(issue 12, transfer slice): log in again instead (the password comes from the caller's fd).
+        # A call that fails so is not repeated here (it may not be idempotent); Session.keep_alive
+        # logs in again, and long jobs call it on an interval.
         words = "the session is no longer valid (it expired or was logged out)"
     return Vm2kvmError(ErrorCode.VSPHERE_ERROR, f"{doing}: {words}")
 
@@ -234,11 +240,23 @@ class Session:
     vCenter the one host the ``vpx://`` path names (as virt-v2v and libvirt's esx driver do).
     """
 
-    def __init__(self, uri: VsphereUri, stub: Any, content: Any) -> None:
+    def __init__(
+        self, uri: VsphereUri, stub: Any, content: Any, context: ssl.SSLContext | None = None
+    ) -> None:
         self.uri = uri
         self._stub = stub
         self.content = content
         self.scope: vim.ManagedEntity = content.rootFolder
+        self._password = ""  # set by connect; for logging in again (never shown)
+        self._login_lock = threading.Lock()
+        self.logins = 1  # how many times this session logged in (renewals + 1)
+        # The TLS context of the SOAP connections, for the datastore's /folder downloads too.
+        self.context = context
+
+    @property
+    def datacenter(self) -> str:
+        """The ``dcPath`` of datastore URLs: ESXi's one datacenter, or the vpx:// path's."""
+        return self.uri.datacenter or "ha-datacenter"
 
     def __repr__(self) -> str:
         return f"<vSphere session {self.uri}>"
@@ -260,8 +278,40 @@ class Session:
             self.content.sessionManager.Logout()
         self._stub.DropConnections()
 
-    # TODO(issue 12, transfer slice): keep-alive (SessionIsActive / CurrentTime every few minutes)
-    # and renewal after NotAuthenticated need the password again: the caller's fd, re-read.
+    @property
+    def cookie(self) -> str:
+        """The session cookie as the host set it (``vmware_soap_session=...``): a secret."""
+        return str(self._stub.cookie)
+
+    @property
+    def session_key(self) -> str:
+        """The host's key of the current login (what ``SessionManager.sessionList`` shows)."""
+        with self._calling("reading the current session"):
+            return str(self.content.sessionManager.currentSession.key)
+
+    def keep_alive(self) -> bool:
+        """One cheap call (``CurrentTime``) so an idle session does not expire; when the host says
+        the session is gone, log in again with the held password.  True when it logged in again
+        (then ``cookie`` is new).  Safe to call from several threads."""
+        instance: Any = _SERVICE_INSTANCE("ServiceInstance", self._stub)
+        with self._login_lock, self._calling("keeping the session alive"):
+            try:
+                instance.CurrentTime()
+                return False
+            except vim.fault.NotAuthenticated:
+                pass
+            try:
+                self.content.sessionManager.Login(self.uri.login, self._password, None)
+            except vim.fault.InvalidLogin:
+                raise Vm2kvmError(
+                    ErrorCode.LOGIN_FAILED,
+                    f"the session on {self.uri.address} ended and logging in again as "
+                    f"{self.uri.login!r} was refused (was the password changed?)",
+                    hint="retry the job with the current password",
+                ) from None
+            self.logins += 1
+            log.info("the session on %s had ended; logged in again", self.uri.address)
+            return True
 
     @contextlib.contextmanager
     def _calling(self, doing: str) -> Iterator[None]:
@@ -279,6 +329,9 @@ class Session:
                 f"{getattr(exc, 'strerror', None) or exc or type(exc).__name__}",
                 hint="check that the host is up and reachable, then try again",
             ) from None
+
+    # For the adapters beside this one (power control): the same named errors.
+    calling = _calling
 
     def resolve_scope(self) -> None:
         """For ``vpx://``: find the datacenter, cluster and host the path names."""

@@ -25,7 +25,9 @@ SNAPSHOT_MODES = ("flatten", "keep")
 _STRING_OPTIONS = frozenset(
     {"name", "pool", "output-dir", "format", "connect", "domain-type", "allocation", "snapshots", "root"}
 )
-_BOOL_OPTIONS = frozenset({"allow-external-paths", "verify", "guest-conversion", "install-guest-agent"})
+_BOOL_OPTIONS = frozenset(
+    {"allow-external-paths", "verify", "guest-conversion", "install-guest-agent", "shutdown-source", "force"}
+)
 ALLOCATIONS = ("sparse", "preallocated")
 
 
@@ -50,6 +52,10 @@ class MigrateOptions:
     guest_conversion: bool = True  # convert the guest OS (libguestfs); False: copy and define as-is
     root: str | None = None  # multi-boot: the inspection root to convert (/dev/sda2); None: the first
     install_guest_agent: bool = False  # install qemu-guest-agent at first boot
+    # A powered-on vSphere VM: shut its guest down first (VMware Tools); ``force``: power it off
+    # when that is not possible.
+    shutdown_source: bool = False
+    force: bool = False
     # Not caller options (from_mapping refuses them): the daemon's configuration.
     work_dir: str = DEFAULT_WORK_DIR  # directory for per-job overlays
     default_pool: str = DEFAULT_POOL  # the pool when the caller names neither pool nor output-dir
@@ -87,7 +93,7 @@ class MigrateOptions:
                     key=key,
                     hint="known options: name, pool, output-dir, format, allocation, network, bridge, "
                     "connect, domain-type, datastore, allow-external-paths, snapshots, verify, "
-                    "guest-conversion, root, install-guest-agent",
+                    "guest-conversion, root, install-guest-agent, shutdown-source, force",
                 )
         result = replace(opts, **changes)
         result.validate()
@@ -124,6 +130,10 @@ class MigrateOptions:
             out["allow-external-paths"] = True
         if self.verify:
             out["verify"] = True
+        if self.shutdown_source:
+            out["shutdown-source"] = True
+        if self.force:
+            out["force"] = True
         return out
 
     def _validate_snapshots(self) -> None:
@@ -160,6 +170,8 @@ class MigrateOptions:
         if self.disk_parallelism < 1:
             raise _bad("disk-parallelism", self.disk_parallelism, "must be at least 1")
         self._validate_snapshots()
+        if self.force and not self.shutdown_source:
+            raise _bad("force", True, "only goes with shutdown-source (a hard power-off of the source VM)")
         if self.pool and self.output_dir:
             raise Vm2kvmError(
                 ErrorCode.INVALID_OPTION,

@@ -18,6 +18,7 @@ import tempfile
 import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from vm2kvmd.adapters import qemu_img
 from vm2kvmd.aio import in_thread
@@ -33,6 +34,16 @@ from vm2kvmd.core.planning.blockdev import (
     stack,
 )
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
+
+
+class OpenedSource(Protocol):
+    """A source disk as QEMU opens it, local (``QemuSource``) or remote (``pipeline.vsphere``)."""
+
+    @property
+    def node(self) -> Node: ...
+
+    @property
+    def label(self) -> str: ...
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ from vm2kvmd.core.hardware.model import Note
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.planning.plan import DomainPlan
 from vm2kvmd.core.residue import Residue, ResidueRecorder
+from vm2kvmd.core.vsphere.source import VsphereSource
+from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline.conversion import GuestConverter, unconverted
 from vm2kvmd.pipeline.events import PHASES, DiskProgress, JobEvents
 from vm2kvmd.pipeline.overlay import BeforeCopy
@@ -86,8 +88,11 @@ async def run_migration(
     converter: GuestConverter | None = None,
     recorder: ResidueRecorder | None = None,
     copy_slots: asyncio.Semaphore | None = None,
+    vsphere: VsphereSource | None = None,
 ) -> MigrationResult:
     """Migrate the VM at ``source`` (a .vmx, .ovf or .ova) as ``options`` say; see the module docstring.
+
+    ``vsphere``: the VM is on ESXi/vCenter (``source`` is then its label, ``job_source``).
 
     ``before_copy``: hooks run on the overlays before the copy (``pipeline.overlay``);
     with ``--snapshots keep`` on the current state's volumes after it (``strategies.keep``).
@@ -98,22 +103,39 @@ async def run_migration(
     (``pipeline.copy``).
     """
     options.validate()
+    check_vsphere_options(vsphere, options)
     host = None if options.output_dir else LibvirtHost(options.connect)
-    migration = Migration(source, options, events, host, Rollback(recorder), copy_slots)
+    migration = Migration(source, options, events, host, Rollback(recorder), copy_slots, vsphere=vsphere)
     engine = Engine(migration, strategy_for(migration), tuple(before_copy), converter)
     try:
         return await engine.run()
-    except BaseException:
-        if migration.rollback.pending:
-            events.phase("cleanup")
-            for line in await settle(in_thread(migration.rollback.run)):
-                events.log(line)
+    except BaseException as exc:
+        if migration.remote is not None:
+            remote, migration.remote = migration.remote, None
+            try:
+                await settle(remote.aclose(exc))
+            except Vm2kvmError as named:
+                # A remote disk's reader says why the copy failed (its host stopped answering).
+                if isinstance(exc, Vm2kvmError) and named is not exc:
+                    await _roll_back(migration, events)
+                    raise named from exc
+        await _roll_back(migration, events)
         raise
     finally:
+        if migration.remote is not None:
+            # The readers serve the overlays' backing: stopped before the work area goes.
+            await settle(migration.remote.aclose())
         for line in await in_thread(engine.close):
             events.log(line)
         if host is not None:
             await in_thread(host.close)
+
+
+async def _roll_back(migration: Migration, events: JobEvents) -> None:
+    if migration.rollback.pending:
+        events.phase("cleanup")
+        for line in await settle(in_thread(migration.rollback.run)):
+            events.log(line)
 
 
 class Engine:
@@ -229,7 +251,24 @@ class Engine:
             raise output_error(path, err) from err
 
 
-def preflight(source: str, options: MigrateOptions) -> InspectResult:
+def check_vsphere_options(vsphere: VsphereSource | None, options: MigrateOptions) -> None:
+    if vsphere is None and options.shutdown_source:
+        raise Vm2kvmError(
+            ErrorCode.INVALID_OPTION,
+            "shutdown-source powers off a VM on ESXi/vCenter; a local source is not running here",
+            key="shutdown-source",
+        )
+    if vsphere is not None and options.snapshots == "keep":
+        raise Vm2kvmError(
+            ErrorCode.INVALID_OPTION,
+            "--snapshots keep is not supported for vSphere sources yet",
+            key="snapshots",
+            value="keep",
+            hint="migrate the VM's current state (--snapshots flatten, the default)",
+        )
+
+
+def preflight(source: str, options: MigrateOptions, vsphere: VsphereSource | None = None) -> InspectResult:
     """The checks of a migration that need no copy: run before a job is created.
 
     Blocking (call it in a thread).  Raises the ``Vm2kvmError`` the job would
@@ -239,6 +278,9 @@ def preflight(source: str, options: MigrateOptions) -> InspectResult:
     may change in between.
     """
     options.validate()
+    check_vsphere_options(vsphere, options)
+    if vsphere is not None:
+        return preflight_flatten(source, options, vsphere)
     if options.snapshots == "keep":
         return preflight_keep(source, options)
     return preflight_flatten(source, options)

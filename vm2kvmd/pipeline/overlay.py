@@ -48,7 +48,7 @@ from vm2kvmd.aio import in_thread
 from vm2kvmd.core.planning import blockdev as qemu_source
 from vm2kvmd.core.residue import Residue, ResidueRecorder
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
-from vm2kvmd.pipeline.blockdev import QemuSource
+from vm2kvmd.pipeline.blockdev import OpenedSource
 
 # QEMU's qcow2 driver refuses longer backing file names (block/qcow2.c).
 QCOW2_BACKING_MAX = 1023
@@ -141,7 +141,7 @@ class WorkArea:
         return problems
 
 
-async def create_overlays(sources: Sequence[tuple[str, QemuSource]], area: WorkArea) -> list[Overlay]:
+async def create_overlays(sources: Sequence[tuple[str, OpenedSource]], area: WorkArea) -> list[Overlay]:
     """One overlay per (device key, source) in ``area``, in that order."""
     overlays = []
     for index, (key, source) in enumerate(sources):

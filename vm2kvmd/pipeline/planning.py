@@ -250,8 +250,12 @@ def inspect_with_host(
         allow_external=options.allow_external_paths,
     )
     # The .vmsd next to the VMX: how many snapshots are flattened or kept.
-    notes: list[Note] = list(
-        snapshot_notes(vm, options.snapshots, strict=strict, read_tree=load_snapshot_tree)
+    # A vSphere VM has no .vmsd to read: its snapshots are the API's (core.vsphere notes them).
+    on_vsphere = any(d.remote is not None for d in vm.disks)
+    notes: list[Note] = (
+        []
+        if on_vsphere
+        else list(snapshot_notes(vm, options.snapshots, strict=strict, read_tree=load_snapshot_tree))
     )
     if host is not None and not options.output_dir and not strict:
         try:

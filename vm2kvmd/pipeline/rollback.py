@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from vm2kvmd.adapters.libvirt_host import LibvirtHost
+from vm2kvmd.adapters.nbd_file import unmount_below
 from vm2kvmd.constants import DEFAULT_LIBVIRT_URI
 from vm2kvmd.core.residue import Residue, ResidueRecorder
 from vm2kvmd.errors import Vm2kvmError
@@ -103,6 +104,7 @@ def _undefine_ours(host: LibvirtHost, name: str, uuid: str) -> None:
 def _rmtree(path: str) -> None:
     if not os.path.lexists(path):
         raise FileNotFoundError(path)
+    unmount_below(path)  # a vSphere job's FUSE files, left behind by a killed daemon
     shutil.rmtree(path)
 
 

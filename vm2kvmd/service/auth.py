@@ -123,12 +123,16 @@ RULES: Final[Mapping[tuple[str, str], Rule]] = {
     (MANAGER_IFACE, "ListPoolsAndNetworks"): Rule(
         "list libvirt's storage pools and networks", (ACTION_INSPECT,)
     ),
+    # The same actions as the local forms: where the VM lives changes nothing about what is done.
+    (MANAGER_IFACE, "InspectRemote"): Rule("inspect a virtual machine on vSphere", (ACTION_INSPECT,)),
+    (MANAGER_IFACE, "MigrateRemote"): Rule("migrate a virtual machine from vSphere", (ACTION_MIGRATE,)),
     (MANAGER_IFACE, "GetJobs"): EXEMPT,
     (MANAGER_IFACE, "ListJobs"): EXEMPT,
     (JOB_IFACE, "Cancel"): Rule("cancel", job=True, own_action=ACTION_CANCEL_OWN_JOB),
     (JOB_IFACE, "Dismiss"): Rule("dismiss", job=True, own_action=ACTION_CANCEL_OWN_JOB),
     # A retry is a new migration, owned by the caller: migrate, and another user's job needs more.
     (JOB_IFACE, "Retry"): Rule("retry", (ACTION_MIGRATE,), job=True),
+    (JOB_IFACE, "RetryRemote"): Rule("retry", (ACTION_MIGRATE,), job=True),
     (JOB_IFACE, "GetReport"): EXEMPT,
     (JOB_IFACE, "GetLog"): EXEMPT,
 }

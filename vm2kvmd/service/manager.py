@@ -47,6 +47,7 @@ from vm2kvmd.constants import (
     job_path,
 )
 from vm2kvmd.core.options import MigrateOptions
+from vm2kvmd.core.vsphere.source import VsphereSource, split_job_source
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.service.access import check_readable, read_checked
 from vm2kvmd.service.bus import ServiceBus
@@ -62,14 +63,16 @@ from vm2kvmd.service.runner import (
     Preflight,
     Runner,
     pipeline_inspector,
+    pipeline_inspector_vsphere,
     pipeline_preflight,
+    pipeline_preflight_vsphere,
     pipeline_runner,
 )
 from vm2kvmd.service.store import JobRecord, JobStore, now_us
 from vm2kvmd.service.storeio import StoreIO
 from vm2kvmd.service.targets import listing_options, pools_and_networks_json
 from vm2kvmd.service.variants import unwrap_options
-from vm2kvmd.service.vsphere import list_vms_json, tls_policy
+from vm2kvmd.service.vsphere import TLS_OPTIONS, list_vms_json, remote_source, tls_policy
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +112,8 @@ class Manager(BusInterface):
         "ListJobs": ("jobs",),
         "ListVms": ("vms",),
         "ListPoolsAndNetworks": ("targets",),
+        "InspectRemote": ("result",),
+        "MigrateRemote": ("job",),
     }
 
     def __init__(
@@ -244,26 +249,39 @@ class Manager(BusInterface):
     def _adopt(self, job: Job) -> None:
         job.on_finished = self._finished
         job.on_dismissed = lambda _job: self._notify()
-        obj = JobObject(job, retry=self._retry)
+        obj = JobObject(job, retry=self._retry, retry_remote=self._retry_remote)
         self._objects[obj.path] = obj
         if self._bus is not None:
             self._bus.export(obj.path, obj)
 
-    def job_runner(self, number: int, store: JobStore) -> Runner:
+    def job_runner(self, number: int, store: JobStore, vsphere: VsphereSource | None = None) -> Runner:
         """The runner of job ``number``: the injected one, or the pipeline bound to the job's
-        residue records in ``store`` and to the host-wide copy slots."""
+        residue records in ``store``, to the host-wide copy slots and, for a VM on vSphere, to
+        its source (with the password, which only this runner holds)."""
         if self._runner is not None:
             return self._runner
         runner: Runner = functools.partial(
-            pipeline_runner, recorder=store.recorder(number), copy_slots=self._copy_slots
+            pipeline_runner, recorder=store.recorder(number), copy_slots=self._copy_slots, vsphere=vsphere
         )
         return runner
 
-    async def _create(self, caller: Caller, source: str, options: MigrateOptions, retry_of: int = 0) -> str:
+    async def _create(
+        self,
+        caller: Caller,
+        source: str,
+        options: MigrateOptions,
+        retry_of: int = 0,
+        vsphere: VsphereSource | None = None,
+    ) -> str:
         """Checks, then a new queued job; its path."""
         await self.load()
-        await check_readable(caller, [source])
-        if self._preflight is not None:
+        if vsphere is not None:
+            if self._runner is None:
+                # Login, the VM's power state, its disks: the answer to MigrateRemote.
+                await asyncio.to_thread(pipeline_preflight_vsphere, vsphere, options)
+        else:
+            await check_readable(caller, [source])
+        if self._preflight is not None and vsphere is None:
             # Bad input is the answer to Migrate, not a job that fails a moment later.
             await read_checked(caller, asyncio.to_thread(self._preflight, source, options))
         self._check_open()
@@ -275,7 +293,7 @@ class Manager(BusInterface):
             record.number,
             source,
             options,
-            self.job_runner(record.number, store),
+            self.job_runner(record.number, store, vsphere),
             io=self._io,
             user=caller.uid,
             create_time=record.create_time,
@@ -324,8 +342,30 @@ class Manager(BusInterface):
     async def _retry(self, job: Job) -> str:
         caller = current_caller()
         self._check_open()
+        if split_job_source(job.source) is not None:
+            raise Vm2kvmError(
+                ErrorCode.INVALID_OPTION,
+                f"job {job.number} migrates a VM on vSphere: a retry needs the password again",
+                hint=f"vm2kvmctl retry {job.number} asks for it (Job1.RetryRemote with the password fd)",
+            )
         options = MigrateOptions.from_mapping(job.status.options, defaults=self._defaults)
         return await self._create(caller, job.source, options, retry_of=job.number)
+
+    async def _retry_remote(self, job: Job, tls: Mapping[str, Any], secret: str) -> str:
+        """``Job1.RetryRemote``: the vSphere job again, logging in with a password given now."""
+        caller = current_caller()
+        self._check_open()
+        parts = split_job_source(job.source)
+        if parts is None:
+            raise Vm2kvmError(
+                ErrorCode.INVALID_OPTION,
+                f"job {job.number} migrates a local source: retry it with Retry, no password needed",
+            )
+        source = remote_source(*parts, tls, secret)
+        if source.tls.ca_file is not None:
+            await check_readable(caller, [source.tls.ca_file])
+        options = MigrateOptions.from_mapping(job.status.options, defaults=self._defaults)
+        return await self._create(caller, source.label, options, retry_of=job.number, vsphere=source)
 
     def _pruned(self, removed: list[int]) -> None:
         """Unexport the jobs ``JobStore.prune`` removed (``InterfacesRemoved``)."""
@@ -402,6 +442,37 @@ class Manager(BusInterface):
         opts = self._options(listing_options(options))
         # libvirt calls block: a worker thread.
         return await asyncio.to_thread(pools_and_networks_json, opts)
+
+    async def _remote(
+        self, uri: str, vm: str, raw: Mapping[str, Any], secret: str
+    ) -> tuple[VsphereSource, MigrateOptions]:
+        """The vSphere source and the options of an ``*Remote`` call (TLS options split off)."""
+        caller = current_caller()
+        self._check_open()
+        plain = unwrap_options(raw)
+        source = remote_source(uri, vm, plain, secret)
+        if source.tls.ca_file is not None:
+            await check_readable(caller, [source.tls.ca_file])
+        rest = {k: v for k, v in plain.items() if k not in TLS_OPTIONS}
+        return source, MigrateOptions.from_mapping(rest, defaults=self._defaults)
+
+    @bus_method()
+    async def InspectRemote(
+        self, uri: DBusStr, vm: DBusStr, options: DBusDict, password: DBusUnixFd
+    ) -> DBusStr:
+        # The fd first: it is read and closed whatever else is wrong with the call.
+        secret = await asyncio.to_thread(read_password_fd, password)
+        source, opts = await self._remote(uri, vm, options, secret)
+        # Login, the inventory and the descriptors block on the network: a worker thread.
+        return inspect_json(await asyncio.to_thread(pipeline_inspector_vsphere, source, opts))
+
+    @bus_method()
+    async def MigrateRemote(
+        self, uri: DBusStr, vm: DBusStr, options: DBusDict, password: DBusUnixFd
+    ) -> DBusObjectPath:
+        secret = await asyncio.to_thread(read_password_fd, password)
+        source, opts = await self._remote(uri, vm, options, secret)
+        return await self._create(current_caller(), source.label, opts, vsphere=source)
 
     @dbus_property(access=PropertyAccess.READ)
     def Version(self) -> DBusStr:

@@ -18,6 +18,7 @@ from vm2kvmd.core.options import MigrateOptions
 
 if TYPE_CHECKING:
     from vm2kvmd.core.residue import ResidueRecorder
+    from vm2kvmd.core.vsphere.source import VsphereSource
 
 
 class DiskInfo(Protocol):
@@ -77,6 +78,7 @@ async def pipeline_runner(
     *,
     recorder: ResidueRecorder | None = None,
     copy_slots: asyncio.Semaphore | None = None,
+    vsphere: VsphereSource | None = None,
 ) -> MigrationOutcome:
     """``pipeline.run_migration``; the manager binds ``recorder`` (the job's residues in the
     job store) and ``copy_slots`` (the host-wide disk copy limit) with ``functools.partial``."""
@@ -90,6 +92,7 @@ async def pipeline_runner(
         converter=LibguestfsConverter(),
         recorder=recorder,
         copy_slots=copy_slots,
+        vsphere=vsphere,
     )
 
 
@@ -107,3 +110,18 @@ def pipeline_preflight(source: str, options: MigrateOptions) -> object:
     from vm2kvmd import pipeline
 
     return pipeline.preflight(source, options)
+
+
+def pipeline_inspector_vsphere(source: VsphereSource, options: MigrateOptions) -> InspectOutcome:
+    """``Inspect`` of a VM on ESXi/vCenter (blocking): logs in, reads it and its descriptors."""
+    from vm2kvmd.adapters.libvirt_host import LibvirtHost
+    from vm2kvmd.pipeline.vsphere import inspect_vsphere
+
+    with LibvirtHost(options.connect) as host:
+        return inspect_vsphere(source, options, host, strict=False)
+
+
+def pipeline_preflight_vsphere(source: VsphereSource, options: MigrateOptions) -> object:
+    from vm2kvmd import pipeline
+
+    return pipeline.preflight(source.label, options, source)

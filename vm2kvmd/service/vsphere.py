@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from vm2kvmd.adapters.vsphere import connect
+from vm2kvmd.core.vsphere.source import VsphereSource
 from vm2kvmd.core.vsphere.uri import TlsPolicy, parse_uri
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
@@ -30,10 +31,11 @@ def _text(options: Mapping[str, Any], key: str) -> str | None:
     return value
 
 
-def tls_policy(options: Mapping[str, Any]) -> TlsPolicy:
-    """How ``ListVms`` trusts the server, from its options (plain values); unknown keys refused."""
+def tls_policy(options: Mapping[str, Any], *, only_tls: bool = True) -> TlsPolicy:
+    """How the server is trusted, from the options (plain values); with ``only_tls`` (ListVms)
+    other keys are refused."""
     unknown = sorted(set(options) - set(TLS_OPTIONS))
-    if unknown:
+    if unknown and only_tls:
         raise Vm2kvmError(
             ErrorCode.INVALID_OPTION,
             f"unknown option {unknown[0]!r} for ListVms",
@@ -54,6 +56,15 @@ def tls_policy(options: Mapping[str, Any]) -> TlsPolicy:
             ErrorCode.INVALID_OPTION, "must be a boolean", key="no-verify", value=str(no_verify)
         )
     return TlsPolicy(ca_file=ca_file, thumbprint=_text(options, "thumbprint"), no_verify=no_verify)
+
+
+def remote_source(uri_text: str, vm: str, options: Mapping[str, Any], password: str) -> VsphereSource:
+    """The source of ``InspectRemote``/``MigrateRemote``: the URI checked (InvalidUri, a password
+    in it refused), the VM named, TLS from the options; the password is kept for the job's logins."""
+    parse_uri(uri_text)
+    if not vm or "\x00" in vm:
+        raise Vm2kvmError(ErrorCode.INVALID_OPTION, "the VM name or managed object id is empty", key="vm")
+    return VsphereSource(uri_text, vm, tls_policy(options, only_tls=False), password)
 
 
 def list_vms_json(uri_text: str, password: str, tls: TlsPolicy) -> str:

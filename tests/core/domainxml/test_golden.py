@@ -32,6 +32,8 @@ OPTS = PlanOptions(
     new_uuid="00000000-0000-4000-8000-000000000001",
     networks=(("VM Network", "default"),),
     started=datetime(2026, 12, 7, 20, 31, tzinfo=UTC),
+    # esxi-nsx-ubuntu's NSX segment, by the id its VMX gives (it carries no name).
+    bridges=(("5d9f1a9c-0b6e-4c1d-9a43-7e2f61d5b0a8", "br-nsx-web"),),
 )
 CASES = sorted(DATA_DIR.glob("*.vmx"))
 

@@ -55,6 +55,26 @@ def test_nsx_all_zero_static_mac_is_kept_for_planning(tmp_path: Path) -> None:
     # A generated address is VMware's own and never zero: still a named error (test_vmx_hardware).
 
 
+def test_nsx_opaque_network_is_named_by_its_id(tmp_path: Path) -> None:
+    # An N-VDS segment: ESXi writes its id and type, no networkName (tests/data/vmx/esxi-nsx-ubuntu).
+    seg = "5d9f1a9c-0b6e-4c1d-9a43-7e2f61d5b0a8"
+    vm = nic_vm(
+        tmp_path, f'ethernet0.opaqueNetwork.id = "{seg}"\nethernet0.opaqueNetwork.type = "nsx.LogicalSwitch"'
+    )
+    (nic,) = vm.nics
+    assert (nic.source_network, nic.opaque_network_id, nic.opaque_network_type) == (
+        seg,
+        seg,
+        "nsx.LogicalSwitch",
+    )
+    assert (
+        f"ethernet0.opaqueNetwork.id: on NSX network {seg} (nsx.LogicalSwitch); the VMX file does not "
+        f"carry its name, so map it by its id: --network {seg}=NAME"
+    ) in note_text(vm)
+    named = nic_vm(tmp_path, f'ethernet0.opaqueNetwork.id = "{seg}"\nethernet0.networkName = "seg-web"')
+    assert named.nics[0].source_network == "seg-web" and "NSX" not in note_text(named)
+
+
 def test_nic_connections(tmp_path: Path) -> None:
     custom = nic_vm(tmp_path, 'ethernet0.connectionType = "custom"\nethernet0.vnet = "/dev/vmnet8"')
     assert (custom.nics[0].connection_type, custom.nics[0].vnet, custom.nics[0].source_network) == (

@@ -392,6 +392,22 @@ def test_standard_distributed_and_nsx_networks() -> None:
     assert [(n.kind, n.target) for n in planned][1:] == [("network", "default"), ("bridge", "br0")]
 
 
+def test_an_nsx_network_whose_name_is_not_visible_maps_by_its_id() -> None:
+    nsx = NetworkBacking(NetworkKind.OPAQUE, None, opaque_id="c1b7-44", opaque_type="nsx.LogicalSwitch")
+    vm = build(nics=(nic(network=nsx),))
+    (n,) = vm.nics
+    assert (n.source_network, n.opaque_network_id, n.opaque_network_type) == (
+        "c1b7-44",
+        "c1b7-44",
+        "nsx.LogicalSwitch",
+    )
+    text = notes(vm)
+    assert any("NSX network c1b7-44 (nsx.LogicalSwitch): its name is not visible" in t for t in text)
+    assert not any("on no vSphere network" in t for t in text)
+    planned = plan(vm, replace(OPTS, networks=(("c1b7-44", "nsx-net"),))).nics
+    assert [(p.kind, p.target) for p in planned] == [("network", "nsx-net")]
+
+
 def test_nic_on_no_network_and_unknown_kind() -> None:
     vm = build(nics=(nic(NetworkBacking(NetworkKind.OTHER, None), kind="sriov"),))
     (n,) = vm.nics

@@ -221,12 +221,17 @@ class Nic:
     dvs_switch: str | None = None  # ethernetN.dvs.switchId
     pci_slot: int | None = None
     start_connected: bool = True
+    opaque_network_id: str | None = None  # NSX: ethernetN.opaqueNetwork.id / opaqueNetworkId
+    opaque_network_type: str | None = None  # NSX: "nsx.LogicalSwitch"
 
     @property
     def source_network(self) -> str:
-        """The name a user uses in ``--network A=B``: networkName, else vnet, else the type."""
+        """The name a user uses in ``--network A=B``: networkName, else the NSX network's id
+        (a VMX file does not carry the segment's name), else vnet, else the type."""
         if self.network_name:
             return self.network_name
+        if self.opaque_network_id:
+            return self.opaque_network_id
         if self.connection_type == "custom" and self.vnet:
             return self.vnet.rsplit("/", 1)[-1]
         return self.connection_type

@@ -113,18 +113,31 @@ def _nic(vmx: VmxFile, index: int, prefix: str, is_64bit: bool, notes: list[Note
     if connection not in CONNECTION_TYPES:
         notes.append(Note(f"unknown connectionType {connection!r}; treated as custom", conn_key))
         connection = "custom"
+    network_name = _text(vmx, f"{prefix}.networkName")
+    opaque_id = _text(vmx, f"{prefix}.opaqueNetwork.id")
+    opaque_type = _text(vmx, f"{prefix}.opaqueNetwork.type")
+    if opaque_id and not network_name:
+        notes.append(
+            Note(
+                f"on NSX network {opaque_id} ({opaque_type or 'opaque'}); the VMX file does not carry its "
+                f"name, so map it by its id: --network {opaque_id}=NAME",
+                vmx.key_name(f"{prefix}.opaqueNetwork.id"),
+            )
+        )
     return Nic(
         index=index,
         model=model,
         mac=mac,
         address_type=address_type,
         connection_type=connection,
-        network_name=_text(vmx, f"{prefix}.networkName"),
+        network_name=network_name,
         vnet=_text(vmx, f"{prefix}.vnet"),
         dvs_port_group=_text(vmx, f"{prefix}.dvs.portgroupId"),
         dvs_switch=_text(vmx, f"{prefix}.dvs.switchId"),
         pci_slot=pci_slot(vmx, f"{prefix}.pciSlotNumber"),
         start_connected=vmx.get_bool(f"{prefix}.startConnected", True),
+        opaque_network_id=opaque_id,
+        opaque_network_type=opaque_type,
     )
 
 

@@ -413,22 +413,33 @@ def _nic(ctx: _Context, index: int, vs: VsNic, is_64bit: bool) -> Nic:
         ctx.note(f"unknown addressType {vs.address_type!r}; treated as generated", where)
         address_type = "generated"
     net = vs.network
-    if net.kind is NetworkKind.OTHER or not net.name:
-        ctx.note("the NIC is on no vSphere network; mapped as the default network", where)
+    name = net.name
+    if net.kind is NetworkKind.OPAQUE and net.opaque_id and not name:
+        # The host did not show the network (no read permission on it): its id is what we know.
+        name = net.opaque_id
+        ctx.note(
+            f"NSX network {net.opaque_id} ({net.opaque_type or 'opaque'}): its name is not visible to "
+            f"this user, so it is mapped by its id (--network {net.opaque_id}=NAME)",
+            where,
+        )
     elif net.kind is NetworkKind.OPAQUE:
         ctx.note(f"NSX network {net.name!r} ({net.opaque_type or 'opaque'}) mapped by its name", where)
+    if net.kind is NetworkKind.OTHER or not name:
+        ctx.note("the NIC is on no vSphere network; mapped as the default network", where)
     return Nic(
         index=index,
         model=model,
         mac=_mac(ctx, vs, where),
         address_type=address_type,
         connection_type="bridged",
-        network_name=net.name or None,
+        network_name=name or None,
         vnet=None,
         dvs_port_group=net.portgroup_key,
         dvs_switch=net.switch_uuid,
         pci_slot=vs.pci_slot,
         start_connected=vs.start_connected,
+        opaque_network_id=net.opaque_id,
+        opaque_network_type=net.opaque_type,
     )
 
 

@@ -196,3 +196,20 @@ def normalize_thumbprint(text: str) -> str:
 def format_thumbprint(digest: bytes) -> str:
     """A digest as colon-separated upper-case hex, the way vSphere and govc print thumbprints."""
     return ":".join(f"{b:02X}" for b in digest)
+
+
+# Between the URI and the VM in a job's Source: a URI has no unencoded "#".
+_VM_SEPARATOR = "#"
+
+
+def job_source(uri: str, vm: str) -> str:
+    """What a vSphere job shows as its ``Source``: ``URI#VM``."""
+    return f"{uri}{_VM_SEPARATOR}{vm}"
+
+
+def split_job_source(source: str) -> tuple[str, str] | None:
+    """``(uri, vm)`` of a vSphere job's source; None for a local path."""
+    if not source.startswith(("esx://", "vpx://")) or _VM_SEPARATOR not in source:
+        return None
+    uri, _, vm = source.partition(_VM_SEPARATOR)
+    return uri, vm

@@ -21,12 +21,14 @@ from vm2kvmd.core.hardware.model import Note, SourceVM
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.planning.blockdev import Node
 from vm2kvmd.core.planning.plan import DomainPlan
+from vm2kvmd.core.vsphere.source import VsphereSource
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline.blockdev import SourceViews
 from vm2kvmd.pipeline.events import DiskProgress, JobEvents
 from vm2kvmd.pipeline.overlay import BeforeCopy, Overlay, WorkArea
 from vm2kvmd.pipeline.planning import InspectResult
 from vm2kvmd.pipeline.rollback import Rollback
+from vm2kvmd.pipeline.vsphere import RemoteSources
 
 
 @dataclass
@@ -45,6 +47,8 @@ class Migration:
     copy_slots: asyncio.Semaphore | None = None
     area: WorkArea | None = None
     views: SourceViews | None = None
+    vsphere: VsphereSource | None = None  # the source is a VM on ESXi/vCenter (``source`` its label)
+    remote: RemoteSources | None = None  # its session and disk readers, once logged in
 
     @property
     def pool(self) -> str:
@@ -146,6 +150,8 @@ def refuse_broken_disks(inspected: InspectResult, *, extracting: bool = True) ->
     for disk in inspected.vm.disks:
         if extracting and disk.extracted_at_migration and disk.problem_code is None:
             continue
+        if disk.remote is not None and disk.problem_code is None:
+            continue  # read over HTTPS by the job (pipeline.vsphere)
         if disk.chain is None or disk.problem_code is not None:
             # ``problem`` already names the file and key it is about; say which disk it is.
             raise Vm2kvmError(

@@ -30,8 +30,9 @@ from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.planning.plan import DomainPlan, PlannedDisk
 from vm2kvmd.core.report import build_report
 from vm2kvmd.core.residue import Residue
+from vm2kvmd.core.vsphere.source import VsphereSource
 from vm2kvmd.errors import Vm2kvmError
-from vm2kvmd.pipeline.blockdev import QemuSource, open_source
+from vm2kvmd.pipeline.blockdev import OpenedSource, open_source
 from vm2kvmd.pipeline.copy import DiskCopy, copy_disks
 from vm2kvmd.pipeline.events import DiskProgress
 from vm2kvmd.pipeline.overlay import BeforeCopy, Overlay, create_overlays
@@ -46,6 +47,7 @@ from vm2kvmd.pipeline.targets import (
     check_pool_targets,
     xml_path_for,
 )
+from vm2kvmd.pipeline.vsphere import RemoteSources, inspect_vsphere, no_verify_warning
 from vm2kvmd.sources import extracted_at_migration, verify_source
 from vm2kvmd.sources.ovf.extract import extract_package
 from vm2kvmd.sources.ovf.package import load_vm
@@ -53,18 +55,28 @@ from vm2kvmd.sources.ovf.package import load_vm
 __all__ = ["FlattenDisks", "preflight_flatten"]
 
 
-def preflight_flatten(source: str, options: MigrateOptions) -> InspectResult:
-    """``engine.preflight`` for ``--snapshots flatten`` (blocking)."""
-    if options.output_dir:
-        inspected = inspect_with_host(source, options, None, strict=True)
+def preflight_flatten(
+    source: str, options: MigrateOptions, vsphere: VsphereSource | None = None
+) -> InspectResult:
+    """``engine.preflight`` for ``--snapshots flatten`` (blocking).  ``vsphere``: the VM is on
+    ESXi/vCenter (logs in, refuses a powered-on VM)."""
+
+    def inspect(host: LibvirtHost | None) -> InspectResult:
+        if vsphere is not None:
+            inspected = inspect_vsphere(vsphere, options, host, strict=True)
+        else:
+            inspected = inspect_with_host(source, options, host, strict=True)
         refuse_broken_disks(inspected)
+        return inspected
+
+    if options.output_dir:
+        inspected = inspect(None)
         check_output_targets(
             options.output_dir, inspected.plan, xml_path_for(options.output_dir, inspected.plan)
         )
         return inspected
     with LibvirtHost(options.connect) as host:
-        inspected = inspect_with_host(source, options, host, strict=True)
-        refuse_broken_disks(inspected)
+        inspected = inspect(host)
         pool = options.effective_pool
         assert pool is not None
         check_pool_targets(host, pool, inspected.plan)
@@ -91,6 +103,8 @@ class FlattenDisks:
 
     async def inspect(self) -> InspectResult:
         migration = self.migration
+        if migration.vsphere is not None:
+            return await self._inspect_vsphere(migration.vsphere)
         inspected = await in_thread(
             inspect_with_host, migration.source, migration.options, migration.host, strict=True
         )
@@ -105,6 +119,21 @@ class FlattenDisks:
             datastores=dict(migration.options.datastores) or None,
             allow_external=migration.options.allow_external_paths,
         )
+        return inspected
+
+    async def _inspect_vsphere(self, source: VsphereSource) -> InspectResult:
+        """Log in (the session stays for the run), read the VM and its descriptors, plan."""
+        migration = self.migration
+        warning = no_verify_warning(source)
+        if warning:
+            migration.events.log(warning)
+        migration.remote = RemoteSources(source, migration.events.log)
+        vm = await migration.remote.load(migration.options)
+        migration.events.log(f"read VM {source.vm!r} from {source.uri}")
+        inspected = await in_thread(
+            inspect_with_host, migration.source, migration.options, migration.host, strict=True, loaded=vm
+        )
+        refuse_broken_disks(inspected, extracting=False)
         return inspected
 
     async def _extract(self, inspected: InspectResult) -> InspectResult:
@@ -158,9 +187,16 @@ class FlattenDisks:
         """The sources as QEMU opens them, and an overlay over each, in the work area."""
         views = await self.migration.source_views()  # descriptor views live in the work area too
         area = await self.migration.work_area()
-        sources: list[tuple[str, QemuSource]] = []
-        for disk in disks:
-            sources.append((disk.source.address.key, await open_source(views, _chain(disk))))
+        sources: list[tuple[str, OpenedSource]] = []
+        remote = self.migration.remote
+        for index, disk in enumerate(disks):
+            key = disk.source.address.key
+            if disk.source.remote is not None:
+                assert remote is not None
+                directory = os.path.join(await in_thread(area.disk_dir, index), "remote")
+                sources.append((key, await remote.open(key, directory)))
+            else:
+                sources.append((key, await open_source(views, _chain(disk))))
         overlays = await create_overlays(sources, area)
         self.migration.events.log(f"overlays in {area.path}")
         return overlays

@@ -12,6 +12,7 @@ The properties are read from the job's ``JobStatus``; the methods forward to the
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, ClassVar, Final
@@ -25,18 +26,20 @@ from dbus_fast.annotations import (
     DBusStr,
     DBusUInt32,
     DBusUInt64,
+    DBusUnixFd,
 )
 from dbus_fast.constants import PropertyAccess
 from dbus_fast.service import dbus_property, dbus_signal
 from dbus_fast.signature import Variant
 
+from vm2kvmd.adapters.password_fd import read_password_fd
 from vm2kvmd.constants import JOB_IFACE, job_path
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.service.interface import BusInterface, bus_method
 from vm2kvmd.service.jobs.job import Job
 from vm2kvmd.service.jobs.progress import PropertyBatcher
 from vm2kvmd.service.store import now_us
-from vm2kvmd.service.variants import wrap_mapping
+from vm2kvmd.service.variants import unwrap_options, wrap_mapping
 
 # Job1's D-Bus types that dbus-fast's annotations do not name.
 DBusStrList = Annotated[list[str], DBusSignature("as")]
@@ -60,6 +63,8 @@ PROGRESS_PROPS: Final = (
 END_PROPS: Final = ("State", "Error", "Cancelable", "Domain", "Outputs", "Notes", "EndTime")
 
 RetryHook = Callable[[Job], Awaitable[str]]  # the manager's: a new job like this one; its path
+# The manager's for a vSphere job: with the caller's TLS options and the password read from its fd.
+RemoteRetryHook = Callable[[Job, dict[str, Any], str], Awaitable[str]]
 
 
 class JobObject(BusInterface):
@@ -69,15 +74,19 @@ class JobObject(BusInterface):
         "Completed": ("success", "message"),
         "GetReport": ("report",),
         "Retry": ("job",),
+        "RetryRemote": ("job",),
         "GetLog": ("log",),
     }
 
-    def __init__(self, job: Job, retry: RetryHook | None = None) -> None:
+    def __init__(
+        self, job: Job, retry: RetryHook | None = None, retry_remote: RemoteRetryHook | None = None
+    ) -> None:
         super().__init__(JOB_IFACE)
         self.job = job
         self.status = job.status
         self.path = job_path(job.number)
         self._retry = retry
+        self._retry_remote = retry_remote
         self._batcher = PropertyBatcher(self._emit_changed)
         self._json: str | None = None  # a finished job's json_text()
         if self.status.finished:
@@ -181,6 +190,15 @@ class JobObject(BusInterface):
         if self._retry is None:
             raise Vm2kvmError(ErrorCode.INTERNAL, f"job {self.job.number} is not managed")
         return await self._retry(self.job)
+
+    @bus_method()
+    async def RetryRemote(self, options: DBusDict, password: DBusUnixFd) -> DBusObjectPath:
+        # The fd first: it is read and closed whatever else is wrong with the call.
+        secret = await asyncio.to_thread(read_password_fd, password)
+        self.status.check_retryable()
+        if self._retry_remote is None:
+            raise Vm2kvmError(ErrorCode.INTERNAL, f"job {self.job.number} is not managed")
+        return await self._retry_remote(self.job, unwrap_options(options), secret)
 
     @bus_method()
     def GetReport(self) -> DBusStr:

@@ -1,0 +1,187 @@
+"""A VM on ESXi/vCenter as a migration's source: the login, the VM, its disks as QEMU nodes.
+
+``VsphereSource`` is what the job knows: the URI (never with a password), the VM, how TLS is
+trusted, and the password, which lives in the daemon's memory only (never in a repr, the job
+store or a message) because the job logs in itself.  ``RemoteSources`` owns the session and every
+reader of one run: per data file an nbdkit curl reader (``adapters.remote_disk``); a flat disk
+is a raw node over its reader, a snapshot chain is read by QEMU's vmdk driver through descriptor
+views whose extents are the readers shown as files (``adapters.nbd_file``).  No staging copy:
+the job's overlay sits on these nodes as on local VMDKs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from vm2kvmd.adapters import qemu_img
+from vm2kvmd.adapters.libvirt_host import LibvirtHost
+from vm2kvmd.adapters.nbd_file import NbdFile
+from vm2kvmd.adapters.remote_disk import RemoteDisk
+from vm2kvmd.adapters.vsphere import Session, connect
+from vm2kvmd.adapters.vsphere_keepalive import SessionKeeper
+from vm2kvmd.adapters.vsphere_power import shut_down
+from vm2kvmd.aio import in_thread
+from vm2kvmd.core.hardware.model import Note
+from vm2kvmd.core.options import MigrateOptions
+from vm2kvmd.core.planning.blockdev import Node, stack
+from vm2kvmd.core.vsphere.disk_chain import RemoteChain, flat_node, remote_view
+from vm2kvmd.core.vsphere.source import VsphereSource
+from vm2kvmd.core.vsphere.uri import parse_uri
+from vm2kvmd.errors import ErrorCode, Vm2kvmError
+from vm2kvmd.pipeline.planning import InspectResult, inspect_with_host
+from vm2kvmd.sources.vsphere.datastore import datastore_url, load_for_migration
+
+__all__ = ["RemoteSource", "RemoteSources", "inspect_vsphere", "login", "no_verify_warning"]
+
+
+def login(source: VsphereSource) -> Session:
+    """Log in to the source's host (blocking)."""
+    return connect(parse_uri(source.uri), source.password, source.tls)
+
+
+@dataclass(frozen=True)
+class RemoteSource:
+    """One remote disk as QEMU opens it (what ``create_overlays`` needs)."""
+
+    node: Node
+    label: str
+
+
+def no_verify_warning(source: VsphereSource) -> str | None:
+    if parse_uri(source.uri).no_verify or source.tls.no_verify:
+        return (
+            f"warning: the TLS certificate of {parse_uri(source.uri).address} is not verified (no_verify); "
+            "anyone in between could read the disks and the session"
+        )
+    return None
+
+
+def load_vm(session: Session, source: VsphereSource) -> tuple[Any, dict[str, RemoteChain]]:
+    return load_for_migration(session, source.vm, source.label)
+
+
+def inspect_vsphere(
+    source: VsphereSource, options: MigrateOptions, host: LibvirtHost | None, *, strict: bool
+) -> InspectResult:
+    """Log in, read the VM and its disks' descriptors, plan it (blocking).
+
+    With ``strict`` (a migration's preflight) a powered-on VM is refused unless the job is to shut
+    it down (``shutdown-source``); an inspection shows it with a note.
+    """
+    refuse = strict and not options.shutdown_source
+    with login(source) as session:
+        try:
+            vm, _chains = load_for_migration(session, source.vm, source.label)
+            running = False
+        except Vm2kvmError as err:
+            if refuse or err.code is not ErrorCode.SOURCE_POWERED_ON:
+                raise
+            vm, _chains = load_for_migration(session, source.vm, source.label, refuse_running=False)
+            running = True
+    result = inspect_with_host(source.label, options, host, strict=strict, loaded=vm)
+    if running and not strict:
+        note = Note("the VM is powered on: shut it down in vSphere before migrating it", "runtime.powerState")
+        result = replace(result, notes=(*result.notes, note), host_notes=(*result.host_notes, note))
+    return result
+
+
+class RemoteSources:
+    """The session and the readers of one run; ``aclose`` stops them all (also on failure)."""
+
+    def __init__(self, source: VsphereSource, on_log: Callable[[str], None]) -> None:
+        self.source = source
+        self.on_log = on_log
+        self.session: Session | None = None
+        self.keeper: SessionKeeper | None = None
+        self.chains: dict[str, RemoteChain] = {}
+        self._stack = contextlib.AsyncExitStack()
+
+    async def load(self, options: MigrateOptions) -> Any:
+        """Log in and read the VM and its disks' descriptors; a powered-on VM is shut down first
+        with ``shutdown-source``, else refused."""
+        session = await in_thread(login, self.source)
+        self.session = session
+        self._stack.push_async_callback(in_thread, session.close)
+        if options.shutdown_source:
+            loop = asyncio.get_running_loop()
+
+            def on_log(line: str) -> None:  # called from the worker thread
+                loop.call_soon_threadsafe(self.on_log, line)
+
+            ref = await in_thread(session.find_vm, self.source.vm)
+            await in_thread(shut_down, session, ref, force=options.force, on_log=on_log)
+        vm, self.chains = await in_thread(load_vm, session, self.source)
+        # Kept alive (and logged in again when it ends) while the disks are read; the readers
+        # get each new cookie.
+        self.keeper = await self._stack.enter_async_context(SessionKeeper(session, on_log=self.on_log))
+        return vm
+
+    async def open(self, key: str, directory: str) -> RemoteSource:
+        """Disk ``key`` as one read-only node; its readers' files go into ``directory``."""
+        session, chain = self.session, self.chains[key]
+        assert session is not None
+        await in_thread(os.makedirs, directory, 0o700, True)
+        tls = self.source.tls
+        # A pinned certificate was checked by the session's own handshakes; curl cannot pin a
+        # certificate digest, so the readers then go unverified, like no_verify.
+        verify = not (parse_uri(self.source.uri).no_verify or tls.no_verify or tls.thumbprint)
+        readers = []
+        for path in chain.files:
+            reader = RemoteDisk(
+                datastore_url(session, path),
+                session.cookie,
+                work_dir=directory,
+                ca_file=tls.ca_file,
+                verify=verify,
+                label=path,
+            )
+            readers.append(await self._stack.enter_async_context(reader))
+            if self.keeper is not None:
+                self.keeper.watch(reader)
+        top = chain.top
+        if top.kind == "flat":
+            node = flat_node(top, readers[0].node["file"])
+        else:
+            layers = []
+            for index, (layer, reader) in enumerate(zip(chain.layers, readers, strict=True)):
+                assert reader.socket is not None
+                mount = os.path.join(directory, f"file{index}")
+                local = await self._stack.enter_async_context(NbdFile(reader.socket, mount, label=layer.data))
+                view = os.path.join(directory, f"layer{index}.vmdk")
+                await in_thread(_write, view, remote_view(layer, local))
+                layers.append(
+                    {"driver": "vmdk", "read-only": True, "file": {"driver": "file", "filename": view}}
+                )
+            node = stack(layers)
+        await self._check_size(node, chain, key)
+        return RemoteSource(node, top.descriptor)
+
+    async def _check_size(self, node: Node, chain: RemoteChain, key: str) -> None:
+        top = {k: v for k, v in node.items() if k != "backing"}
+        info = await qemu_img.info(top, label=chain.top.descriptor)
+        if info.get("virtual-size") != chain.size:
+            raise Vm2kvmError(
+                ErrorCode.UNSUPPORTED_DISK,
+                f"QEMU reads it as {info.get('virtual-size')} bytes, its descriptor describes {chain.size}",
+                file=chain.top.descriptor,
+                key=key,
+                hint="report the descriptor to the vm2kvm developers",
+            )
+
+    async def aclose(self, exc: BaseException | None = None) -> None:
+        """Stop the readers and log out.  With the run's failure ``exc``, a reader that knows
+        why the copy failed (its host stopped answering) raises that as a named error."""
+        if exc is None:
+            await self._stack.aclose()
+        else:
+            await self._stack.__aexit__(type(exc), exc, exc.__traceback__)
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "x", encoding="utf-8") as f:
+        f.write(text)
