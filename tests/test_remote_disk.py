@@ -360,13 +360,14 @@ async def test_a_session_ended_mid_copy_is_renewed_and_the_copy_completes(
             info.host, info.port, info.ca_file, check_cookie=live, on_data_request=end_the_session
         ) as front:
             async with (
-                SessionKeeper(session, interval=1) as keeper,
+                # Far longer than the copy: the renewal comes from the reader's 401s, not the clock.
+                SessionKeeper(session, interval=600) as keeper,
                 RemoteDisk(
                     datastore.url(front.port),
                     session.cookie,
                     work_dir=tmp_path,
                     ca_file=front.ca_file,
-                    limits=Limits(retry_delay=1, cookie_renew=1),
+                    limits=Limits(retry_delay=1, cookie_renew=1, probe_interval=0.5),
                 ) as disk,
             ):
                 keeper.watch(disk)

@@ -17,6 +17,7 @@ from tests.adapters.vsphere_support import direct
 from vm2kvmd.adapters.vsphere import Session, connect
 from vm2kvmd.adapters.vsphere_keepalive import SessionKeeper
 from vm2kvmd.core.vsphere.uri import TlsPolicy, parse_uri
+from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 pytestmark = pytest.mark.slow  # the first build of the simulator takes about 20 s
 
@@ -78,3 +79,16 @@ async def test_the_keeper_renews_on_its_interval_and_logs_it(esx: VcsimInfo, ses
     assert keeper.renewals == 1
     assert lines == [f"the vSphere session on {session.uri.address} had ended; logged in again"]
     assert await asyncio.to_thread(session.keep_alive) is False  # the renewed session is live
+
+
+def test_a_refused_login_again_is_login_failed_without_the_password(esx: VcsimInfo, session: Session) -> None:
+    # As if the password was changed on the host while the job ran (the simulator's is fixed).
+    session._password = "Changed-Meanwhile-xyzzy"
+    terminate(esx, session.session_key)
+    with pytest.raises(Vm2kvmError) as caught:
+        session.keep_alive()
+    err = caught.value
+    assert err.code is ErrorCode.LOGIN_FAILED
+    assert "logging in again as 'user' was refused" in err.message
+    assert "Changed-Meanwhile-xyzzy" not in err.describe()
+    assert session.logins == 1

@@ -40,6 +40,7 @@ import socket
 import ssl
 import tempfile
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -126,6 +127,8 @@ class RemoteDisk:
         self._slot: asyncio.Semaphore | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self.gave_up: str | None = None  # why the watchdog stopped the reader
+        # Called when the host refuses the cookie (401/403): SessionKeeper renews the session now.
+        self.on_refused: Callable[[], Awaitable[object]] | None = None
         self.socket: str | None = None
 
     def __repr__(self) -> str:  # never the cookie
@@ -280,7 +283,9 @@ class RemoteDisk:
         loop = asyncio.get_running_loop()
         while self._proc is not None and self._proc.returncode is None:
             await asyncio.sleep(limits.probe_interval)
-            seen, failing = await in_thread(self._new_errors, seen)
+            seen, failing, refused = await in_thread(self._new_errors, seen)
+            if refused and self.on_refused is not None:
+                await self.on_refused()
             if not failing and unreachable_since is None:
                 continue
             reason = await in_thread(_probe, self.host, self.port, limits.probe_interval * 2)
@@ -296,14 +301,16 @@ class RemoteDisk:
                         self._proc.send_signal(signal.SIGTERM)
                 return
 
-    def _new_errors(self, seen: int) -> tuple[int, bool]:
+    def _new_errors(self, seen: int) -> tuple[int, bool, bool]:
+        """Bytes of the log now seen, whether new errors appeared, whether one was a 401/403."""
         try:
             with open(self._log_file, "rb") as f:
                 f.seek(seen)
                 new = f.read()
         except OSError:
-            return seen, False
-        return seen + len(new), b"error" in new.lower()
+            return seen, False, False
+        refused = b"error: 401" in new or b"error: 403" in new
+        return seen + len(new), b"error" in new.lower(), refused
 
     async def _stop(self) -> None:
         if self._watchdog is not None:

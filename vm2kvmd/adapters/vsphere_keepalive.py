@@ -7,7 +7,8 @@ administrator or a host restart may end it at any time.  ``SessionKeeper`` calls
 again, every disk reader it watches gets the new cookie (``RemoteDisk.renew_cookie``), so nbdkit's
 next requests carry it and the copy goes on where it was.  A keep-alive that fails (host
 unreachable, login refused) is logged and tried again: whether the copy fails is decided by the
-reader's own retries and time bound, not here.
+reader's own retries and time bound, not here.  A watched reader whose requests are refused
+(401/403: the session ended) asks for a check at once instead of waiting for the interval.
 
     async with SessionKeeper(session, on_log=job_log) as keeper:
         async with RemoteDisk(url, session.cookie, work_dir=work) as disk:
@@ -57,10 +58,18 @@ class SessionKeeper:
     def watch(self, disk: RemoteDisk) -> None:
         """Give ``disk`` the new cookie whenever the session is renewed (until it is closed)."""
         self._disks.append(disk)
+        disk.on_refused = self._refused
 
     def forget(self, disk: RemoteDisk) -> None:
         with contextlib.suppress(ValueError):
             self._disks.remove(disk)
+        disk.on_refused = None
+
+    async def _refused(self) -> None:
+        try:
+            await self.check()
+        except Vm2kvmError as exc:
+            self.on_log(f"renewing the vSphere session failed: {exc.message}")
 
     async def check(self) -> bool:
         """Keep the session alive now; True when it was renewed (and the disks got the cookie)."""
