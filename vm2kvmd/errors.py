@@ -52,6 +52,9 @@ class ErrorCode(StrEnum):
     DATASTORE_INACCESSIBLE = "DatastoreInaccessible"  # a VM's disk is on a datastore vSphere cannot reach
     VSPHERE_ERROR = "VsphereError"  # another vSphere fault; the message carries vSphere's words
     INTERNAL = "Internal"  # a bug; details only in the daemon log
+    GUEST_HIBERNATED = "GuestHibernated"  # Windows hibernated or shut down with Fast Startup (hiberfil.sys)
+    GUEST_ENCRYPTED = "GuestEncrypted"  # the system volume is BitLocker-encrypted and no key was given
+    DYNAMIC_DISK = "DynamicDisk"  # the Windows system volume is on a dynamic (LDM) disk
 
 
 class Vm2kvmError(Exception):
