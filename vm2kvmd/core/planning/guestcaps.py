@@ -21,6 +21,11 @@ class GuestCaps:
     balloon: bool = False
     guest_agent: bool = False
     reason: str = "guest not converted: devices every x86 OS has drivers for"
+    # Windows (issue 13): Hyper-V enlightenments the guest uses ("" none, "basic" Vista/2008:
+    # relaxed, vapic, spinlocks; "full" 7/2008 R2 and later: also the synthetic timers and
+    # clock), and the RTC as the guest reads it (None: from the source's guest OS type).
+    hyperv: str = ""
+    clock_offset: str | None = None  # utc or localtime
 
     @classmethod
     def unconverted(cls) -> GuestCaps:

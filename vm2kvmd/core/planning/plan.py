@@ -118,3 +118,4 @@ class DomainPlan:
     vnc_keymap: str | None = None  # QEMU keymap name (en-us, de, ...); None: libvirt's default
     clock_offset: str = "utc"  # utc, or localtime for Windows (its RTC runs in local time)
     cpu_mode: str | None = None  # host-model on kvm; None: the hypervisor's default model (TCG)
+    hyperv: str = ""  # Hyper-V enlightenments for Windows: "" none, "basic", "full" (GuestCaps.hyperv)
