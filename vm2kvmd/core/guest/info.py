@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vm2kvmd.core.guest.windows.info import WindowsInfo
 from vm2kvmd.core.hardware.model import Note
 from vm2kvmd.core.planning.guestcaps import GuestCaps
 
@@ -109,7 +110,7 @@ class Conversion:
     """The result of converting the guest: what the domain may use and what was changed."""
 
     caps: GuestCaps
-    guest: GuestInfo | None  # None with --no-guest-conversion
+    guest: GuestInfo | WindowsInfo | None  # None with --no-guest-conversion
     changes: tuple[Change, ...] = ()
     notes: tuple[Note, ...] = ()
     timings: tuple[tuple[str, float], ...] = field(default=())  # (step, seconds), for the report and bench
