@@ -260,7 +260,8 @@ class Manager(BusInterface):
     async def _create(self, caller: Caller, source: str, options: MigrateOptions, retry_of: int = 0) -> str:
         """Checks, then a new queued job; its path."""
         await self.load()
-        await check_readable(caller, [source])
+        # The Windows drivers are read for the caller too (a directory opens read-only like a file).
+        await check_readable(caller, [source, *([options.virtio_win] if options.virtio_win else [])])
         if self._preflight is not None:
             # Bad input is the answer to Migrate, not a job that fails a moment later.
             await read_checked(caller, asyncio.to_thread(self._preflight, source, options))

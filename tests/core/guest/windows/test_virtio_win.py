@@ -203,3 +203,22 @@ def test_nt10_falls_back_within_its_family_with_a_note(tmp_path: Path) -> None:
         == ()
     )
     assert select_drivers(files, RELEASES["8.1 64-bit"]).drivers == ()
+
+
+def test_virtio_win_option() -> None:
+    from vm2kvmd.core.options import MigrateOptions
+
+    opts = MigrateOptions.from_mapping({"virtio-win": "/srv/virtio-win"})
+    assert opts.virtio_win == "/srv/virtio-win"
+    assert opts.to_mapping() == {"virtio-win": "/srv/virtio-win"}
+    with pytest.raises(Vm2kvmError) as caught:
+        MigrateOptions.from_mapping({"virtio-win": "relative/dir"})
+    assert caught.value.code is ErrorCode.INVALID_OPTION and caught.value.key == "virtio-win"
+
+
+def test_cli_virtio_win_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vm2kvmctl.main import build_parser, mapping_options
+
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(["migrate", "/vm/w.vmx", "--virtio-win", "vw"])
+    assert mapping_options(args)["virtio-win"].value == str(tmp_path / "vw")
