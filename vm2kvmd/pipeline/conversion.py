@@ -24,7 +24,7 @@ from vm2kvmd.adapters.appliance import Appliance
 from vm2kvmd.adapters.guestfs_api import GuestFS
 from vm2kvmd.aio import settle
 from vm2kvmd.convert.context import ConversionOptions, GuestContext
-from vm2kvmd.convert.inspect import choose_root, inspect_guest, mount_guest, refuse_unconvertible
+from vm2kvmd.convert.inspect import choose_root, find_roots, inspect_guest, mount_guest, refuse_unconvertible
 from vm2kvmd.convert.linux import convert_linux
 from vm2kvmd.core.guest.info import Conversion
 from vm2kvmd.core.guest.linux.caps import caps_for_linux
@@ -123,7 +123,7 @@ def _convert(
         timings.append(("launch", time.monotonic() - started))
         try:
             step = time.monotonic()
-            roots = g.inspect_os()
+            roots = find_roots(g)
             root, notes = choose_root(roots, options.root)
             notes += mount_guest(g, root)
             guest = inspect_guest(g, root)

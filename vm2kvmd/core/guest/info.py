@@ -68,6 +68,7 @@ class GuestInfo:
     firmware: str = "bios"  # bios or uefi (an ESP is mounted)
     vmware_tools: tuple[str, ...] = ()  # what was found: package names, "tarball" for a tarball install
     initramfs_tool: str = "unknown"  # initramfs-tools, dracut, mkinitrd, unknown
+    windows: WindowsInfo | None = None  # what a Windows guest's registry and disks say (issue 13)
 
     @property
     def booting_kernel(self) -> Kernel | None:

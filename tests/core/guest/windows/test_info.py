@@ -9,7 +9,6 @@ from vm2kvmd.core.guest.windows.info import (
     DiskFacts,
     RegKey,
     hibernation,
-    refuse_encrypted,
     refuse_windows,
     version_of,
     windows_info,
@@ -193,10 +192,3 @@ def test_refusals_name_what_to_do(facts: DiskFacts, code: ErrorCode) -> None:
             disks=DiskFacts(),
         )
     )
-
-
-def test_bitlocker_refusal() -> None:
-    refuse_encrypted([])
-    with pytest.raises(Vm2kvmError) as err:
-        refuse_encrypted(["/dev/sda2"])
-    assert err.value.code == ErrorCode.GUEST_ENCRYPTED and "manage-bde" in str(err.value)

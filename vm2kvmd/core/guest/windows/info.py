@@ -20,11 +20,14 @@ REG_SZ = 1
 REG_EXPAND_SZ = 2
 REG_BINARY = 3
 REG_DWORD = 4
+REG_DWORD_BIG_ENDIAN = 5
 REG_MULTI_SZ = 7
 REG_QWORD = 11
 
 # The network adapter device class (Control\Class\{...}\NNNN holds one key per adapter).
 NET_CLASS = "{4d36e972-e325-11ce-bfc1-08002be10318}"
+
+NCF_PHYSICAL = 0x4  # Characteristics bit of an adapter that is hardware (netcfgx.h)
 
 RegData = str | int | tuple[str, ...] | bytes
 
@@ -174,6 +177,26 @@ class WindowsInfo:
 # --- parsing ---------------------------------------------------------------------------
 
 
+def decode_value(kind: int, data: bytes) -> RegData:
+    """A registry value's data as Python: strings (UTF-16LE, up to the first NUL), numbers, or bytes."""
+    if kind in (REG_SZ, REG_EXPAND_SZ):
+        return _utf16(data).split("\0", 1)[0]
+    if kind == REG_MULTI_SZ:
+        return tuple(s for s in _utf16(data).split("\0") if s)
+    if kind == REG_DWORD and len(data) >= 4:
+        return int.from_bytes(data[:4], "little")
+    if kind == REG_DWORD_BIG_ENDIAN and len(data) >= 4:
+        return int.from_bytes(data[:4], "big")
+    if kind == REG_QWORD and len(data) >= 8:
+        return int.from_bytes(data[:8], "little")
+    return data
+
+
+def _utf16(data: bytes) -> str:
+    # Some writers leave an odd trailing byte; Windows ignores it, so do we.
+    return data[: len(data) & ~1].decode("utf-16-le", "replace")
+
+
 def current_control_set(system: RegKey) -> str:
     """ControlSet00N that Windows boots with (Select\\Current; 1 when absent, as on a fresh install)."""
     select = system.child("Select")
@@ -263,6 +286,9 @@ def nics(control_set: RegKey) -> tuple[WindowsNic, ...]:
         instance = key.text("NetCfgInstanceId")
         if not key.name.isdigit() or not instance:
             continue  # "Properties" and the like
+        characteristics = key.number("Characteristics")
+        if characteristics is not None and not characteristics & NCF_PHYSICAL:
+            continue  # WAN miniports, loopback, tunnels: no hardware to carry settings over to
         ndi = key.child("Ndi")
         tcpip = interfaces.child(instance) if interfaces else None
         dhcp = tcpip is None or tcpip.number("EnableDHCP") != 0
@@ -284,11 +310,12 @@ def nics(control_set: RegKey) -> tuple[WindowsNic, ...]:
 
 
 def hostname(control_set: RegKey) -> str:
-    key = control_set.child("Control\\ComputerName\\ComputerName")
-    name = key.text("ComputerName") if key else ""
+    """The DNS host name (Tcpip's Hostname, as libguestfs reports it), else the NetBIOS ComputerName."""
+    tcpip = control_set.child("Services\\Tcpip\\Parameters")
+    name = tcpip.text("Hostname") if tcpip else ""
     if not name:
-        tcpip = control_set.child("Services\\Tcpip\\Parameters")
-        name = tcpip.text("Hostname") if tcpip else ""
+        key = control_set.child("Control\\ComputerName\\ComputerName")
+        name = key.text("ComputerName") if key else ""
     return name
 
 
@@ -355,7 +382,7 @@ def refuse_windows(info: WindowsInfo) -> None:
             ErrorCode.GUEST_HIBERNATED,
             f"{info.product_name} on {info.root} was {how}: its hiberfil.sys holds the running "
             "system, which would overwrite any change made to the disk (and the disk is in use)",
-            file=info.systemroot.rsplit("/", 1)[0] + "/hiberfil.sys",
+            file="C:\\hiberfil.sys",
             hint="boot the VM in VMware and shut it down fully: `shutdown /s /t 0` (not hibernate); "
             "turn Fast Startup off first (`powercfg /h off`)",
         )
@@ -367,17 +394,4 @@ def refuse_windows(info: WindowsInfo) -> None:
             value=info.root,
             hint="convert the system disk back to a basic disk in VMware (Disk Management) first, "
             "or migrate with --no-guest-conversion",
-        )
-
-
-def refuse_encrypted(bitlocker: Sequence[str]) -> None:
-    """Raise when no Windows was found and a BitLocker volume may be the reason (its system volume)."""
-    if bitlocker:
-        raise Vm2kvmError(
-            ErrorCode.GUEST_ENCRYPTED,
-            f"the VM's system volume is encrypted with BitLocker ({', '.join(bitlocker)}): "
-            "it cannot be read or converted without its key",
-            value=bitlocker[0],
-            hint="in the guest, turn BitLocker off (`manage-bde -off C:`) and wait until the volume "
-            "is fully decrypted, then shut down and migrate",
         )
