@@ -345,15 +345,15 @@ def _source_console(vm: SourceVM) -> str:
 # --- guest -------------------------------------------------------------------------
 
 
-def _guest(guest: GuestInfo | WindowsInfo | None, plan: DomainPlan) -> dict[str, Any]:
+def _guest(guest: GuestInfo | None, plan: DomainPlan) -> dict[str, Any]:
     if guest is None:
         return {"converted": False, "status": NOT_CONVERTED, "facts": [], "filesystems": []}
-    if isinstance(guest, WindowsInfo):
+    if guest.windows is not None:
         return {
             "converted": True,
             "status": f"converted: {guest.product_name or 'Windows'}",
-            "facts": windows_facts(guest),
-            "filesystems": [_fs_row("C:", guest.root, "ntfs", None, None, plan)],
+            "facts": windows_facts(guest.windows),
+            "filesystems": filesystem_rows(guest, plan),
         }
     return {
         "converted": True,

@@ -111,7 +111,7 @@ class Conversion:
     """The result of converting the guest: what the domain may use and what was changed."""
 
     caps: GuestCaps
-    guest: GuestInfo | WindowsInfo | None  # None with --no-guest-conversion
+    guest: GuestInfo | None  # None with --no-guest-conversion
     changes: tuple[Change, ...] = ()
     notes: tuple[Note, ...] = ()
     timings: tuple[tuple[str, float], ...] = field(default=())  # (step, seconds), for the report and bench

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.core.guest.windows.factory import LAYOUTS
-from vm2kvmd.core.guest.info import Change, Conversion
+from vm2kvmd.core.guest.info import Change, Conversion, Filesystem, GuestInfo
 from vm2kvmd.core.guest.windows.caps import caps_for_windows
 from vm2kvmd.core.guest.windows.virtio_win import DriverSelection
 from vm2kvmd.core.planning.mapping import plan_domain
@@ -32,9 +32,20 @@ def test_windows_report() -> None:
         Change("vmware-tools", "VMTools disabled (Start 2 -> 4)"),
         Change("first-boot", "uninstall VMware Tools: msiexec.exe /x {X} /qn /norestart"),
     )
-    report = build_report(
-        vm, plan, Conversion(caps=caps, guest=info, changes=changes, notes=tuple(notes)), []
+    guest_info = GuestInfo(
+        root="/dev/sda2",
+        os_type="windows",
+        distro="windows",
+        product_name=info.product_name,
+        major=10,
+        minor=0,
+        arch="x86_64",
+        mountpoints=(("/", "/dev/sda2"),),
+        filesystems=(Filesystem("/dev/sda2", "ntfs"),),
+        windows=info,
     )
+    conversion = Conversion(caps=caps, guest=guest_info, changes=changes, notes=tuple(notes))
+    report = build_report(vm, plan, conversion, [])
     guest = report["guest"]
     assert guest["converted"] is True and guest["status"] == "converted: Windows Server 2019 Standard"
     facts = {f["key"]: f["value"] for f in guest["facts"]}
@@ -45,7 +56,7 @@ def test_windows_report() -> None:
     assert facts["rtc"] == "local time"
     assert guest["filesystems"] == [
         {
-            "mountpoint": "C:",
+            "mountpoint": "/",
             "device": "/dev/sda2",
             "target_device": "/dev/sda2",
             "type": "ntfs",
