@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from testbed.guests.windows.build import build_windows_images
-from testbed.guests.windows.layout import WindowsLayout, win11_uefi, win2008r2, win2019, xp_sp3
+from testbed.guests.windows.layout import WindowsLayout, win7_x86, win11_uefi, win2008r2, win2019, xp_sp3
 from testbed.virtio_win import CURRENT_ISO, build_virtio_win
 from vm2kvmd.adapters.appliance import Appliance
 from vm2kvmd.convert.windows import convert_windows
@@ -49,6 +49,7 @@ OPTS = PlanOptions(target_dir="/images", new_uuid="00000000-0000-4000-8000-00000
 CASES: dict[str, tuple[Any, str]] = {
     "win2019": (win2019, "esxi-win2019-efi.vmx"),
     "win2008r2": (win2008r2, "player-win2008r2.vmx"),
+    "win7-x86": (win7_x86, "esxi-win7-32.vmx"),
     "winxp-sp3-x86": (xp_sp3, "esxi-winxp-sp3.vmx"),
     "win11-uefi": (win11_uefi, "esxi-win2019-efi.vmx"),
 }
@@ -348,6 +349,20 @@ def test_server_2008r2_critical_device_database(converted: dict[str, Result]) ->
     script = r.files["/windows/vm2kvm/firstboot.cmd"].decode()
     staged = ("viostor", "vioscsi", "netkvm", "balloon", "vioserial", "viorng")
     assert script == _expected_first_boot(r, staged, "qemu-ga-x86_64.msi")
+
+
+def test_windows_7_32bit_takes_x86_drivers(converted: dict[str, Result]) -> None:
+    r = converted["win7-x86"]
+    assert (r.caps.disk_bus, r.caps.nic_model, r.caps.guest_agent) == ("virtio", "virtio", True)
+    sys_bytes = r.files["/windows/system32/drivers/viostor.sys"]
+    assert sys_bytes[0x40:0x46] == b"PE\0\0\x4c\x01"  # i386 machine
+    assert r.files["/windows/drivers/virtio/viostor/viostor.inf"].decode().count("[RHEL.NTx86]") == 1
+    _assert_keys(
+        r, reg.storage_driver_keys(r.info.current_control_set, _storage(r, "viostor"), driver_database=False)
+    )
+    script = r.files["/windows/vm2kvm/firstboot.cmd"].decode()
+    assert 'msiexec.exe /i "%V%\\qemu-ga-i386.msi"' in script
+    assert "/windows/vm2kvm/qemu-ga-i386.msi" in r.files
 
 
 def test_xp_without_drivers_falls_back(converted: dict[str, Result]) -> None:
