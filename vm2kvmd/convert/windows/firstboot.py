@@ -94,8 +94,7 @@ def schedule_first_boot(
     for action in actions:
         ctx.change(FIRST_BOOT, action, script)
     if plan_fb.disks > 1:
-        ctx.change(
-            FIRST_BOOT, "SAN policy OnlineAll: the other disks come up online", "HKLM\\SYSTEM\\...\\partmgr"
-        )
+        where = f"HKLM\\SYSTEM\\{info.current_control_set}\\Services\\partmgr\\Parameters"
+        ctx.change(FIRST_BOOT, "SAN policy OnlineAll: the other disks come up online", where)
     log = posixpath.join(info.systemroot, fb.GUEST_DIR, fb.LOG)
     ctx.log(f"first boot: its log will be {log} in the guest")
