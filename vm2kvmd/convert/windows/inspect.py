@@ -76,9 +76,13 @@ def inspect_windows(g: GuestFS, root: str) -> WindowsInfo:
     )
 
 
-def refuse_hidden_windows(g: GuestFS) -> None:
-    """Raise GuestEncrypted or DynamicDisk when a VM without an inspectable OS shows why."""
-    locked = bitlocker_volumes(g, g.list_devices())
+def refuse_hidden_windows(g: GuestFS, disks: Sequence[str] | None = None) -> None:
+    """Raise GuestEncrypted or DynamicDisk when a VM without an inspectable OS shows why.
+
+    ``disks``: the VM's disks as the appliance names them (all of them by default).
+    """
+    disks = list(g.list_devices()) if disks is None else disks
+    locked = bitlocker_volumes(g, disks)
     if locked:
         raise Vm2kvmError(
             ErrorCode.GUEST_ENCRYPTED,
@@ -88,7 +92,7 @@ def refuse_hidden_windows(g: GuestFS) -> None:
             hint="in the guest, turn BitLocker off (`manage-bde -off C:`), wait until the volume is "
             "fully decrypted, shut down and migrate again",
         )
-    ldm = ldm_partitions(g)
+    ldm = ldm_partitions(g, disks)
     if ldm:
         raise Vm2kvmError(
             ErrorCode.DYNAMIC_DISK,
@@ -115,11 +119,11 @@ def bitlocker_volumes(g: GuestFS, disks: Sequence[str]) -> tuple[str, ...]:
     return tuple(found)
 
 
-def ldm_partitions(g: GuestFS) -> tuple[str, ...]:
-    """Partitions of dynamic disks: MBR type 0x42, GPT LDM metadata/data."""
+def ldm_partitions(g: GuestFS, disks: Sequence[str]) -> tuple[str, ...]:
+    """Partitions of ``disks`` that belong to dynamic disks: MBR type 0x42, GPT LDM metadata/data."""
     found = []
     for partition in g.list_partitions():
-        if _is_ldm(g, partition):
+        if _disk_of(g, partition) in disks and _is_ldm(g, partition):
             found.append(partition)
     return tuple(found)
 
