@@ -102,6 +102,8 @@ def mapping_options(args: argparse.Namespace) -> dict[str, Variant]:
         options["shutdown-source"] = Variant("b", True)
     if getattr(args, "force", False):
         options["force"] = Variant("b", True)
+    if getattr(args, "virtio_win", None):
+        options["virtio-win"] = Variant("s", absolute(args.virtio_win))
     return options
 
 
@@ -214,6 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--install-guest-agent",
         action="store_true",
         help="install qemu-guest-agent at the guest's first boot (needs a package source there)",
+    )
+    guest.add_argument(
+        "--virtio-win",
+        metavar="DIR",
+        help="Windows guests: the virtio-win drivers (an unpacked ISO or /usr/share/virtio-win of the "
+        "RPM); default: $VIRTIO_WIN of the daemon, else /usr/share/virtio-win",
     )
     _add_mapping_options(migrate)
     migrate.set_defaults(func=cmd_migrate)

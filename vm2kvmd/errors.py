@@ -54,6 +54,9 @@ class ErrorCode(StrEnum):
     INTERNAL = "Internal"  # a bug; details only in the daemon log
     SOURCE_POWERED_ON = "SourcePoweredOn"  # a vSphere VM to migrate is running (static migration only)
     SHUTDOWN_FAILED = "ShutdownFailed"  # --shutdown-source: the VM did not power off (Tools, timeout)
+    GUEST_HIBERNATED = "GuestHibernated"  # Windows hibernated or shut down with Fast Startup (hiberfil.sys)
+    GUEST_ENCRYPTED = "GuestEncrypted"  # the system volume is BitLocker-encrypted and no key was given
+    DYNAMIC_DISK = "DynamicDisk"  # the Windows system volume is on a dynamic (LDM) disk
 
 
 class Vm2kvmError(Exception):

@@ -16,6 +16,7 @@ from vm2kvmd.core.planning.plan import DomainPlan
 class ConversionOptions:
     root: str | None = None  # --root: the inspection root to convert (appliance device), None = first
     install_guest_agent: bool = False  # install qemu-guest-agent at first boot
+    virtio_win: str = "/usr/share/virtio-win"  # Windows drivers (core.guest.windows.virtio_win)
 
 
 @dataclass

@@ -16,7 +16,9 @@ import re
 from collections.abc import Sequence
 
 from vm2kvmd.adapters.guestfs_api import GuestFS
+from vm2kvmd.convert.windows.inspect import inspect_windows, refuse_hidden_windows, tools_apps
 from vm2kvmd.core.guest.info import Filesystem, GuestInfo, Kernel, module_name
+from vm2kvmd.core.guest.windows.info import refuse_windows
 from vm2kvmd.core.hardware.model import Note
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
@@ -33,6 +35,14 @@ _VMWARE_TARBALL = (
     "/usr/local/bin/vmware-uninstall-tools.pl",
 )
 _X86 = ("x86_64", "i386", "i486", "i586", "i686")
+
+
+def find_roots(g: GuestFS) -> list[str]:
+    """libguestfs' inspection roots; with none, a BitLocker or dynamic system disk is named as the reason."""
+    roots = list(g.inspect_os())
+    if not roots:
+        refuse_hidden_windows(g)
+    return roots
 
 
 def choose_root(roots: Sequence[str], wanted: str | None) -> tuple[str, list[Note]]:
@@ -78,6 +88,8 @@ def mount_guest(g: GuestFS, root: str) -> list[Note]:
         try:
             g.mount(device, mountpoint)
         except RuntimeError as err:
+            if mountpoint == "/" and g.inspect_get_type(root) == "windows":
+                _refuse_unmountable_windows(g, root)
             if mountpoint in _ESSENTIAL_MOUNTS:
                 raise Vm2kvmError(
                     ErrorCode.CONVERSION_FAILED,
@@ -89,8 +101,22 @@ def mount_guest(g: GuestFS, root: str) -> list[Note]:
     return notes
 
 
+def _refuse_unmountable_windows(g: GuestFS, root: str) -> None:
+    """ntfs-3g will not write to a hibernated volume: say why, read-only, before any other error."""
+    try:
+        g.mount_ro(root, "/")
+    except RuntimeError:
+        return
+    try:
+        refuse_windows(inspect_windows(g, root))
+    finally:
+        g.umount_all()
+
+
 def inspect_guest(g: GuestFS, root: str) -> GuestInfo:
     """Everything the conversion needs to know about the mounted guest at ``root``."""
+    if g.inspect_get_type(root) == "windows":
+        return _inspect_windows_guest(g, root)
     mountpoints = g.inspect_get_mountpoints(root)
     kernels = _kernels(g)
     bootloader, boot_config = _bootloader(g)
@@ -120,8 +146,30 @@ def inspect_guest(g: GuestFS, root: str) -> GuestInfo:
     )
 
 
+def _inspect_windows_guest(g: GuestFS, root: str) -> GuestInfo:
+    windows = inspect_windows(g, root)
+    mountpoints = g.inspect_get_mountpoints(root)
+    return GuestInfo(
+        root=root,
+        os_type="windows",
+        distro="windows",
+        product_name=windows.product_name,
+        major=windows.major,
+        minor=windows.minor,
+        arch=windows.arch,
+        hostname=windows.hostname,
+        mountpoints=tuple(sorted(mountpoints.items(), key=lambda item: (len(item[0]), item[0]))),
+        filesystems=_filesystems(g),
+        firmware=windows.firmware,
+        vmware_tools=tuple(tools_apps(windows)),
+        windows=windows,
+    )
+
+
 def refuse_unconvertible(guest: GuestInfo) -> None:
     """Raise for a guest this converter cannot convert (only x86 Linux, for now)."""
+    if guest.windows is not None:
+        refuse_windows(guest.windows)  # hibernated, dynamic disk: named, whatever else is wrong
     if guest.os_type != "linux":
         raise Vm2kvmError(
             ErrorCode.UNSUPPORTED_GUEST,

@@ -23,7 +23,18 @@ FORMATS = ("qcow2", "raw")
 DOMAIN_TYPES = ("kvm", "qemu")
 SNAPSHOT_MODES = ("flatten", "keep")
 _STRING_OPTIONS = frozenset(
-    {"name", "pool", "output-dir", "format", "connect", "domain-type", "allocation", "snapshots", "root"}
+    {
+        "name",
+        "pool",
+        "output-dir",
+        "format",
+        "connect",
+        "domain-type",
+        "allocation",
+        "snapshots",
+        "root",
+        "virtio-win",
+    }
 )
 _BOOL_OPTIONS = frozenset(
     {"allow-external-paths", "verify", "guest-conversion", "install-guest-agent", "shutdown-source", "force"}
@@ -56,6 +67,7 @@ class MigrateOptions:
     # when that is not possible.
     shutdown_source: bool = False
     force: bool = False
+    virtio_win: str | None = None  # Windows drivers: a virtio-win directory; None: $VIRTIO_WIN, default
     # Not caller options (from_mapping refuses them): the daemon's configuration.
     work_dir: str = DEFAULT_WORK_DIR  # directory for per-job overlays
     default_pool: str = DEFAULT_POOL  # the pool when the caller names neither pool nor output-dir
@@ -93,7 +105,7 @@ class MigrateOptions:
                     key=key,
                     hint="known options: name, pool, output-dir, format, allocation, network, bridge, "
                     "connect, domain-type, datastore, allow-external-paths, snapshots, verify, "
-                    "guest-conversion, root, install-guest-agent, shutdown-source, force",
+                    "guest-conversion, root, install-guest-agent, shutdown-source, force, virtio-win",
                 )
         result = replace(opts, **changes)
         result.validate()
@@ -113,6 +125,7 @@ class MigrateOptions:
             ("allocation", "allocation"),
             ("snapshots", "snapshots"),
             ("root", "root"),
+            ("virtio_win", "virtio-win"),
         ):
             if getattr(self, attr) != getattr(base, attr):
                 out[key] = getattr(self, attr)
@@ -183,6 +196,8 @@ class MigrateOptions:
             raise _bad("output-dir", self.output_dir, "must be an absolute path")
         if self.root is not None and not self.root.startswith("/dev/"):
             raise _bad("root", self.root, "must be a device as the conversion names it, like /dev/sda2")
+        if self.virtio_win is not None and not self.virtio_win.startswith("/"):
+            raise _bad("virtio-win", self.virtio_win, "must be an absolute path of a virtio-win directory")
         if self.name is not None and not self.name.strip():
             raise _bad("name", self.name, "must not be empty")
         seen: set[str] = set()

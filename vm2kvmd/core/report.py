@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from vm2kvmd.core.guest.info import Conversion, GuestInfo
+from vm2kvmd.core.guest.windows.info import WindowsInfo
 from vm2kvmd.core.hardware.model import (
     Bus,
     CharPort,
@@ -350,6 +351,13 @@ def _source_console(vm: SourceVM) -> str:
 def _guest(guest: GuestInfo | None, plan: DomainPlan) -> dict[str, Any]:
     if guest is None:
         return {"converted": False, "status": NOT_CONVERTED, "facts": [], "filesystems": []}
+    if guest.windows is not None:
+        return {
+            "converted": True,
+            "status": f"converted: {guest.product_name or 'Windows'}",
+            "facts": windows_facts(guest.windows),
+            "filesystems": filesystem_rows(guest, plan),
+        }
     return {
         "converted": True,
         "status": f"converted: {guest.product_name or guest.distro}",
@@ -390,6 +398,27 @@ def guest_facts(guest: GuestInfo) -> list[dict[str, str]]:
         _fact("vmware-tools", "VMware Tools found", ", ".join(guest.vmware_tools) or "none"),
     ]
     return facts
+
+
+def windows_facts(guest: WindowsInfo) -> list[dict[str, str]]:
+    """What inspection found in a Windows guest, one fact per row."""
+    tools = [a.name for a in guest.apps if "vmware tools" in a.name.lower()]
+    static = [f"{n.description}: {', '.join(n.addresses)}" for n in guest.nics if not n.dhcp and n.addresses]
+    return [
+        _fact("product", "Product", guest.product_name or "unknown"),
+        _fact("version", "Version", f"{guest.major}.{guest.minor} build {guest.build}"),
+        _fact("edition", "Edition", f"{guest.edition or 'unknown'} ({guest.installation_type})"),
+        _fact("os-type", "OS type", "windows"),
+        _fact("arch", "Architecture", guest.arch),
+        _fact("hostname", "Host name", guest.hostname or "unknown"),
+        _fact("root", "System volume", guest.root),
+        _fact("systemroot", "Windows directory", guest.systemroot),
+        _fact("control-set", "Current control set", guest.current_control_set),
+        _fact("firmware", "Boots with", "UEFI" if guest.firmware == "uefi" else "BIOS"),
+        _fact("rtc", "Hardware clock", "UTC" if guest.rtc_utc else "local time"),
+        _fact("vmware-tools", "VMware Tools found", ", ".join(tools) or "none"),
+        _fact("static-ip", "Static IP addresses", "; ".join(static) or "none"),
+    ]
 
 
 def filesystem_rows(guest: GuestInfo, plan: DomainPlan) -> list[dict[str, str | None]]:

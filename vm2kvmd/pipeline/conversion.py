@@ -15,20 +15,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from vm2kvmd.adapters.appliance import Appliance
 from vm2kvmd.adapters.guestfs_api import GuestFS
 from vm2kvmd.aio import settle
 from vm2kvmd.convert.context import ConversionOptions, GuestContext
-from vm2kvmd.convert.inspect import choose_root, inspect_guest, mount_guest, refuse_unconvertible
+from vm2kvmd.convert.inspect import choose_root, find_roots, inspect_guest, mount_guest, refuse_unconvertible
 from vm2kvmd.convert.linux import convert_linux
-from vm2kvmd.core.guest.info import Conversion
+from vm2kvmd.convert.windows import convert_windows
+from vm2kvmd.convert.windows.context import WindowsContext, WindowsOptions
+from vm2kvmd.core.guest.info import Conversion, GuestInfo
 from vm2kvmd.core.guest.linux.caps import caps_for_linux
 from vm2kvmd.core.guest.linux.devices import device_map
+from vm2kvmd.core.guest.windows.info import refuse_windows
+from vm2kvmd.core.guest.windows.virtio_win import virtio_win_path
 from vm2kvmd.core.hardware.model import Note, SourceVM
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.planning.guestcaps import GuestCaps
@@ -103,7 +108,11 @@ async def _quietly(work: asyncio.Future[Conversion]) -> None:
 
 
 def _conversion_options(options: MigrateOptions) -> ConversionOptions:
-    return ConversionOptions(root=options.root, install_guest_agent=options.install_guest_agent)
+    return ConversionOptions(
+        root=options.root,
+        install_guest_agent=options.install_guest_agent,
+        virtio_win=virtio_win_path(options.virtio_win, os.environ.get("VIRTIO_WIN")),
+    )
 
 
 def _convert(
@@ -123,27 +132,25 @@ def _convert(
         timings.append(("launch", time.monotonic() - started))
         try:
             step = time.monotonic()
-            roots = g.inspect_os()
+            roots = find_roots(g)
             root, notes = choose_root(roots, options.root)
             notes += mount_guest(g, root)
             guest = inspect_guest(g, root)
-            refuse_unconvertible(guest)
+            if guest.windows is not None:
+                refuse_windows(guest.windows)
+            else:
+                refuse_unconvertible(guest)
             version = f"{guest.distro} {guest.major}.{guest.minor} {guest.arch}"
             log(f"guest: {guest.product_name} ({version}), root {root}")
             timings.append(("inspect", time.monotonic() - step))
-            caps, cap_notes = caps_for_linux(guest)
-            ctx = GuestContext(
-                g=g,
-                guest=guest,
-                vm=vm,
-                caps=caps,
-                replan=replan,
-                device_map=device_map,
-                options=options,
-                log=log,
-                notes=[*notes, *cap_notes],
-            )
-            timings += convert_linux(ctx, skip=skip)
+            ctx: GuestContext | WindowsContext
+            if guest.windows is not None:
+                ctx = WindowsContext(
+                    g, guest.windows, vm, WindowsOptions(options.virtio_win), log, notes=notes
+                )
+                timings += convert_windows(ctx, replan)
+            else:
+                ctx = _convert_linux(g, guest, vm, replan, options, log, notes, skip, timings)
             step = time.monotonic()
             _trim(g, guest.mountpoints, ctx)
             g.umount_all()
@@ -163,7 +170,8 @@ def _convert(
         timings.append(("shutdown", time.monotonic() - step))
     log(f"guest converted in {time.monotonic() - started:.1f} s")
     return Conversion(
-        caps=ctx.caps,
+        # The libosinfo id comes from inspection for every OS (Windows caps are made from WindowsInfo).
+        caps=replace(ctx.caps, os_id=ctx.caps.os_id or guest.os_id),
         guest=guest,
         changes=tuple(ctx.changes),
         notes=tuple(ctx.notes),
@@ -171,7 +179,34 @@ def _convert(
     )
 
 
-def _trim(g: GuestFS, mountpoints: Sequence[tuple[str, str]], ctx: GuestContext) -> None:
+def _convert_linux(
+    g: GuestFS,
+    guest: GuestInfo,
+    vm: SourceVM,
+    replan: Callable[[GuestCaps], DomainPlan],
+    options: ConversionOptions,
+    log: Callable[[str], None],
+    notes: list[Note],
+    skip: frozenset[str],
+    timings: list[tuple[str, float]],
+) -> GuestContext:
+    caps, cap_notes = caps_for_linux(guest)
+    ctx = GuestContext(
+        g=g,
+        guest=guest,
+        vm=vm,
+        caps=caps,
+        replan=replan,
+        device_map=device_map,
+        options=options,
+        log=log,
+        notes=[*notes, *cap_notes],
+    )
+    timings += convert_linux(ctx, skip=skip)
+    return ctx
+
+
+def _trim(g: GuestFS, mountpoints: Sequence[tuple[str, str]], ctx: GuestContext | WindowsContext) -> None:
     """Discard free blocks so they read as zeros in the overlays and are not copied."""
     trimmed = []
     for mountpoint, _device in mountpoints:

@@ -279,8 +279,11 @@ class Manager(BusInterface):
             if self._runner is None:
                 # Login, the VM's power state, its disks: the answer to MigrateRemote.
                 await asyncio.to_thread(pipeline_preflight_vsphere, vsphere, options)
+            if options.virtio_win:
+                await check_readable(caller, [options.virtio_win])
         else:
-            await check_readable(caller, [source])
+            # The Windows drivers are read for the caller too (a directory opens read-only like a file).
+            await check_readable(caller, [source, *([options.virtio_win] if options.virtio_win else [])])
         if self._preflight is not None and vsphere is None:
             # Bad input is the answer to Migrate, not a job that fails a moment later.
             await read_checked(caller, asyncio.to_thread(self._preflight, source, options))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vm2kvmd.core.guest.windows.info import WindowsInfo
 from vm2kvmd.core.hardware.model import Note
 from vm2kvmd.core.planning.guestcaps import GuestCaps
 from vm2kvmd.core.planning.osinfo import osinfo_from_guest
@@ -68,6 +69,7 @@ class GuestInfo:
     firmware: str = "bios"  # bios or uefi (an ESP is mounted)
     vmware_tools: tuple[str, ...] = ()  # what was found: package names, "tarball" for a tarball install
     initramfs_tool: str = "unknown"  # initramfs-tools, dracut, mkinitrd, unknown
+    windows: WindowsInfo | None = None  # what a Windows guest's registry and disks say (issue 13)
 
     @property
     def os_id(self) -> str | None:

@@ -23,6 +23,11 @@ class GuestCaps:
     reason: str = "guest not converted: devices every x86 OS has drivers for"
     # The OS inspection found, as a libosinfo id (core/planning/osinfo.py); None: VMware's guestOS decides.
     os_id: str | None = None
+    # Windows (issue 13): Hyper-V enlightenments the guest uses ("" none, "basic" Vista/2008:
+    # relaxed, vapic, spinlocks; "full" 7/2008 R2 and later: also the synthetic timers and
+    # clock), and the RTC as the guest reads it (None: from the source's guest OS type).
+    hyperv: str = ""
+    clock_offset: str | None = None  # utc or localtime
 
     @classmethod
     def unconverted(cls) -> GuestCaps:

@@ -269,9 +269,10 @@ def plan_domain(vm: SourceVM, opts: PlanOptions, caps: GuestCaps) -> DomainPlan:
         hw_version=vm.hw_version,
         notes=tuple(notes),
         vnc_keymap=graphics.keymap,
-        clock_offset="localtime" if _is_windows(vm.guest_os) else "utc",
+        clock_offset=caps.clock_offset or ("localtime" if _is_windows(vm.guest_os) else "utc"),
         # host-model gives the guest the host's CPU features (RHEL 9 and Windows 11
         # need x86-64-v2, which QEMU's default qemu64 lacks); TCG cannot do
         # host-model, so there the default model stays.
         cpu_mode="host-model" if opts.domain_type == "kvm" else None,
+        hyperv=caps.hyperv,
     )

@@ -121,3 +121,4 @@ class DomainPlan:
     clock_offset: str = "utc"  # utc, or localtime for Windows (its RTC runs in local time)
     cpu_mode: str | None = None  # host-model on kvm; None: the hypervisor's default model (TCG)
     os_id: str | None = None  # libosinfo id (http://debian.org/debian/12); None: not known
+    hyperv: str = ""  # Hyper-V enlightenments for Windows: "" none, "basic", "full" (GuestCaps.hyperv)
