@@ -32,15 +32,10 @@ from vm2kvmd.core.guest.windows.info import (
     decode_value,
     windows_info,
 )
+from vm2kvmd.core.guest.windows.partitions import ESP_TYPE, HEAD_BYTES, is_ldm, partition_types
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 BITLOCKER_SIGNATURE = b"-FVE-FS-"  # the OEM id of a BitLocker volume's boot sector (offset 3)
-LDM_MBR_ID = 0x42
-LDM_GPT_TYPES = (
-    "5808C8AA-7E8F-42E0-85D2-E1E90434CFB3",  # LDM metadata
-    "AF9B60A0-1431-4F62-BC68-3311714A69AD",  # LDM data
-)
-ESP_GPT_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 
 
 def inspect_windows(g: GuestFS, root: str) -> WindowsInfo:
@@ -122,9 +117,8 @@ def bitlocker_volumes(g: GuestFS, disks: Sequence[str]) -> tuple[str, ...]:
 def ldm_partitions(g: GuestFS, disks: Sequence[str]) -> tuple[str, ...]:
     """Partitions of ``disks`` that belong to dynamic disks: MBR type 0x42, GPT LDM metadata/data."""
     found = []
-    for partition in g.list_partitions():
-        if _disk_of(g, partition) in disks and _is_ldm(g, partition):
-            found.append(partition)
+    for disk in disks:
+        found += [f"{disk}{n}" for n, kind in _types(g, disk).items() if is_ldm(kind)]
     return tuple(found)
 
 
@@ -132,20 +126,16 @@ def is_dynamic(g: GuestFS, root: str) -> bool:
     """The system volume is on a dynamic disk (an LDM volume, or a 0x42 partition that still maps it)."""
     if root.startswith("/dev/mapper/ldm_vol_"):
         return True
-    return root in g.list_partitions() and _is_ldm(g, root)
+    if root not in g.list_partitions():
+        return False
+    return is_ldm(_types(g, g.part_to_dev(root)).get(g.part_to_partnum(root), ""))
 
 
-def _is_ldm(g: GuestFS, partition: str) -> bool:
+def _types(g: GuestFS, disk: str) -> dict[int, str]:
     try:
-        device, number = g.part_to_dev(partition), g.part_to_partnum(partition)
-        kind = g.part_get_parttype(device)
-        if kind == "msdos":
-            return g.part_get_mbr_id(device, number) == LDM_MBR_ID
-        if kind == "gpt":
-            return g.part_get_gpt_type(device, number).upper() in LDM_GPT_TYPES
-    except RuntimeError:  # an extended partition, a device without a table
-        pass
-    return False
+        return partition_types(g.pread_device(disk, HEAD_BYTES, 0))
+    except RuntimeError:  # shorter than 17 KiB, unreadable: no partition table to speak of
+        return {}
 
 
 def _disk_of(g: GuestFS, volume: str) -> str:
@@ -157,13 +147,8 @@ def _disk_of(g: GuestFS, volume: str) -> str:
 
 
 def _firmware(g: GuestFS, disk: str) -> str:
-    """uefi when the system disk is GPT with an EFI system partition (Windows boots GPT only by UEFI)."""
-    with contextlib.suppress(RuntimeError):
-        if g.part_get_parttype(disk) == "gpt":
-            for part in g.part_list(disk):
-                if g.part_get_gpt_type(disk, int(part["part_num"])).upper() == ESP_GPT_TYPE:
-                    return "uefi"
-    return "bios"
+    """uefi when the system disk has an EFI system partition on GPT (Windows boots GPT only by UEFI)."""
+    return "uefi" if ESP_TYPE in _types(g, disk).values() else "bios"
 
 
 # --- the hives --------------------------------------------------------------------------------
