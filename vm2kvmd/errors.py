@@ -52,6 +52,10 @@ class ErrorCode(StrEnum):
     DATASTORE_INACCESSIBLE = "DatastoreInaccessible"  # a VM's disk is on a datastore vSphere cannot reach
     VSPHERE_ERROR = "VsphereError"  # another vSphere fault; the message carries vSphere's words
     INTERNAL = "Internal"  # a bug; details only in the daemon log
+    LIBVIRT_UNAVAILABLE = "LibvirtUnavailable"  # libvirtd not reachable (at start, or past the retry bound)
+    SOURCE_VANISHED = "SourceVanished"  # a source file disappeared or shrank while the job read it
+    POOL_VANISHED = "PoolVanished"  # the target pool was removed or stopped while the job ran
+    HARDWARE_LIMIT = "HardwareLimit"  # more devices than any VMware VM can have (names the key)
 
 
 class Vm2kvmError(Exception):
