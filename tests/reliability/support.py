@@ -56,4 +56,10 @@ def leftovers(
     }
 
 
-NOTHING = {"volumes": [], "pool files": [], "work dir": [], "domains": [], "store residues": []}
+NOTHING: dict[str, list[Any]] = {
+    "volumes": [],
+    "pool files": [],
+    "work dir": [],
+    "domains": [],
+    "store residues": [],
+}
