@@ -16,6 +16,7 @@ Stopped by the PID it was started with, never by name.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -23,8 +24,10 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+import libvirt
+
 from testbed.processes import register_service, stop_process, tail
-from testbed.services import libvirt_answers
+from testbed.services import _quiet_libvirt, libvirt_answers
 
 _MOUNTS = {
     "run": "/run/libvirt",
@@ -47,6 +50,9 @@ class PrivateLibvirtd:
         shutil.copytree("/etc/libvirt", self.root / "etc", dirs_exist_ok=True, symlinks=True)
         for sub in ("storage", "qemu", "secrets", "nwfilter"):
             shutil.rmtree(self.root / "etc" / sub, ignore_errors=True)
+        # QEMU's capabilities as the shared libvirtd probed them (about 4 s to probe afresh).
+        if os.path.isdir("/var/cache/libvirt/qemu"):
+            shutil.copytree("/var/cache/libvirt/qemu", self.root / "cache" / "qemu", symlinks=True)
         script = ["mount --make-rprivate /"]
         script += [f"mount --bind {self.root / name} {target}" for name, target in _MOUNTS.items()]
         script.append(f"exec libvirtd --pid-file {self.root / 'libvirtd.pid'}")
@@ -75,6 +81,14 @@ class PrivateLibvirtd:
                 self.stop()
                 raise RuntimeError(f"private libvirtd did not answer on {self.uri}: {text}")
             time.sleep(0.05)
+        # The QEMU driver probes the emulator on its first real use and holds every define until
+        # then: done here, so a test's own define does not race the job's behind that wait.
+        _quiet_libvirt()
+        conn = libvirt.open(self.uri)
+        try:
+            conn.getDomainCapabilities()
+        finally:
+            conn.close()
         return self
 
     def stop(self) -> None:
