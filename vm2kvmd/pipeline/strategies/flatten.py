@@ -32,9 +32,9 @@ from vm2kvmd.core.report import build_report
 from vm2kvmd.core.residue import Residue
 from vm2kvmd.errors import Vm2kvmError
 from vm2kvmd.pipeline.blockdev import QemuSource, open_source
-from vm2kvmd.pipeline.copy import DiskCopy, copy_disks
+from vm2kvmd.pipeline.copy import DiskCopy, copy_disks, file_sizes
 from vm2kvmd.pipeline.events import DiskProgress
-from vm2kvmd.pipeline.overlay import BeforeCopy, Overlay, create_overlays
+from vm2kvmd.pipeline.overlay import BeforeCopy, Overlay, check_conversion_space, create_overlays
 from vm2kvmd.pipeline.planning import InspectResult, inspect_with_host
 from vm2kvmd.pipeline.strategies.base import Comparison, Migration, refuse_broken_disks
 from vm2kvmd.pipeline.targets import (
@@ -55,6 +55,8 @@ __all__ = ["FlattenDisks", "preflight_flatten"]
 
 def preflight_flatten(source: str, options: MigrateOptions) -> InspectResult:
     """``engine.preflight`` for ``--snapshots flatten`` (blocking)."""
+    if options.guest_conversion:
+        check_conversion_space(options.work_dir)
     if options.output_dir:
         inspected = inspect_with_host(source, options, None, strict=True)
         refuse_broken_disks(inspected)
@@ -86,6 +88,7 @@ class FlattenDisks:
         self.sizes: list[DiskSizes] = []
         self.paths: list[str] = []
         self.free = 0
+        self.source_files: list[tuple[tuple[str, int], ...]] = []  # per disk, when opened
 
     # --- inspect ------------------------------------------------------------------
 
@@ -159,8 +162,10 @@ class FlattenDisks:
         views = await self.migration.source_views()  # descriptor views live in the work area too
         area = await self.migration.work_area()
         sources: list[tuple[str, QemuSource]] = []
+        self.source_files = []
         for disk in disks:
             sources.append((disk.source.address.key, await open_source(views, _chain(disk))))
+            self.source_files.append(await in_thread(file_sizes, _chain(disk).files))
         overlays = await create_overlays(sources, area)
         self.migration.events.log(f"overlays in {area.path}")
         return overlays
@@ -190,9 +195,10 @@ class FlattenDisks:
                 format=disk.format,
                 total=target.written(disk, size),
                 mode=target.copy_mode(disk),
+                files=files,
             )
-            for i, (disk, overlay, path, size) in enumerate(
-                zip(self.disks_, self.overlays_, self.paths, self.sizes, strict=True)
+            for i, (disk, overlay, path, size, files) in enumerate(
+                zip(self.disks_, self.overlays_, self.paths, self.sizes, self.source_files, strict=True)
             )
         ]
 
