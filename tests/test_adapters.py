@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -148,11 +149,14 @@ def test_network_exists(host: LibvirtHost, test_network: str) -> None:
     assert not host.network_exists("vm2kvm-no-such-network")
 
 
-def test_unreachable_libvirt_is_libvirt_error(tmp_path: Path) -> None:
+def test_unreachable_libvirt_is_libvirt_unavailable_at_once(tmp_path: Path) -> None:
+    begin = time.monotonic()
     with LibvirtHost(f"qemu:///system?socket={tmp_path}/nothing") as bad, pytest.raises(Vm2kvmError) as exc:
         bad.domain_exists("x")
-    assert exc.value.code is ErrorCode.LIBVIRT_ERROR
+    assert time.monotonic() - begin < 1  # no patience given: no waiting
+    assert exc.value.code is ErrorCode.LIBVIRT_UNAVAILABLE
     assert "cannot connect to libvirt" in exc.value.message
+    assert "is libvirtd running?" in str(exc.value)
 
 
 # --- qemu-img -----------------------------------------------------------------

@@ -89,7 +89,7 @@ def test_the_shipped_example_parses_to_the_defaults_and_names_every_key() -> Non
             'pool = "images"',
             f"{CONF}: key pool: unknown key (known: state_dir, work_dir, max_parallel_jobs, "
             "disk_parallelism, host_disk_parallelism, job_retention, default_pool, default_network, "
-            "libvirt_uri) (value 'images')",
+            "libvirt_uri, libvirt_retry_seconds) (value 'images')",
         ),
     ],
 )

@@ -17,6 +17,7 @@ from vm2kvmd.constants import (
     DEFAULT_DISK_PARALLELISM,
     DEFAULT_HOST_DISK_PARALLELISM,
     DEFAULT_JOB_RETENTION,
+    DEFAULT_LIBVIRT_RETRY_SECONDS,
     DEFAULT_LIBVIRT_URI,
     DEFAULT_MAX_PARALLEL_JOBS,
     DEFAULT_NETWORK,
@@ -37,6 +38,7 @@ class DaemonConfig:
     default_pool: str = DEFAULT_POOL
     default_network: str = DEFAULT_NETWORK
     libvirt_uri: str = DEFAULT_LIBVIRT_URI
+    libvirt_retry_seconds: int = DEFAULT_LIBVIRT_RETRY_SECONDS  # a job waits this long for libvirtd
 
 
 class ConfigError(Exception):
@@ -54,7 +56,13 @@ class ConfigError(Exception):
 
 
 _PATH_KEYS = ("state_dir", "work_dir")
-_INT_KEYS = ("max_parallel_jobs", "disk_parallelism", "host_disk_parallelism", "job_retention")
+_INT_KEYS = (
+    "max_parallel_jobs",
+    "disk_parallelism",
+    "host_disk_parallelism",
+    "job_retention",
+    "libvirt_retry_seconds",
+)
 _NAME_KEYS = ("default_pool", "default_network", "libvirt_uri")
 KNOWN_KEYS = tuple(f.name for f in fields(DaemonConfig))
 

@@ -32,6 +32,9 @@ DEFAULT_MAX_PARALLEL_JOBS: Final = 2
 DEFAULT_HOST_DISK_PARALLELISM: Final = 4
 # Finished jobs kept in the job store (older ones are pruned, oldest first).
 DEFAULT_JOB_RETENTION: Final = 1000
+# How long a running job waits for a libvirtd that went away (a restart by apt takes seconds)
+# before it fails with LibvirtUnavailable.
+DEFAULT_LIBVIRT_RETRY_SECONDS: Final = 120
 
 # journald MESSAGE_IDs (128-bit, lower-case hex, no dashes, as sd-id128 prints them) of the job
 # lifecycle messages; fixed forever so admins can `journalctl MESSAGE_ID=...` (docs/logging.md).

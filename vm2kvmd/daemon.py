@@ -222,6 +222,7 @@ def job_defaults(config: DaemonConfig) -> MigrateOptions:
         default_pool=config.default_pool,
         default_network=config.default_network,
         disk_parallelism=config.disk_parallelism,
+        libvirt_retry_seconds=config.libvirt_retry_seconds,
     )
 
 

@@ -57,6 +57,10 @@ class ErrorCode(StrEnum):
     GUEST_HIBERNATED = "GuestHibernated"  # Windows hibernated or shut down with Fast Startup (hiberfil.sys)
     GUEST_ENCRYPTED = "GuestEncrypted"  # the system volume is BitLocker-encrypted and no key was given
     DYNAMIC_DISK = "DynamicDisk"  # the Windows system volume is on a dynamic (LDM) disk
+    LIBVIRT_UNAVAILABLE = "LibvirtUnavailable"  # libvirtd not reachable (at start, or past the retry bound)
+    SOURCE_VANISHED = "SourceVanished"  # a source file disappeared or shrank while the job read it
+    POOL_VANISHED = "PoolVanished"  # the target pool was removed or stopped while the job ran
+    HARDWARE_LIMIT = "HardwareLimit"  # more devices than any VMware VM can have (names the key)
 
 
 class Vm2kvmError(Exception):

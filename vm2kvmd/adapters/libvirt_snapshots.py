@@ -1,7 +1,8 @@
 """libvirt for kept snapshot chains: backed qcow2 volumes and redefined snapshot metadata.
 
-Blocking and thin like ``LibvirtHost`` (whose connection it uses): callers in
-the event loop run these in a thread.  Every ``libvirtError`` leaves as a
+Blocking and thin like ``LibvirtHost`` (through whose ``call`` every libvirt
+call goes, so a restarted libvirtd is waited for): callers in the event loop
+run these in a thread.  Every ``libvirtError`` leaves as a
 ``Vm2kvmError``.
 
 Facts of libvirt 9.0 these rely on (tried on Debian 12):
@@ -16,7 +17,6 @@ Facts of libvirt 9.0 these rely on (tried on Debian 12):
 
 from __future__ import annotations
 
-from typing import Any
 from xml.sax.saxutils import escape
 
 import libvirt
@@ -68,8 +68,9 @@ def create_layer_volume(host: LibvirtHost, pool: str, name: str, capacity: int, 
         "</volume>"
     )
     try:
-        p = host.connection().storagePoolLookupByName(pool)
-        return str(p.createXML(xml, 0).path())
+        return host.call(
+            lambda c: str(c.storagePoolLookupByName(pool).createXML(xml, 0).path()), creates=True
+        )
     except libvirt.libvirtError as err:
         raise _failed(f"cannot create volume {name!r} in pool {pool!r}", err) from err
 
@@ -77,8 +78,8 @@ def create_layer_volume(host: LibvirtHost, pool: str, name: str, capacity: int, 
 def domain_xml(host: LibvirtHost, name: str) -> str:
     """The persistent definition of ``name`` as libvirt completed it (what a snapshot records)."""
     try:
-        dom = host.connection().lookupByName(name)
-        return str(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE))
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+        return host.call(lambda c: str(c.lookupByName(name).XMLDesc(flags)))
     except libvirt.libvirtError as err:
         raise _failed(f"cannot read the definition of domain {name!r}", err) from err
 
@@ -89,8 +90,9 @@ def redefine_snapshot(host: LibvirtHost, domain: str, xml: str, *, current: bool
     if current:
         flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT
     try:
-        dom = host.connection().lookupByName(domain)
-        return str(dom.snapshotCreateXML(xml, flags).getName())
+        return host.call(
+            lambda c: str(c.lookupByName(domain).snapshotCreateXML(xml, flags).getName()), creates=True
+        )
     except libvirt.libvirtError as err:
         raise _failed(f"libvirt refused a snapshot of domain {domain!r}", err) from err
 
@@ -98,7 +100,7 @@ def redefine_snapshot(host: LibvirtHost, domain: str, xml: str, *, current: bool
 def delete_snapshot_metadata(host: LibvirtHost, domain: str, name: str) -> None:
     """Forget snapshot ``name`` of ``domain``; its files are left alone."""
     try:
-        snap: Any = host.connection().lookupByName(domain).snapshotLookupByName(name)
-        snap.delete(libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY)
+        flags = libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY
+        host.call(lambda c: c.lookupByName(domain).snapshotLookupByName(name).delete(flags))
     except libvirt.libvirtError as err:
         raise _failed(f"cannot remove snapshot {name!r} of domain {domain!r}", err) from err

@@ -12,6 +12,7 @@ from typing import Any
 
 from vm2kvmd.constants import (
     DEFAULT_DISK_PARALLELISM,
+    DEFAULT_LIBVIRT_RETRY_SECONDS,
     DEFAULT_LIBVIRT_URI,
     DEFAULT_NETWORK,
     DEFAULT_POOL,
@@ -73,6 +74,7 @@ class MigrateOptions:
     default_pool: str = DEFAULT_POOL  # the pool when the caller names neither pool nor output-dir
     default_network: str = DEFAULT_NETWORK  # for VMware networks the caller does not map
     disk_parallelism: int = DEFAULT_DISK_PARALLELISM  # disks of one VM copied at once
+    libvirt_retry_seconds: float = DEFAULT_LIBVIRT_RETRY_SECONDS  # how long a job waits for libvirtd
 
     @property
     def effective_pool(self) -> str | None:

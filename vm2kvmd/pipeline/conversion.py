@@ -40,7 +40,7 @@ from vm2kvmd.core.planning.guestcaps import GuestCaps
 from vm2kvmd.core.planning.plan import DomainPlan
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline.events import JobEvents
-from vm2kvmd.pipeline.overlay import Overlay
+from vm2kvmd.pipeline.overlay import Overlay, WorkAreaWatch, check_conversion_space
 
 NOT_CONVERTED = Note(
     "guest not converted (--no-guest-conversion): the VM keeps devices every OS drives "
@@ -88,10 +88,15 @@ class LibguestfsConverter:
         def log(message: str) -> None:
             loop.call_soon_threadsafe(events.log, message)
 
+        # Again (the preflight checked it): hours of conversion may be lost to a full work area.
+        await asyncio.to_thread(check_conversion_space, options.work_dir)
         appliance = Appliance([o.path for o in overlays])
         work = asyncio.ensure_future(
             asyncio.to_thread(_convert, appliance, vm, replan, _conversion_options(options), log, self.skip)
         )
+        # A full work area pauses the appliance for good (pipeline.overlay.FULL_BELOW).
+        full = WorkAreaWatch(options.work_dir, overlays)
+        watch = asyncio.create_task(full.watch(appliance.kill), name="work area watch")
         try:
             return await asyncio.shield(work)
         except asyncio.CancelledError:
@@ -99,6 +104,14 @@ class LibguestfsConverter:
             # The thread ends as soon as the appliance call it is blocked in fails.
             await settle(_quietly(work))
             raise
+        except Vm2kvmError as err:
+            if full.error is not None:
+                raise full.error from err
+            raise
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
 
 
 async def _quietly(work: asyncio.Future[Conversion]) -> None:

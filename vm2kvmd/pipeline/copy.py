@@ -25,6 +25,13 @@ file, a logical volume) the bytes qemu-img has written so far
 whole virtual disk and counts skipped zero areas as done, so it is not
 used.  A copy that hits ENOSPC becomes ``NO_SPACE`` naming the target and
 the sizes.
+
+A source file that goes away during the copy (deleted, its NFS share or
+file system unmounted, truncated) is ``SOURCE_VANISHED`` naming the file,
+whether qemu-img failed or not: QEMU reads an unlinked file it still holds
+open, and reads past the end of a truncated one as zeros, so a copy can
+"succeed" with data the source no longer has.  Each file's size when the
+job opened it (``DiskCopy.files``) is checked against it after every copy.
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ class DiskCopy:
     format: str  # qcow2 or raw
     total: int  # bytes the copy writes
     mode: CopyMode
+    files: tuple[tuple[str, int], ...] = ()  # the source's files and their sizes when opened
 
 
 NoSpace = Callable[[DiskCopy], Awaitable[Vm2kvmError]]
@@ -135,12 +143,47 @@ async def _copy(disk: DiskCopy, events: JobEvents, no_space: NoSpace) -> None:
     except Vm2kvmError as err:
         if err.code is ErrorCode.COPY_FAILED and _ENOSPC_TEXT in err.message:
             raise await no_space(disk) from err
+        vanished = await asyncio.to_thread(source_vanished, disk)
+        if vanished is not None:
+            raise vanished from err
         raise
     finally:
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await follower
+    vanished = await asyncio.to_thread(source_vanished, disk)
+    if vanished is not None:
+        raise vanished
     events.disk_progress(disk.index, disk.total, disk.total)
+
+
+def file_sizes(files: Sequence[str]) -> tuple[tuple[str, int], ...]:
+    """(file, size) of each of ``files`` now (blocking): what ``source_vanished`` compares with."""
+    return tuple((f, os.stat(f).st_size) for f in files)
+
+
+def source_vanished(disk: DiskCopy) -> Vm2kvmError | None:
+    """``SOURCE_VANISHED`` for the first source file of ``disk`` that is gone or shorter (blocking)."""
+    for path, size in disk.files:
+        try:
+            now = os.stat(path).st_size
+            with open(path, "rb") as f:  # a dead NFS mount answers stat from its cache
+                f.read(1)
+        except FileNotFoundError:
+            why = "it was deleted, or the file system holding it was unmounted, while the job read it"
+        except OSError as err:
+            why = f"it cannot be read any more ({err.strerror}): its storage went away while the job read it"
+        else:
+            if now >= size:
+                continue
+            why = f"it shrank from {size} to {now} bytes while the job read it (truncated)"
+        return Vm2kvmError(
+            ErrorCode.SOURCE_VANISHED,
+            f"source file of disk {disk.key} vanished: {why}",
+            file=path,
+            hint="nothing was kept of this copy; make the VM's files available again and migrate again",
+        )
+    return None
 
 
 async def _follow(disk: DiskCopy, meter: _Meter, events: JobEvents) -> None:

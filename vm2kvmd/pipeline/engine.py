@@ -47,7 +47,13 @@ from vm2kvmd.pipeline.rollback import Rollback
 from vm2kvmd.pipeline.strategies.base import Comparison, DiskStrategy, Migration
 from vm2kvmd.pipeline.strategies.flatten import FlattenDisks, preflight_flatten
 from vm2kvmd.pipeline.strategies.keep import KeepSnapshots, preflight_keep
-from vm2kvmd.pipeline.targets import create_exclusive, domain_exists, output_error, xml_path_for
+from vm2kvmd.pipeline.targets import (
+    create_exclusive,
+    domain_exists,
+    output_error,
+    pool_still_there,
+    xml_path_for,
+)
 from vm2kvmd.pipeline.testhold import hold
 from vm2kvmd.pipeline.verify import verify_disk
 
@@ -104,7 +110,12 @@ async def run_migration(
     """
     options.validate()
     check_vsphere_options(vsphere, options)
-    host = None if options.output_dir else LibvirtHost(options.connect)
+    # The job waits for a libvirtd that went away (pipeline.targets: the pool checked again).
+    host = (
+        None
+        if options.output_dir
+        else LibvirtHost(options.connect, patience=options.libvirt_retry_seconds, log=events.log)
+    )
     migration = Migration(source, options, events, host, Rollback(recorder), copy_slots, vsphere=vsphere)
     engine = Engine(migration, strategy_for(migration), tuple(before_copy), converter)
     try:
@@ -200,7 +211,7 @@ class Engine:
         await self._phase("define")
         plan = inspected.plan
         if migration.host is not None:
-            await in_thread(migration.host.refresh_pool, migration.pool)
+            await in_thread(pool_still_there, migration.host, migration.pool)
             name, more = await in_thread(self._define, migration.host, inspected)
             outputs = strategy.outputs(plan)
             events.log(f"defined domain {name} ({plan.uuid}){more}")

@@ -33,13 +33,14 @@ next start (``service.recovery``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -47,11 +48,24 @@ from vm2kvmd.adapters import qemu_img
 from vm2kvmd.aio import in_thread
 from vm2kvmd.core.planning import blockdev as qemu_source
 from vm2kvmd.core.residue import Residue, ResidueRecorder
+from vm2kvmd.core.units import size_text
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline.blockdev import OpenedSource
 
 # QEMU's qcow2 driver refuses longer backing file names (block/qcow2.c).
 QCOW2_BACKING_MAX = 1023
+
+# What a guest conversion writes into the overlays (a rebuilt initramfs, packages, logs) has to
+# fit in the work area: virt-v2v refuses to start with less than 1 GiB free in its temporary
+# directory for the same reason, and so does the preflight here.
+CONVERSION_SPACE = 1 << 30
+# The appliance's QEMU pauses the guest when a write into an overlay hits ENOSPC (QEMU's
+# default werror=enospc; libguestfs offers no other), and the conversion call then never
+# returns.  So while the guest is converted the work area is watched: this little free for
+# this long means it is full.
+FULL_BELOW = 1 << 20
+FULL_FOR = 3.0
+WATCH_INTERVAL = 0.5
 
 
 @dataclass(frozen=True)
@@ -139,6 +153,75 @@ class WorkArea:
                 self._recorder.forget(self._rid)
             self._rid = 0
         return problems
+
+
+def work_free(path: str) -> int:
+    """Bytes free for us on the file system of ``path``, or of its nearest existing parent (blocking)."""
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    fs = os.statvfs(path)
+    return fs.f_bavail * fs.f_frsize
+
+
+def check_conversion_space(work_dir: str) -> None:
+    """NO_SPACE unless the work directory has ``CONVERSION_SPACE`` free (blocking; the preflight)."""
+    free = work_free(work_dir)
+    if free < CONVERSION_SPACE:
+        raise no_space_in_work_area(
+            work_dir, f"a guest conversion needs {size_text(CONVERSION_SPACE)} free there", free
+        )
+
+
+def no_space_in_work_area(work_dir: str, what: str, free: int) -> Vm2kvmError:
+    return Vm2kvmError(
+        ErrorCode.NO_SPACE,
+        f"the work directory {work_dir} is too full: {what}, {size_text(free)} ({free} bytes) free",
+        file=work_dir,
+        key="work-dir",
+        hint="free space there, or give vm2kvmd a work directory on a larger file system "
+        "(work_dir in vm2kvmd.conf, or --work-dir)",
+    )
+
+
+class WorkAreaWatch:
+    """Notices a full work area while the appliance writes into the overlays; see ``FULL_BELOW``."""
+
+    def __init__(self, work_dir: str, overlays: Sequence[Overlay]) -> None:
+        self.work_dir = work_dir
+        self.overlays = tuple(overlays)
+        self.error: Vm2kvmError | None = None
+
+    async def watch(self, stop: Callable[[], None]) -> None:
+        """Poll until cancelled; when the area stays full, record ``error`` and call ``stop`` (once)."""
+        if not self.overlays:
+            return
+        where = os.path.dirname(self.overlays[0].path)
+        loop = asyncio.get_running_loop()
+        full_since: float | None = None
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            free = await asyncio.to_thread(work_free, where)
+            if free >= FULL_BELOW:
+                full_since = None
+                continue
+            full_since = full_since if full_since is not None else loop.time()
+            if loop.time() - full_since >= FULL_FOR:
+                grown = await asyncio.to_thread(lambda: sum(_allocated(o.path) for o in self.overlays))
+                self.error = no_space_in_work_area(
+                    self.work_dir,
+                    f"it filled up while the guest was converted (the overlays had grown to "
+                    f"{size_text(grown)}; a conversion needs up to {size_text(CONVERSION_SPACE)})",
+                    free,
+                )
+                stop()
+                return
+
+
+def _allocated(path: str) -> int:
+    try:
+        return os.stat(path).st_blocks * 512
+    except OSError:
+        return 0
 
 
 async def create_overlays(sources: Sequence[tuple[str, OpenedSource]], area: WorkArea) -> list[Overlay]:

@@ -122,6 +122,7 @@ class Rollback:
         self._undo: list[tuple[str, Callable[[], None], int]] = []  # (description, undo, residue id)
         self._lock = threading.Lock()
         self._recorder = recorder
+        self._left = False  # an undo failed: its record must outlive the job
 
     @property
     def recorder(self) -> ResidueRecorder | None:
@@ -201,16 +202,29 @@ class Rollback:
                 lines.append(f"{description} was already gone")
             except (OSError, Vm2kvmError) as err:
                 lines.append(f"could not remove {description}: {err}")
-                continue  # its record stays until the job ends: it is still there
+                self._left = True
+                continue  # its record stays: it is still there
             else:
                 lines.append(f"removed {description}")
             self._forget(rid)
         return lines
 
     def forget_all(self) -> list[str]:
-        """The migration ended (blocking): drop every record; returns a log line if that failed."""
+        """The migration ended (blocking): drop every record; returns a log line if that failed.
+
+        Not when an undo failed (libvirtd away, a file that would not go): then
+        the records stay with the finished job, and ``service.recovery`` removes
+        what they describe when the next job finds libvirtd reachable, or at
+        vm2kvmd's next start.  The other records are stale then, and harmless:
+        undoing something already gone is fine.
+        """
         if self._recorder is None:
             return []
+        if self._left:
+            return [
+                "what could not be removed stays recorded: vm2kvmd removes it when libvirtd is "
+                "reachable again (at the next migration or the next start of vm2kvmd)"
+            ]
         try:
             self._recorder.forget_all()
         except Exception as err:  # the store's own error types; the job's outcome stands

@@ -280,6 +280,29 @@ def check_pool_targets(host: LibvirtHost, pool_name: str, plan: DomainPlan) -> P
     return pool
 
 
+def pool_still_there(host: LibvirtHost, pool: str) -> None:
+    """Refresh ``pool`` before the domain is defined; ``PoolVanished`` if it went away during the job.
+
+    A stopped ``dir`` pool keeps its files, so a copy into it succeeds: only
+    libvirt can tell that the disks are no longer in a pool.
+    """
+    try:
+        host.refresh_pool(pool)
+    except Vm2kvmError as err:
+        if err.code is not ErrorCode.POOL_NOT_FOUND:
+            raise
+        raise pool_vanished(pool, err) from err
+
+
+def pool_vanished(pool: str, err: Vm2kvmError) -> Vm2kvmError:
+    return Vm2kvmError(
+        ErrorCode.POOL_VANISHED,
+        f"storage pool {pool!r} was removed or stopped while the job ran ({err.message})",
+        value=pool,
+        hint=err.hint or "start the pool again and migrate again",
+    )
+
+
 def check_volume_free(host: LibvirtHost, pool_name: str, volume_name: str, path: str) -> None:
     """Refuse a volume name (or its file) that is taken in the pool."""
     if host.volume_exists(pool_name, volume_name) or os.path.lexists(path):

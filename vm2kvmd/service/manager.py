@@ -57,6 +57,7 @@ from vm2kvmd.service.interface import BusInterface, bus_method
 from vm2kvmd.service.jobs.dbus_object import JobObject
 from vm2kvmd.service.jobs.job import Job
 from vm2kvmd.service.jobs.state import JobState
+from vm2kvmd.service.recovery import sweep_leftovers
 from vm2kvmd.service.runner import (
     Inspector,
     InspectOutcome,
@@ -287,6 +288,9 @@ class Manager(BusInterface):
         if self._preflight is not None and vsphere is None:
             # Bad input is the answer to Migrate, not a job that fails a moment later.
             await read_checked(caller, asyncio.to_thread(self._preflight, source, options))
+            # libvirtd answered: what failed jobs left while it was away can go now.
+            for line in await self._io.call(sweep_leftovers):
+                log.info("%s", line)
         self._check_open()
         store = await self._io.store()
         record = await self._io.call(

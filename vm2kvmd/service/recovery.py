@@ -11,6 +11,11 @@ restarted behind the admin's back, ``vm2kvmctl retry N`` starts one again.
 Blocking; vm2kvmd runs it before it owns its bus name, so no caller sees a
 job that is still being recovered.  The daemon's state-directory lock keeps a
 second vm2kvmd from running it under a live one.
+
+A job that failed while libvirtd was away past its bound may have left what
+only libvirt can remove (a domain, a logical volume): its rollback kept those
+records.  ``sweep_leftovers`` tries them again, at start and whenever a
+Migrate finds libvirtd reachable; each success is written to that job's log.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from vm2kvmd.constants import error_name
 from vm2kvmd.errors import ErrorCode
 from vm2kvmd.service.store import JobRecord, JobStore, now_us
 
-__all__ = ["recover"]
+__all__ = ["recover", "sweep_leftovers"]
 
 _UNFINISHED = ("queued", "running")
 
@@ -34,6 +39,27 @@ def recover(store: JobStore) -> list[str]:
     for record in store.load():
         if record.state in _UNFINISHED:
             lines += _recover_job(store, record)
+    return lines + sweep_leftovers(store)
+
+
+def sweep_leftovers(store: JobStore) -> list[str]:
+    """Remove what finished jobs could not remove (blocking); returns log lines, as ``recover``."""
+    numbers = store.jobs_with_residues()
+    if not numbers:
+        return []
+    from vm2kvmd.pipeline.rollback import remove_residue
+
+    lines: list[str] = []
+    for number in numbers:
+        record = store.get(number)
+        if record is None or record.state not in ("failed", "cancelled"):
+            continue  # a running job's records are its own; a completed job's outputs its result
+        for rid, residue in reversed(store.residues(number)):
+            ok, line = remove_residue(residue)
+            if ok:
+                store.remove_residues(number, rid)
+                store.append_log(number, now_us(), "cleanup", line)
+            lines.append(f"job {number}: {line}")
     return lines
 
 

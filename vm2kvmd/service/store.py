@@ -220,10 +220,12 @@ class JobStore:
                 values.append(encoded)
         with self._transaction() as conn:
             conn.execute(f"UPDATE jobs SET {', '.join(columns)} WHERE number = ?", (*values, int(number)))
-            if fields.get("state") in FINISHED_STATES:
+            if fields.get("state") == "completed":
                 # In the same transaction: a completed job's outputs are its result, and a
                 # crash between "forget what we made" and "completed" must not leave a job
-                # that recovery would fail as interrupted (or worse, undo).
+                # that recovery would fail as interrupted (or worse, undo).  A failed or
+                # cancelled job's rollback forgot what it removed; what it could not remove
+                # (libvirtd away) stays for service.recovery.sweep_leftovers.
                 conn.execute("DELETE FROM residues WHERE job = ?", (int(number),))
 
     def get(self, number: int) -> JobRecord | None:
@@ -290,6 +292,12 @@ class JobStore:
                 "SELECT id, residue FROM residues WHERE job = ? ORDER BY id", (int(number),)
             ).fetchall()
         return [(int(rid), _residue(text)) for rid, text in rows]
+
+    def jobs_with_residues(self) -> list[int]:
+        """Numbers of the jobs that have residue records, oldest first."""
+        with self._locked() as conn:
+            rows = conn.execute("SELECT DISTINCT job FROM residues ORDER BY job").fetchall()
+        return [int(row[0]) for row in rows]
 
     def add_residue(self, number: int, residue: Residue) -> int:
         """Write ``residue`` down for job ``number``, on disk when this returns; its id."""

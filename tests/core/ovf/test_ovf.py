@@ -748,3 +748,20 @@ def test_more_controllers_than_vmware_has_are_refused() -> None:
     with pytest.raises(Vm2kvmError, match="more than 4 SCSI controllers") as caught:
         build(envelope(scsi + disk_item(parent="30")))
     assert caught.value.code is ErrorCode.INVALID_SOURCE
+
+
+def test_an_eleventh_nic_is_refused_naming_its_item() -> None:
+    def nics(count: int) -> str:
+        return "".join(
+            f"<Item><rasd:ElementName>Network adapter {n}</rasd:ElementName>"
+            f"<rasd:InstanceID>{100 + n}</rasd:InstanceID><rasd:ResourceSubType>E1000</rasd:ResourceSubType>"
+            "<rasd:ResourceType>10</rasd:ResourceType></Item>"
+            for n in range(1, count + 1)
+        )
+
+    assert len(build(envelope(SCSI + disk_item() + nics(10))).nics) == 10
+    with pytest.raises(Vm2kvmError) as exc:
+        build(envelope(SCSI + disk_item() + nics(11)))
+    assert exc.value.code is ErrorCode.HARDWARE_LIMIT
+    assert "Network adapter 11" in str(exc.value.key)
+    assert "a VMware VM has at most 10 NICs" in exc.value.message

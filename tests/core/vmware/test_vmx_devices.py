@@ -9,6 +9,7 @@ import pytest
 from tests.core.vmware.vmx_support import BASE, build, note_text
 from vm2kvmd.core.hardware.model import ZERO_MAC, PortEndpoint, PortKind, SourceVM
 from vm2kvmd.core.vmware.vmx_devices import parse_port_uri
+from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 
 def nic_vm(tmp_path: Path, lines: str, guest: str = "other") -> SourceVM:
@@ -87,10 +88,9 @@ def test_nic_connections(tmp_path: Path) -> None:
     vm = build(
         tmp_path,
         BASE + 'ethernet0.present = "FALSE"\nethernet2.present = "TRUE"\nethernet2.startConnected = "FALSE"\n'
-        'ethernet10.present = "TRUE"\n',
+        'ethernet10.present = "FALSE"\n',
     )
     assert [(n.index, n.start_connected) for n in vm.nics] == [(2, False)]
-    assert "NIC outside VMware's range" in note_text(vm)
 
 
 # --- ports ------------------------------------------------------------------------------
@@ -186,3 +186,14 @@ def test_dropped_things_are_noted(tmp_path: Path) -> None:
         tmp_path, BASE + 'isolation.tools.hgfs.disable = "TRUE"\nsharedFolder0.present = "TRUE"\n'
     )
     assert "shared folder" not in note_text(hgfs_off)
+
+
+def test_an_eleventh_nic_is_refused_naming_its_key(tmp_path: Path) -> None:
+    nics = "".join(f'ethernet{i}.present = "TRUE"\nethernet{i}.virtualDev = "e1000"\n' for i in range(11))
+    with pytest.raises(Vm2kvmError) as exc:
+        build(tmp_path, BASE + nics)
+    assert exc.value.code is ErrorCode.HARDWARE_LIMIT
+    assert exc.value.key == "ethernet10.present"
+    assert "a VMware VM has at most 10 NICs (ethernet0-9)" in str(exc.value)
+    ten = build(tmp_path, BASE + nics.split("ethernet10")[0])
+    assert len(ten.nics) == 10

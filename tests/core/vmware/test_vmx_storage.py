@@ -10,7 +10,7 @@ from tests.core.vmware.vmx_support import BASE, build, good_disk, note_text
 from vm2kvmd.core.hardware.model import Bus, DiskChain, MediaKind, Note
 from vm2kvmd.core.vmware.vmx import parse_vmx
 from vm2kvmd.core.vmware.vmx_hardware import build_source_vm
-from vm2kvmd.errors import ErrorCode
+from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.sources.vmware.paths import local_resolver
 
 
@@ -40,28 +40,42 @@ def test_disk_order_and_loader_keys(tmp_path: Path) -> None:
 
 def test_scsi_units_by_hardware_version(tmp_path: Path) -> None:
     units = "".join(
-        f'scsi0:{u}.present = "TRUE"\nscsi0:{u}.fileName = "d{u}.vmdk"\n' for u in (6, 7, 8, 15, 16, 63, 64)
+        f'scsi0:{u}.present = "TRUE"\nscsi0:{u}.fileName = "d{u}.vmdk"\n' for u in (6, 7, 8, 15, 16, 63)
     )
-    old = build(tmp_path, BASE + 'virtualHW.version = "11"\nscsi0.present = "TRUE"\n' + units)
+    hw11 = BASE + 'virtualHW.version = "11"\nscsi0.present = "TRUE"\n'
+    old = build(tmp_path, hw11 + units.split("scsi0:16")[0])
     assert [d.address.unit for d in old.disks] == [6, 8, 15]
     assert "scsi0:7.present: scsi0:7: unit 7 is the SCSI controller itself" in note_text(old)
-    assert "scsi0:16 is outside VMware's range" in note_text(old)
     new = build(tmp_path, BASE + 'virtualHW.version = "13"\nscsi0.present = "TRUE"\n' + units)
     assert [d.address.unit for d in new.disks] == [6, 8, 15, 16, 63]
+    # Beyond the hardware version's range: not a VM VMware runs, refused naming the key.
+    with pytest.raises(Vm2kvmError) as exc:
+        build(tmp_path, hw11 + units)
+    assert exc.value.code is ErrorCode.HARDWARE_LIMIT
+    assert exc.value.key == "scsi0:16.present"
+    assert "at most 4 SCSI controllers (scsi0-3) with units scsiN:0-15 each at hardware version 11" in str(
+        exc.value
+    )
+    with pytest.raises(Vm2kvmError) as exc:
+        build(tmp_path, BASE + 'virtualHW.version = "13"\nscsi0.present = "TRUE"\nscsi0:64.present = "TRUE"')
+    assert (exc.value.code, exc.value.key) == (ErrorCode.HARDWARE_LIMIT, "scsi0:64.present")
 
 
 def test_controllers_absent_or_out_of_range(tmp_path: Path) -> None:
     vm = build(
         tmp_path,
         BASE + 'scsi1.present = "FALSE"\nscsi1:0.present = "TRUE"\nscsi1:0.fileName = "x.vmdk"\n'
-        'scsi4.present = "TRUE"\nscsi4:0.present = "TRUE"\nscsi4:0.fileName = "y.vmdk"\n'
+        'scsi4.present = "FALSE"\nscsi4:0.present = "FALSE"\nscsi4:0.fileName = "y.vmdk"\n'
         'sata0:0.present = "TRUE"\nsata0:0.fileName = "z.vmdk"\n'
         'scsi0:2.present = "FALSE"\nscsi0:2.fileName = "off.vmdk"\n',
     )
     assert [d.address.key for d in vm.disks] == ["sata0:0"]
     notes = note_text(vm)
     assert "scsi1.present: devices on scsi1 ignored" in notes
-    assert "scsi4:0 is outside VMware's range" in notes
+    with pytest.raises(Vm2kvmError) as exc:
+        build(tmp_path, BASE + 'scsi4.present = "TRUE"\nscsi4:0.present = "TRUE"\nscsi4:0.fileName = "y"')
+    assert (exc.value.code, exc.value.key) == (ErrorCode.HARDWARE_LIMIT, "scsi4.present")
+    assert "at most 4 SCSI controllers (scsi0-3)" in exc.value.message
     assert "sata0.present: sata0.present is missing; controller assumed present" in notes
 
 

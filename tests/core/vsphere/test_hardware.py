@@ -435,9 +435,12 @@ def test_macs_the_target_must_replace(mac: str | None, why: str) -> None:
 
 
 def test_too_many_nics() -> None:
-    vm = build(nics=tuple(nic(key=4000 + i) for i in range(12)))
-    assert len(vm.nics) == 10
-    assert sum("more than 10 NICs" in n for n in notes(vm)) == 2
+    assert len(build(nics=tuple(nic(key=4000 + i) for i in range(10))).nics) == 10
+    with pytest.raises(Vm2kvmError) as exc:
+        build(nics=tuple(nic(key=4000 + i) for i in range(12)))
+    assert exc.value.code is ErrorCode.HARDWARE_LIMIT
+    assert exc.value.key == "device 4010"
+    assert "a VMware VM has at most 10 NICs" in exc.value.message
 
 
 def test_serial_ports() -> None:

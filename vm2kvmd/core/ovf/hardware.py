@@ -23,6 +23,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from vm2kvmd.core.hardware.limits import MAX_NICS, beyond_vmware
 from vm2kvmd.core.hardware.model import (
     Cpu,
     Firmware,
@@ -61,7 +62,7 @@ from vm2kvmd.core.ovf.items import (
 )
 from vm2kvmd.core.ovf.storage import KNOWN_STORAGE_TYPES, OvfDiskLoader, read_storage
 from vm2kvmd.core.vmware.vmx import VmxFile
-from vm2kvmd.core.vmware.vmx_devices import CONNECTION_TYPES, MAX_NICS, guest_default_nic, read_vnc
+from vm2kvmd.core.vmware.vmx_devices import CONNECTION_TYPES, guest_default_nic, read_vnc
 from vm2kvmd.core.vmware.vmx_hardware import MAX_MEMORY_MIB, MAX_VCPUS, parse_genid, parse_vmware_uuid
 from vm2kvmd.errors import Vm2kvmError
 
@@ -244,8 +245,7 @@ def _nics(ctx: OvfContext, items: list[OvfItem], is_64bit: bool) -> tuple[Nic, .
     nics: list[Nic] = []
     for item in by_type(items, ETHERNET):
         if len(nics) == MAX_NICS:
-            ctx.note(f"more than {MAX_NICS} NICs; dropped", item.label)
-            continue
+            raise beyond_vmware(f"more than {MAX_NICS} NICs", item.label, "10 NICs")
         sub = (item.subtype or "").strip().lower()
         model = _NIC_MODELS.get(sub)
         if model is None:

@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+from vm2kvmd.core.hardware.limits import MAX_NICS, beyond_vmware
 from vm2kvmd.core.hardware.model import (
     ZERO_MAC,
     CharPort,
@@ -28,7 +29,6 @@ NIC_MODELS = frozenset({"vlance", "vmxnet", "vmxnet2", "vmxnet3", "e1000", "e100
 CONNECTION_TYPES = frozenset({"bridged", "nat", "hostonly", "custom"})
 ADDRESS_TYPES = frozenset({"generated", "vpx", "static"})
 SOUND_MODELS = frozenset({"es1371", "hdaudio", "sb16"})
-MAX_NICS = 10  # ethernet0-9 since ESXi 5 / hardware version 7
 MAX_SERIALS = 4
 MAX_PARALLELS = 3
 _MAC_RE = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}$")
@@ -73,8 +73,7 @@ def read_nics(vmx: VmxFile, *, is_64bit: bool, notes: list[Note]) -> tuple[Nic, 
         if not vmx.get_bool(f"{prefix}.present", False):
             continue
         if index >= MAX_NICS:
-            notes.append(Note(f"NIC outside VMware's range (0-{MAX_NICS - 1}) ignored", f"{prefix}.present"))
-            continue
+            raise beyond_vmware(f"NIC {prefix}", vmx.key_name(f"{prefix}.present"), "10 NICs (ethernet0-9)")
         nics.append(_nic(vmx, index, prefix, is_64bit, notes))
     return tuple(nics)
 

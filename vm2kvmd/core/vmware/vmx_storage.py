@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vm2kvmd.core.hardware.limits import beyond_vmware
 from vm2kvmd.core.hardware.model import (
     Bus,
     Controller,
@@ -95,6 +96,15 @@ def bus_rules(hw_version: int | None) -> tuple[_BusRule, ...]:
     )
 
 
+def _controllers_text(rule: _BusRule) -> str:
+    return f"{rule.controllers} {rule.bus.value.upper()} controllers ({rule.stem}0-{rule.controllers - 1})"
+
+
+def _units_text(rule: _BusRule, hw_version: int | None) -> str:
+    version = f"hardware version {hw_version}" if hw_version else "this hardware version"
+    return f"{_controllers_text(rule)} with units {rule.stem}N:0-{rule.units - 1} each at {version}"
+
+
 def read_storage(
     vmx: VmxFile,
     resolver: PathResolver,
@@ -112,13 +122,11 @@ def read_storage(
         for index in vmx.indices(rule.stem):
             if rule.controller_key and vmx.get_bool(f"{rule.stem}{index}.present", False):
                 if index >= rule.controllers:
-                    notes.append(
-                        Note(
-                            "controller outside VMware's range ignored",
-                            vmx.key_name(f"{rule.stem}{index}.present"),
-                        )
+                    raise beyond_vmware(
+                        f"controller {rule.stem}{index}",
+                        vmx.key_name(f"{rule.stem}{index}.present"),
+                        _controllers_text(rule),
                     )
-                    continue
                 controllers[(rule.bus, index)] = _controller(vmx, rule, index)
         for index, unit in vmx.unit_indices(rule.stem):
             prefix = f"{rule.stem}{index}:{unit}"
@@ -126,12 +134,7 @@ def read_storage(
                 continue
             present_key = vmx.key_name(f"{prefix}.present")
             if index >= rule.controllers or unit >= rule.units:
-                notes.append(
-                    Note(
-                        f"{prefix} is outside VMware's range for this hardware version; ignored", present_key
-                    )
-                )
-                continue
+                raise beyond_vmware(f"device {prefix}", present_key, _units_text(rule, hw_version))
             if unit in rule.reserved:
                 notes.append(
                     Note(f"{prefix}: unit {unit} is the SCSI controller itself; ignored", present_key)

@@ -28,6 +28,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 
+from vm2kvmd.core.hardware.limits import MAX_NICS, beyond_vmware
 from vm2kvmd.core.hardware.model import (
     READ_AT_MIGRATION,
     Bus,
@@ -53,7 +54,6 @@ from vm2kvmd.core.hardware.model import (
 from vm2kvmd.core.ovf.guest import guest_os_from_vim
 from vm2kvmd.core.vmware.vmx import VmxFile
 from vm2kvmd.core.vmware.vmx_devices import (
-    MAX_NICS,
     MAX_SERIALS,
     NIC_MODELS,
     guest_default_nic,
@@ -447,9 +447,10 @@ def _nics(ctx: _Context, is_64bit: bool) -> tuple[Nic, ...]:
     # In the API's device order, which is vSphere's "Network adapter 1, 2 ..." (ethernet0, 1 ...);
     # not by key: keys of NICs added later need not follow 4000, 4001 (the simulator uses 2xx).
     nics = list(ctx.vm.nics)
-    for vs in nics[MAX_NICS:]:
-        ctx.note(f"more than {MAX_NICS} NICs; dropped", _where(vs.label, vs.key))
-    return tuple(_nic(ctx, i, vs, is_64bit) for i, vs in enumerate(nics[:MAX_NICS]))
+    if len(nics) > MAX_NICS:
+        vs = nics[MAX_NICS]
+        raise beyond_vmware(f"more than {MAX_NICS} NICs", _where(vs.label, vs.key), "10 NICs")
+    return tuple(_nic(ctx, i, vs, is_64bit) for i, vs in enumerate(nics))
 
 
 _SERIAL_KINDS = {

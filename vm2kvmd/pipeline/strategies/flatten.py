@@ -33,9 +33,9 @@ from vm2kvmd.core.residue import Residue
 from vm2kvmd.core.vsphere.source import VsphereSource
 from vm2kvmd.errors import Vm2kvmError
 from vm2kvmd.pipeline.blockdev import OpenedSource, open_source
-from vm2kvmd.pipeline.copy import DiskCopy, copy_disks
+from vm2kvmd.pipeline.copy import DiskCopy, copy_disks, file_sizes
 from vm2kvmd.pipeline.events import DiskProgress
-from vm2kvmd.pipeline.overlay import BeforeCopy, Overlay, create_overlays
+from vm2kvmd.pipeline.overlay import BeforeCopy, Overlay, check_conversion_space, create_overlays
 from vm2kvmd.pipeline.planning import InspectResult, inspect_with_host
 from vm2kvmd.pipeline.strategies.base import Comparison, Migration, refuse_broken_disks
 from vm2kvmd.pipeline.targets import (
@@ -60,6 +60,8 @@ def preflight_flatten(
 ) -> InspectResult:
     """``engine.preflight`` for ``--snapshots flatten`` (blocking).  ``vsphere``: the VM is on
     ESXi/vCenter (logs in, refuses a powered-on VM)."""
+    if options.guest_conversion:
+        check_conversion_space(options.work_dir)
 
     def inspect(host: LibvirtHost | None) -> InspectResult:
         if vsphere is not None:
@@ -98,6 +100,7 @@ class FlattenDisks:
         self.sizes: list[DiskSizes] = []
         self.paths: list[str] = []
         self.free = 0
+        self.source_files: list[tuple[tuple[str, int], ...]] = []  # per disk, when opened
 
     # --- inspect ------------------------------------------------------------------
 
@@ -188,6 +191,7 @@ class FlattenDisks:
         views = await self.migration.source_views()  # descriptor views live in the work area too
         area = await self.migration.work_area()
         sources: list[tuple[str, OpenedSource]] = []
+        self.source_files = []
         remote = self.migration.remote
         for index, disk in enumerate(disks):
             key = disk.source.address.key
@@ -195,8 +199,11 @@ class FlattenDisks:
                 assert remote is not None
                 directory = os.path.join(await in_thread(area.disk_dir, index), "remote")
                 sources.append((key, await remote.open(key, directory)))
+                # A remote file vanishing is the reader's to report (HostUnreachable, TransferFailed).
+                self.source_files.append(())
             else:
                 sources.append((key, await open_source(views, _chain(disk))))
+                self.source_files.append(await in_thread(file_sizes, _chain(disk).files))
         overlays = await create_overlays(sources, area)
         self.migration.events.log(f"overlays in {area.path}")
         return overlays
@@ -226,9 +233,10 @@ class FlattenDisks:
                 format=disk.format,
                 total=target.written(disk, size),
                 mode=target.copy_mode(disk),
+                files=files,
             )
-            for i, (disk, overlay, path, size) in enumerate(
-                zip(self.disks_, self.overlays_, self.paths, self.sizes, strict=True)
+            for i, (disk, overlay, path, size, files) in enumerate(
+                zip(self.disks_, self.overlays_, self.paths, self.sizes, self.source_files, strict=True)
             )
         ]
 
