@@ -66,7 +66,7 @@ async def test_unknown_option_and_unreachable_libvirt_are_named(private_bus: str
             [{"connect": Variant("s", "qemu+unix:///system?socket=/nonexistent")}],
         )
     assert_error(unknown, "org.vm2kvm.Error.InvalidOption", "'pool'", "connect")
-    assert_error(gone, "org.vm2kvm.Error.LibvirtError", "qemu+unix:///system?socket=/nonexistent")
+    assert_error(gone, "org.vm2kvm.Error.LibvirtUnavailable", "qemu+unix:///system?socket=/nonexistent")
 
 
 def test_host_bridges_are_the_interfaces_with_a_bridge_directory(tmp_path: Path) -> None:
