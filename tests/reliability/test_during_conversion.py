@@ -4,6 +4,10 @@ Slow: one appliance launch each under TCG.  The test's own libvirtd gets an
 inactive network named ``default`` (defining a domain only needs it to
 exist), which the phony VM's NIC is mapped to.
 
+* libvirtd stops while the appliance works and comes back only after the
+  conversion ended (the issue's `apt upgrade` case, which failed the job at
+  define): the job waits in its next libvirt call, logs the outage, and
+  completes with the domain defined.
 * the work area (a tmpfs) fills up: the appliance's QEMU would pause on
   ENOSPC and the job hang for ever; it fails with ``NoSpace`` naming the work
   directory, and the daemon serves on.
@@ -14,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,15 +27,19 @@ import pytest
 from testbed.private_libvirtd import PrivateLibvirtd
 from testbed.services import DefinedNetwork, DirPool
 from tests.e2e.lifecycle_support import (
+    HOLD_ENV,
     ServiceDaemon,
     converting_job,
+    job_props,
     manager_jobs,
     phony_vm,
     wait_finished,
+    wait_for,
     work_files,
 )
 from tests.helpers.vmdk_factory import sha256_tree
-from tests.reliability.support import NOTHING, leftovers
+from tests.reliability.conftest import connect
+from tests.reliability.support import NOTHING, job_log, leftovers
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -91,4 +100,47 @@ def test_work_area_full_during_conversion_is_no_space(
         assert leftovers(own_libvirtd, own_pool, daemon, domain_name, number) == NOTHING
         assert manager_jobs(daemon.address)  # still serving
         assert daemon.terminate()[0] == 0
+    assert sha256_tree(tmp_path / "vm") == before
+
+
+@pytest.mark.allow_blocking
+def test_libvirtd_restarted_during_conversion_job_completes(
+    phony_images: dict[str, Path],
+    daemons: Callable[..., ServiceDaemon],
+    own_libvirtd: PrivateLibvirtd,
+    own_pool: DirPool,
+    default_network: DefinedNetwork,
+    domain_name: str,
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("guestfs")
+    vmx, before = phony_vm(phony_images["debian11"], tmp_path / "vm")
+    # Held a moment on entering the copy: the job's first libvirt call after the conversion comes
+    # while libvirtd is still away, whatever the machine's speed.
+    daemon = daemons(config=config(own_libvirtd, own_pool), env={HOLD_ENV: "copy:2"}).start()
+    number, _procs = converting_job(daemon, vmx, own_pool.name, domain_name)
+    own_libvirtd.stop()  # while the appliance converts the guest
+
+    def past_conversion() -> bool | None:
+        phase = job_props(daemon.address, number)["Phase"]
+        waiting = any("not reachable since" in line for line in job_log(daemon, number))
+        return True if phase not in ("inspect", "prepare", "convert") or waiting else None
+
+    wait_for(past_conversion, 300, "the job to finish converting")
+    time.sleep(3)
+    own_libvirtd.start()
+
+    props = wait_finished(daemon.address, number, timeout=300)
+    assert props["State"] == "completed", props["Error"]
+    assert props["Domain"] == domain_name
+    conn = connect(own_libvirtd.uri)
+    try:
+        assert conn.lookupByName(domain_name).UUIDString()
+    finally:
+        conn.close()
+    log = job_log(daemon, number)
+    assert any("not reachable since" in line for line in log), log
+    assert any("reachable again after" in line for line in log), log
+    assert len(props["Outputs"]) == 1
+    assert daemon.terminate()[0] == 0
     assert sha256_tree(tmp_path / "vm") == before
