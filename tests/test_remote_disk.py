@@ -34,7 +34,7 @@ from vm2kvmd.adapters import qemu_img
 from vm2kvmd.adapters.remote_disk import Limits, RemoteDisk
 from vm2kvmd.adapters.vsphere import connect, pinned_certificate
 from vm2kvmd.adapters.vsphere_keepalive import SessionKeeper
-from vm2kvmd.core.vsphere.uri import TlsPolicy, parse_uri
+from vm2kvmd.core.vsphere.uri import TlsPolicy, format_thumbprint, parse_uri
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 pytestmark = pytest.mark.slow
@@ -400,6 +400,13 @@ async def test_the_pinned_certificate_is_the_only_one_a_reader_trusts(
         swapped = parse_uri(f"esx://{USER}@{info.host}:{front.port}/")
         with pytest.raises(Vm2kvmError) as check:
             await asyncio.to_thread(pinned_certificate, swapped, info.thumbprint)
+        # A pinned certificate that does not name the host (the front's names 127.0.0.1 only):
+        # curl would refuse the name, so the job's readers go unverified (and its log says so).
+        front_pem = await asyncio.to_thread(Path(front.ca_file).read_text)
+        der = ssl.PEM_cert_to_DER_cert(front_pem)
+        front_pin = format_thumbprint(hashlib.sha256(der).digest())
+        by_name = parse_uri(f"esx://{USER}@localhost:{front.port}/")
+        assert await asyncio.to_thread(pinned_certificate, by_name, front_pin) == (front_pem, False)
         work = tmp_path / "swapped"
         work.mkdir()
         with pytest.raises(Vm2kvmError) as read:
