@@ -32,9 +32,9 @@ from testbed.proxy import CuttingProxy
 from testbed.vcsim import PASSWORD, USER, Vcsim, VcsimInfo
 from vm2kvmd.adapters import qemu_img
 from vm2kvmd.adapters.remote_disk import Limits, RemoteDisk
-from vm2kvmd.adapters.vsphere import connect
+from vm2kvmd.adapters.vsphere import connect, pinned_certificate
 from vm2kvmd.adapters.vsphere_keepalive import SessionKeeper
-from vm2kvmd.core.vsphere.uri import TlsPolicy, parse_uri
+from vm2kvmd.core.vsphere.uri import TlsPolicy, format_thumbprint, parse_uri
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 pytestmark = pytest.mark.slow
@@ -381,4 +381,54 @@ async def test_a_session_ended_mid_copy_is_renewed_and_the_copy_completes(
     assert refused and {r.session for r in refused} == {ended[0]}
     after = front.requests[front.requests.index(refused[-1]) + 1 :]
     assert after and all(r.status in (200, 206) and r.session == renewed for r in after)
+    assert _sha256_of_image(tmp_path / "disk.qcow2") == datastore.digest
+
+
+async def test_the_pinned_certificate_is_the_only_one_a_reader_trusts(
+    datastore: Datastore, tmp_path: Path
+) -> None:
+    """``--thumbprint`` reaches nbdkit: the host's certificate, checked against the pin, is the
+    readers' CA file, so a host that swaps its certificate later (our HTTPS front: another
+    self-signed certificate for 127.0.0.1) is refused by the check and by curl."""
+    info = datastore.info
+    pem, names_host = await asyncio.to_thread(
+        pinned_certificate, parse_uri(f"esx://{USER}@{info.host}:{info.port}/"), info.thumbprint
+    )
+    assert names_host
+    pinned = tmp_path / "pinned.pem"
+    await asyncio.to_thread(pinned.write_text, pem)
+    with HttpsFront(info.host, info.port, info.ca_file) as front:
+        swapped = parse_uri(f"esx://{USER}@{info.host}:{front.port}/")
+        with pytest.raises(Vm2kvmError) as check:
+            await asyncio.to_thread(pinned_certificate, swapped, info.thumbprint)
+        # A pinned certificate that does not name the host (the front's names 127.0.0.1 only):
+        # curl would refuse the name, so the job's readers go unverified (and its log says so).
+        front_pem = await asyncio.to_thread(Path(front.ca_file).read_text)
+        der = ssl.PEM_cert_to_DER_cert(front_pem)
+        front_pin = format_thumbprint(hashlib.sha256(der).digest())
+        by_name = parse_uri(f"esx://{USER}@localhost:{front.port}/")
+        assert await asyncio.to_thread(pinned_certificate, by_name, front_pin) == (front_pem, False)
+        work = tmp_path / "swapped"
+        work.mkdir()
+        with pytest.raises(Vm2kvmError) as read:
+            async with RemoteDisk(
+                datastore.url(front.port),
+                datastore.cookie,
+                work_dir=work,
+                ca_file=str(pinned),
+                pinned=True,
+                limits=Limits(retries=1, retry_delay=1),
+                label=NAME,
+            ) as disk:
+                await _copy(disk, tmp_path / "swapped.qcow2")
+    assert check.value.code == ErrorCode.CERTIFICATE_MISMATCH
+    assert info.thumbprint in str(check.value) and "--thumbprint" in (check.value.hint or "")
+    assert read.value.code == ErrorCode.CERTIFICATE_MISMATCH, read.value
+    assert NAME in str(read.value)
+    assert os.listdir(work) == []
+    # The same reader reads the pinned host itself.
+    async with RemoteDisk(
+        datastore.url(), datastore.cookie, work_dir=work, ca_file=str(pinned), pinned=True, label=NAME
+    ) as disk:
+        await _copy(disk, tmp_path / "disk.qcow2")
     assert _sha256_of_image(tmp_path / "disk.qcow2") == datastore.digest

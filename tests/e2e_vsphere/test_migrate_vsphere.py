@@ -438,6 +438,18 @@ def test_thumbprint_mismatch_and_no_verify_warning(
     assert run.status == 1
     assert sim.info.thumbprint in run.err and "--thumbprint" in run.err, run.err
     assert _job_count(daemon) == jobs
+    # The right pin: the disk readers trust exactly that certificate (it names 127.0.0.1).
+    secret = ("--password-file", str(password_file))
+    pinned = ("--thumbprint", sim.info.thumbprint)
+    run = ctl(daemon.address, "migrate", sim.uri, "--vm", "ha-host_VM0", *secret, *pinned,
+              "--pool", dir_pool.name, "--name", f"{domain_name}-pinned")  # fmt: skip
+    assert run.status == 0, run.err
+    try:
+        assert images_equal(disk, target_path(libvirt_conn, f"{domain_name}-pinned"), fmt_a="vmdk")
+        number = max(job["number"] for job in ctl(daemon.address, "--json", "jobs").json())
+        assert "unverified" not in ctl(daemon.address, "logs", str(number)).out
+    finally:
+        undefine(libvirt_conn, f"{domain_name}-pinned")
     run = ctl(
         daemon.address,
         "migrate",

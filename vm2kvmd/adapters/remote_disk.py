@@ -20,8 +20,10 @@ docs/libraries.md.
   the copy fails with ``HostUnreachable`` naming the host and the file.
 - Connections: the curl plugin does one request at a time per NBD connection, the limit filter
   bounds NBD connections per disk; ``HostLimiter`` bounds readers per host.
-- TLS is verified, against ``ca_file`` when given; ``verify=False`` only for a host whose
-  certificate the session adapter pinned by thumbprint.
+- TLS is verified, against ``ca_file`` when given (with ``pinned``: the one certificate whose
+  thumbprint the user pinned, which curl takes as trust anchor; a refusal is then
+  ``CertificateMismatch``); ``verify=False`` only with no_verify, or for a pinned certificate
+  that does not name the host (curl would refuse the name).
 
 nbdkit is owned by the context manager: started under ``setpriv --pdeathsig KILL`` and
 ``--exit-with-parent`` (it dies with the daemon), stopped and reaped on exit and on cancellation,
@@ -101,6 +103,7 @@ class RemoteDisk:
         work_dir: str | os.PathLike[str],
         ca_file: str | None = None,
         verify: bool = True,
+        pinned: bool = False,
         limits: Limits = Limits(),
         limiter: HostLimiter | None = None,
         label: str | None = None,
@@ -120,6 +123,7 @@ class RemoteDisk:
         self._work_dir = Path(work_dir)
         self._ca_file = ca_file
         self._verify = verify
+        self._pinned = pinned  # ca_file is the one certificate the user pinned
         self._limits = limits
         self._limiter = limiter
         self._dir: Path | None = None
@@ -208,6 +212,14 @@ class RemoteDisk:
                 f"reading {self.label} from {self.host}:{self.port} failed: {self.gave_up}",
                 file=self.label,
                 hint="check that the host is up and reachable, then retry the job (it starts the copy again)",
+            ) from exc
+        if isinstance(exc, Vm2kvmError) and self._pinned and "certificate" in detail.lower():
+            raise Vm2kvmError(
+                ErrorCode.CERTIFICATE_MISMATCH,
+                f"reading {self.label}: {self.host}:{self.port} no longer presents the pinned certificate "
+                f"({detail})",
+                file=self.label,
+                hint="the certificate changed or someone is in between; check it, pin the new one and retry",
             ) from exc
         if isinstance(exc, Vm2kvmError) and detail:
             raise Vm2kvmError(

@@ -22,7 +22,7 @@ from vm2kvmd.adapters import qemu_img
 from vm2kvmd.adapters.libvirt_host import LibvirtHost
 from vm2kvmd.adapters.nbd_file import NbdFile
 from vm2kvmd.adapters.remote_disk import RemoteDisk
-from vm2kvmd.adapters.vsphere import Session, connect
+from vm2kvmd.adapters.vsphere import Session, connect, pinned_certificate
 from vm2kvmd.adapters.vsphere_keepalive import SessionKeeper
 from vm2kvmd.adapters.vsphere_power import shut_down
 from vm2kvmd.aio import in_thread
@@ -127,17 +127,20 @@ class RemoteSources:
         assert session is not None
         await in_thread(os.makedirs, directory, 0o700, True)
         tls = self.source.tls
-        # A pinned certificate was checked by the session's own handshakes; curl cannot pin a
-        # certificate digest, so the readers then go unverified, like no_verify.
-        verify = not (parse_uri(self.source.uri).no_verify or tls.no_verify or tls.thumbprint)
+        ca_file = tls.ca_file
+        uri = parse_uri(self.source.uri)
+        verify = not (uri.no_verify or tls.no_verify)
+        if verify and tls.thumbprint:
+            ca_file, verify = await self._pin_readers(directory, tls.thumbprint)
         readers = []
         for path in chain.files:
             reader = RemoteDisk(
                 datastore_url(session, path),
                 session.cookie,
                 work_dir=directory,
-                ca_file=tls.ca_file,
+                ca_file=ca_file,
                 verify=verify,
+                pinned=bool(tls.thumbprint) and verify,
                 label=path,
             )
             readers.append(await self._stack.enter_async_context(reader))
@@ -160,6 +163,22 @@ class RemoteSources:
             node = stack(layers)
         await self._check_size(node, chain, key)
         return RemoteSource(node, top.descriptor)
+
+    async def _pin_readers(self, directory: str, pin: str) -> tuple[str | None, bool]:
+        """The readers' CA file: the host's certificate, checked against the pin just now."""
+        uri = parse_uri(self.source.uri)
+        pem, names_host = await in_thread(pinned_certificate, uri, pin)
+        if not names_host:
+            # curl checks the host name whenever it verifies; a pin is often given for a
+            # certificate that does not name the host, so its readers cannot check it.
+            self.on_log(
+                f"warning: the pinned certificate of {uri.address} does not name {uri.host}; "
+                "the disk readers (nbdkit curl) cannot check it and read unverified"
+            )
+            return None, False
+        path = os.path.join(directory, "pinned-certificate.pem")
+        await in_thread(_write, path, pem)
+        return path, True
 
     async def _check_size(self, node: Node, chain: RemoteChain, key: str) -> None:
         top = {k: v for k, v in node.items() if k != "backing"}
