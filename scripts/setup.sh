@@ -17,7 +17,7 @@ PACKAGES=(
     e2fsprogs fdisk
     lvm2
     debootstrap busybox-static linux-image-amd64
-    python3-hivex libhivex-bin ntfs-3g
+    python3-hivex libhivex-bin ntfs-3g xorriso
     shellcheck
     golang-go golang-github-vmware-govmomi-dev
     desktop-file-utils

@@ -68,7 +68,7 @@ class MigrateOptions:
     # when that is not possible.
     shutdown_source: bool = False
     force: bool = False
-    virtio_win: str | None = None  # Windows drivers: a virtio-win directory; None: $VIRTIO_WIN, default
+    virtio_win: str | None = None  # Windows drivers: virtio-win.iso or a directory; None: $VIRTIO_WIN
     # Not caller options (from_mapping refuses them): the daemon's configuration.
     work_dir: str = DEFAULT_WORK_DIR  # directory for per-job overlays
     default_pool: str = DEFAULT_POOL  # the pool when the caller names neither pool nor output-dir
@@ -199,7 +199,11 @@ class MigrateOptions:
         if self.root is not None and not self.root.startswith("/dev/"):
             raise _bad("root", self.root, "must be a device as the conversion names it, like /dev/sda2")
         if self.virtio_win is not None and not self.virtio_win.startswith("/"):
-            raise _bad("virtio-win", self.virtio_win, "must be an absolute path of a virtio-win directory")
+            raise _bad(
+                "virtio-win",
+                self.virtio_win,
+                "must be an absolute path of virtio-win.iso or of a directory holding its contents",
+            )
         if self.name is not None and not self.name.strip():
             raise _bad("name", self.name, "must not be empty")
         seen: set[str] = set()

@@ -26,6 +26,7 @@ import pytest
 from testbed.guests.windows.build import build_windows_images
 from testbed.guests.windows.layout import WindowsLayout, win7_x86, win11_uefi, win2008r2, win2019, xp_sp3
 from testbed.virtio_win import CURRENT_ISO, build_virtio_win
+from tests.convert.windows.test_virtio_win_iso import make_iso
 from vm2kvmd.adapters.appliance import Appliance
 from vm2kvmd.convert.windows import convert_windows
 from vm2kvmd.convert.windows.context import WindowsContext, WindowsOptions
@@ -131,6 +132,9 @@ def converted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Re
     work = tmp_path_factory.mktemp("winconv")
     images = build_windows_images([spec for spec, _ in CASES.values()])
     tree = build_virtio_win(work / "virtio-win", CURRENT_ISO)
+    # Server 2019 takes its drivers from the ISO file itself, read in place; its expectations are
+    # the same as from the unpacked tree.
+    iso = make_iso(tree, work / "virtio-win.iso", "-R", "-J")
     before = {p: _sha(p) for image in images.values() for p in image.disks}
     overlays: list[str] = []
     first_device: dict[str, int] = {}
@@ -171,7 +175,8 @@ def converted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Re
             def replan(caps: GuestCaps, vm: SourceVM = vm) -> DomainPlan:
                 return plan_domain(vm, OPTS, caps)
 
-            ctx = WindowsContext(g, info, vm, WindowsOptions(virtio_win=str(tree)), log=lambda _m: None)
+            source = iso if name == "win2019" else tree
+            ctx = WindowsContext(g, info, vm, WindowsOptions(virtio_win=str(source)), log=lambda _m: None)
             started = time.monotonic()
             convert_windows(ctx, replan)
             seconds = time.monotonic() - started

@@ -30,16 +30,19 @@ def convert_windows(
     timings: list[tuple[str, float]] = []
     started = time.monotonic()
     tree = open_virtio_win(ctx.options.virtio_win)
-    if tree.root is None:
-        ctx.log(f"drivers: no virtio-win tree at {ctx.options.virtio_win}")
-    injected = drivers.inject_drivers(ctx, tree)
-    timings.append(("drivers", time.monotonic() - started))
-    step = time.monotonic()
-    uninstall = firstboot.disable_vmware_services(ctx)
-    timings.append(("vmware-tools", time.monotonic() - step))
-    step = time.monotonic()
-    firstboot.schedule_first_boot(ctx, tree, injected, uninstall, replan(ctx.caps))
-    timings.append(("first-boot", time.monotonic() - step))
+    try:
+        if tree.root is None:
+            ctx.log(f"drivers: no virtio-win tree at {ctx.options.virtio_win}")
+        injected = drivers.inject_drivers(ctx, tree)
+        timings.append(("drivers", time.monotonic() - started))
+        step = time.monotonic()
+        uninstall = firstboot.disable_vmware_services(ctx)
+        timings.append(("vmware-tools", time.monotonic() - step))
+        step = time.monotonic()
+        firstboot.schedule_first_boot(ctx, tree, injected, uninstall, replan(ctx.caps))
+        timings.append(("first-boot", time.monotonic() - step))
+    finally:
+        tree.close()
     step = time.monotonic()
     efi.ensure_fallback_boot(ctx)
     timings.append(("efi", time.monotonic() - step))

@@ -24,7 +24,7 @@ HIVES = {"SYSTEM": "System32/config/SYSTEM", "SOFTWARE": "System32/config/SOFTWA
 
 @dataclass(frozen=True)
 class WindowsOptions:
-    virtio_win: str  # the virtio-win directory (--virtio-win, $VIRTIO_WIN, /usr/share/virtio-win)
+    virtio_win: str  # virtio-win.iso or a directory (--virtio-win, $VIRTIO_WIN, /usr/share/virtio-win)
     prefer_scsi: bool = False  # disks on virtio-scsi (vioscsi) rather than virtio-blk
     install_guest_agent: bool = True  # the qemu-ga MSI, when virtio-win has one
 
