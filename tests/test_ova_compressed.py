@@ -16,7 +16,6 @@ import gzip
 import io
 import os
 import re
-import shutil
 import subprocess
 import tarfile
 import threading
@@ -30,6 +29,7 @@ import pytest
 
 from testbed.services import DirPool, remove_domain
 from tests.helpers.ova_factory import OvfDisk, OvfNic, build_ova, manifest_text, ovf_text, write_tar
+from tests.helpers.small_fs import ext4_with_reserve
 from tests.helpers.vmdk_factory import MiB, make_vmdk, sha256_tree
 from tests.pipeline.support import RecordingEvents
 from vm2kvmd.core.hardware.model import EXTRACTED_AT_MIGRATION
@@ -38,7 +38,7 @@ from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline import run_migration
 from vm2kvmd.pipeline.planning import inspect_source
 from vm2kvmd.sources import load_source
-from vm2kvmd.sources.ovf.extract import extract_blocking, gunzip
+from vm2kvmd.sources.ovf.extract import extract_blocking, gunzip, gunzipped_size
 from vm2kvmd.sources.ovf.files import Located
 
 MAC = "00:50:56:9a:01:10"
@@ -274,21 +274,27 @@ def test_the_manifest_covers_the_members_as_stored(tmp_path: Path, untouched: Ca
     assert list(dest.iterdir()) == []  # checked before anything is extracted
 
 
-def test_not_enough_space_names_the_work_dir(
-    tmp_path: Path, untouched: Callable[[Path], Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    ova, _ = gzip_whole_ova(tmp_path)
+def test_not_enough_space_names_the_work_dir(tmp_path: Path, untouched: Callable[[Path], Path]) -> None:
+    """The work directory is on an ext4 that keeps half its blocks for root: the decompressed
+    archive would fit only into root's reserve, which is not ours to fill (``adapters.free_space``)."""
+    ova, _ = gzip_whole_ova(tmp_path, extra=bytes(20 * MiB))
     untouched(ova.parent)
-    dest = tmp_path / "dest"
-    dest.mkdir()
-    usage = shutil.disk_usage(dest)
-    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage._replace(free=1000))
-    with pytest.raises(Vm2kvmError) as caught:
-        extract_blocking(str(ova), str(dest), [], threading.Event(), lambda _: None)
-    err = caught.value
-    assert err.code is ErrorCode.NO_SPACE
-    assert str(dest) in err.describe() and "1000 free" in err.describe()
-    assert list(dest.iterdir()) == []
+    (tmp_path / "fs").mkdir()
+    with ext4_with_reserve(tmp_path / "fs") as work:
+        needed = gunzipped_size(Located(str(ova), 0, ova.stat().st_size, str(ova)))
+        dest = work.path / "dest"
+        dest.mkdir()
+        free = work.bavail()
+        assert free < needed < work.bfree()
+        with pytest.raises(Vm2kvmError) as caught:
+            extract_blocking(str(ova), str(dest), [], threading.Event(), lambda _: None)
+        err = caught.value
+        assert err.code is ErrorCode.NO_SPACE and err.file == str(dest) and err.key == "work-dir"
+        assert err.message == (
+            f"not enough space in the work directory {dest} to extract {ova}: "
+            f"{needed} bytes needed (at least), {free} free"
+        )
+        assert list(dest.iterdir()) == []
 
 
 def test_extraction_stops_when_asked(tmp_path: Path) -> None:

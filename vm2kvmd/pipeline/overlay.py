@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from vm2kvmd.adapters import qemu_img
+from vm2kvmd.adapters.free_space import free_space, work_dir_full
 from vm2kvmd.aio import in_thread
 from vm2kvmd.core.planning import blockdev as qemu_source
 from vm2kvmd.core.residue import Residue, ResidueRecorder
@@ -155,17 +156,9 @@ class WorkArea:
         return problems
 
 
-def work_free(path: str) -> int:
-    """Bytes free for us on the file system of ``path``, or of its nearest existing parent (blocking)."""
-    while not os.path.exists(path) and os.path.dirname(path) != path:
-        path = os.path.dirname(path)
-    fs = os.statvfs(path)
-    return fs.f_bavail * fs.f_frsize
-
-
 def check_conversion_space(work_dir: str) -> None:
     """NO_SPACE unless the work directory has ``CONVERSION_SPACE`` free (blocking; the preflight)."""
-    free = work_free(work_dir)
+    free = free_space(work_dir)
     if free < CONVERSION_SPACE:
         raise no_space_in_work_area(
             work_dir, f"a guest conversion needs {size_text(CONVERSION_SPACE)} free there", free
@@ -173,13 +166,8 @@ def check_conversion_space(work_dir: str) -> None:
 
 
 def no_space_in_work_area(work_dir: str, what: str, free: int) -> Vm2kvmError:
-    return Vm2kvmError(
-        ErrorCode.NO_SPACE,
-        f"the work directory {work_dir} is too full: {what}, {size_text(free)} ({free} bytes) free",
-        file=work_dir,
-        key="work-dir",
-        hint="free space there, or give vm2kvmd a work directory on a larger file system "
-        "(work_dir in vm2kvmd.conf, or --work-dir)",
+    return work_dir_full(
+        work_dir, f"the work directory {work_dir} is too full: {what}, {size_text(free)} ({free} bytes) free"
     )
 
 
@@ -200,7 +188,7 @@ class WorkAreaWatch:
         full_since: float | None = None
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
-            free = await asyncio.to_thread(work_free, where)
+            free = await asyncio.to_thread(free_space, where)
             if free >= FULL_BELOW:
                 full_since = None
                 continue

@@ -28,6 +28,7 @@ import errno
 import os
 from dataclasses import dataclass
 
+from vm2kvmd.adapters.free_space import free_space
 from vm2kvmd.adapters.libvirt_host import BLOCK_POOL_TYPES, FILE_POOL_TYPES, LibvirtHost, PoolInfo
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.planning.plan import DomainPlan, PlannedDisk
@@ -184,17 +185,15 @@ class DirTarget(Target):
         self.out = options.output_dir
         self.where = f"directory {self.out}"
         self.preallocate = options.allocation == "preallocated"
-        self.existing = self.out
 
     def xml_path(self, plan: DomainPlan) -> str:
         return xml_path_for(self.out, plan)
 
     def check(self, plan: DomainPlan) -> None:
-        self.existing = check_output_targets(self.out, plan, self.xml_path(plan))
+        check_output_targets(self.out, plan, self.xml_path(plan))
 
     def available(self) -> int:
-        fs = os.statvfs(self.existing)
-        return fs.f_bavail * fs.f_frsize
+        return free_space(self.out)  # before prepare(): its parent's file system
 
     def prepare(self, rollback: Rollback) -> None:
         """Create the output directory if needed (blocking)."""

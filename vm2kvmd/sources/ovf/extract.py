@@ -25,11 +25,11 @@ import asyncio
 import contextlib
 import errno
 import os
-import shutil
 import threading
 import zlib
 from collections.abc import Callable, Sequence
 
+from vm2kvmd.adapters.free_space import WORK_DIR_HINT, free_space, work_dir_full
 from vm2kvmd.aio import settle
 from vm2kvmd.core.ovf.envelope import parse_ovf
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
@@ -62,20 +62,17 @@ def gunzipped_size(loc: Located) -> int:
 
 
 def _no_space(dest: str, what: str, needed: int, free: int) -> Vm2kvmError:
-    return Vm2kvmError(
-        ErrorCode.NO_SPACE,
+    return work_dir_full(
+        dest,
         f"not enough space in the work directory {dest} to extract {what}: "
         f"{needed} bytes needed (at least), {free} free",
-        file=dest,
-        key="work-dir",
-        hint="free space there, start vm2kvmd with --work-dir on a larger file system, "
-        "or decompress the package yourself and migrate the result",
+        hint=f"{WORK_DIR_HINT}; or decompress the package yourself and migrate the result",
     )
 
 
 def check_space(dest: str, what: str, needed: int) -> None:
     """NO_SPACE unless ``dest`` has ``needed`` bytes free (blocking)."""
-    free = shutil.disk_usage(dest).free
+    free = free_space(dest)
     if needed > free:
         raise _no_space(dest, what, needed, free)
 
@@ -158,7 +155,7 @@ def gunzip(loc: Located, out: str, dest: str, stop: threading.Event) -> int:
 
 def _write_error(out: str, dest: str, err: OSError, what: str, needed: int = 0) -> Vm2kvmError:
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        free = shutil.disk_usage(dest).free
+        free = free_space(dest)
         return _no_space(dest, what, needed, free)
     return Vm2kvmError(
         ErrorCode.INVALID_OPTION,
