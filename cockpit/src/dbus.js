@@ -158,6 +158,8 @@ export function describeError(err) {
         code = name.slice('org.vm2kvm.Error.'.length);
     else if (name)
         code = name;
+    else if (err && err.exit_status !== undefined)
+        code = `vm2kvmctl exit status ${err.exit_status}`; // vsphere.js: a failure without an error name
     else if (err && err.problem)
         code = err.problem;
     let hint = '';

@@ -23,7 +23,10 @@ FAILURE_SHOTS = Path(__file__).resolve().parents[2] / "build" / "cockpit-test-fa
 CANDIDATES = {
     "button": "button, [role=button]",
     "link": "a, [role=link]",
-    "textbox": "input:not([type]), input[type=text], input[type=search], textarea, [role=textbox]",
+    "textbox": (
+        "input:not([type]), input[type=text], input[type=search], input[type=password], textarea, "
+        "[role=textbox]"
+    ),
     "checkbox": "input[type=checkbox], [role=checkbox]",
     "switch": "input[type=checkbox], [role=switch]",
     "radio": "input[type=radio], [role=radio]",
