@@ -271,6 +271,7 @@ def test_page_helpers(tmp_path: Path, page: Path) -> None:
 VSPHERE_PROBE = """
 globalThis.window = { cockpit: { message: e => 'cockpit says ' + e.problem } };
 const v = await import('./vsphere.js');
+const { sourceName } = await import('./format.js');
 const tp = Array(32).fill('AB').join(':');
 console.log(JSON.stringify({
     uris: [
@@ -293,6 +294,8 @@ console.log(JSON.stringify({
     pin: v.serverThumbprint({ name: 'org.vm2kvm.Error.CertificateNotTrusted',
                              message: 'not trusted; its SHA-256 thumbprint is ' + tp.toLowerCase() }),
     no_pin: v.serverThumbprint({ name: 'org.vm2kvm.Error.LoginFailed', message: 'thumbprint is ' + tp }),
+    job: v.isVsphereJob({ Source: 'esx://root@esx1/#web01' }) && !v.isVsphereJob({ Source: '/srv/a.vmx' }),
+    names: [sourceName('vpx://admin@vc1/DC/h1?no_verify=1#web 01'), sourceName('/srv/vm/web.vmx')],
 }));
 """
 
@@ -318,3 +321,5 @@ def test_vsphere_helpers(tmp_path: Path, page: Path) -> None:
     assert "not installed" in out["missing"]["message"] and out["missing"]["problem"] == "not-found"
     assert out["pin"] == ":".join(["AB"] * 32)
     assert out["no_pin"] is None
+    assert out["job"] is True
+    assert out["names"] == ["web 01 on vc1", "web.vmx"]

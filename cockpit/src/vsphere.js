@@ -126,6 +126,20 @@ export function inspectVm(conn, vm, options) {
                conn.password);
 }
 
+// A job whose Source is "URI#VM" (vm2kvmd's job_source): its Retry needs the password again.
+export function isVsphereJob(job) {
+    return /^(esx|vpx):\/\/[^#]*#./.test((job && job.Source) || '');
+}
+
+// `vm2kvmctl retry N`: the new job's number.  The URI (and its no_verify) is the job's; a pin
+// is not stored with the job, so it is given again.
+export function retryJob(number, { password, thumbprint }) {
+    const args = ['retry', String(number), '--detach', '--password-file', '-'];
+    if (thumbprint.trim())
+        args.push(`--thumbprint=${thumbprint.trim()}`);
+    return run(args, password).then(({ number: next }) => next);
+}
+
 // The new job's number: the job then shows in the table from the daemon's signals.
 export function migrateVm(conn, vm, options) {
     const args = ['migrate', sourceUri(conn), `--vm=${vm}`, '--detach', ...connectionArgs(conn),

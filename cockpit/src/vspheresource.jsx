@@ -1,12 +1,13 @@
-import React from 'react';
+import React, { useState } from 'react';
 import {
-    ActionGroup, Alert, Button, FormGroup, FormHelperText, Grid, GridItem, HelperText, HelperTextItem, Radio,
-    TextInput,
+    ActionGroup, Alert, Button, Form, FormGroup, FormHelperText, Grid, GridItem, HelperText, HelperTextItem,
+    Modal, Radio, TextInput,
 } from '@patternfly/react-core';
 import { Table, Thead, Tr, Th, Tbody, Td } from '@patternfly/react-table';
 
 import { bytes } from './format.js';
-import { TLS_NO_VERIFY, TLS_PIN, TLS_VERIFY, hostOf, sourceUri } from './vsphere.js';
+import { ErrorAlert } from './errors.jsx';
+import { TLS_NO_VERIFY, TLS_PIN, TLS_VERIFY, hostOf, retryJob, serverThumbprint, sourceUri } from './vsphere.js';
 
 export const NO_CONNECTION = { uri: '', user: 'root', password: '', tls: TLS_VERIFY, thumbprint: '' };
 
@@ -113,5 +114,53 @@ export function VmTable({ vms, uri, inspected, onInspect, busy }) {
                 )}
             </Tbody>
         </Table>
+    );
+}
+
+// Retry of a vSphere job: vm2kvmd does not keep the password, so it is asked for again (and a
+// pinned thumbprint, which is not kept with the job either); onRetried(new job number).
+export function RetryDialog({ job, number, onClose, onRetried }) {
+    const [password, setPassword] = useState('');
+    const [thumbprint, setThumbprint] = useState('');
+    const [busy, setBusy] = useState(false);
+    const [error, setError] = useState(null);
+    const retry = (pin = thumbprint) => {
+        setThumbprint(pin);
+        setBusy(true);
+        setError(null);
+        retryJob(number, { password, thumbprint: pin })
+                .then(onRetried)
+                .catch(setError)
+                .finally(() => setBusy(false));
+    };
+    const pin = serverThumbprint(error);
+    return (
+        <Modal variant="small" isOpen onClose={onClose} title={`Retry job ${number}`} id="retry-dialog"
+               actions={[
+                   <Button key="retry" variant="primary" type="submit" form="retry-form" id="retry-confirm"
+                           isLoading={busy} isDisabled={busy || !password}>Retry</Button>,
+                   <Button key="cancel" variant="link" onClick={onClose}>Cancel</Button>,
+               ]}>
+            <Form id="retry-form" onSubmit={e => { e.preventDefault(); if (password) retry() }}>
+                <p>{job.Source}: vm2kvm does not keep the password; give it again.</p>
+                <FormGroup label="Password" fieldId="retry-password" isRequired>
+                    <TextInput id="retry-password" type="password" value={password} isRequired
+                               autoComplete="current-password" onChange={(_e, v) => setPassword(v)} />
+                </FormGroup>
+                <FormGroup label="Pinned SHA-256 thumbprint" fieldId="retry-thumbprint">
+                    <TextInput id="retry-thumbprint" value={thumbprint} onChange={(_e, v) => setThumbprint(v)}
+                               placeholder="empty: verify with this host's CA certificates" />
+                </FormGroup>
+                {error && (
+                    <ErrorAlert error={error} title="The retry did not start" id="retry-error">
+                        {pin && (
+                            <Button variant="secondary" id="retry-pin" onClick={() => retry(pin)}>
+                                Pin this thumbprint
+                            </Button>
+                        )}
+                    </ErrorAlert>
+                )}
+            </Form>
+        </Modal>
     );
 }

@@ -159,3 +159,44 @@ def test_wrong_password_and_a_powered_on_vm_are_refused_by_name(
         sim.power(sim.vm(VM), on=False)
     assert len(ctl(daemon.address, "--json", "jobs", "--all").json()) == jobs
     assert pool.volume_names() == []
+
+
+def test_a_cancelled_vsphere_job_is_retried_with_the_password_asked_again(
+    page: Page, sim: Sim, daemon: DaemonProcess, pool: DirPool, libvirt_conn: Any, tmp_path: Path
+) -> None:
+    """vm2kvmd keeps no password: the page's Retry asks for it (and the pin) and starts the job
+    again through vm2kvmctl; the new job completes."""
+    disk = place_flat_disk(sim, VM, "retried", 8 * MiB, random=True)
+    secret = tmp_path / "password"
+    secret.write_text(SECRET)
+    secret.chmod(0o600)
+    domain = unique_name("dom")
+    pinned = ("--password-file", str(secret), "--thumbprint", sim.info.thumbprint)
+    run = ctl(daemon.address, "--json", "migrate", sim.uri, "--vm", VM, *pinned,
+              "--pool", pool.name, "--name", domain, "--no-guest-conversion", "--detach")  # fmt: skip
+    assert run.status == 0, run.err
+    number = run.json()["number"]
+    # The daemon holds each job 3 s in its last phase (conftest): time enough to cancel it.
+    assert ctl(daemon.address, "cancel", str(number)).status == 0
+    try:
+        page.open(f"/job/{number}")
+        page.wait(lambda: page.text_of(f"job-state-{number}") == "cancelled", f"job {number} cancelled")
+        with CmdlineWatch(SECRET) as watch:
+            page.find("button", f"Retry job {number}").click()
+            page.find("heading", f"Retry job {number}", exact=False)
+            page.type_into(page.find("textbox", "Password"), SECRET)
+            page.type_into(page.find("textbox", "Pinned SHA-256 thumbprint"), sim.info.thumbprint)
+            page.find("button", "Retry").click()
+            page.wait(lambda: f"#/job/{number}" not in str(page.driver.current_url), "the new job's page")
+            again = job_number_from_url(page)
+            page.wait(
+                lambda: page.text_of(f"job-state-{again}") == "completed",
+                f"job {again} completed",
+                timeout=90,
+            )
+        assert watch.leaks == []
+        assert images_equal(disk, target_path(libvirt_conn, domain), fmt_a="vmdk")
+        page.open("/")
+        assert f"{VM} on {sim.info.host}:{sim.port}" in page.by_id(f"job-row-{again}").text
+    finally:
+        remove_migrated(libvirt_conn, pool, domain)
