@@ -123,6 +123,27 @@ class Page:
         element.send_keys(Keys.DELETE)
         element.send_keys(text)
 
+    def keys(self, *keys: str) -> None:
+        """Keys pressed on whatever has the focus, as a keyboard user does."""
+        from selenium.webdriver.common.action_chains import ActionChains
+
+        ActionChains(self.driver).send_keys(*keys).perform()
+
+    def tab_to(self, role: str, name: str, limit: int = 25) -> Any:
+        """Press Tab until the focused element has ``role`` and ``name``; fail if none within
+        ``limit`` presses (the element is not reachable by keyboard)."""
+        from selenium.webdriver.common.keys import Keys
+
+        for _ in range(limit):
+            self.keys(Keys.TAB)
+            active = self.driver.switch_to.active_element
+            if (
+                active.aria_role in ROLES.get(role, (role,))
+                and " ".join(str(active.accessible_name).split()) == name
+            ):
+                return active
+        raise AssertionError(f"{role} {name!r} is not reachable with Tab")
+
     def screenshot(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.driver.save_screenshot(str(path))

@@ -132,9 +132,25 @@ def test_list_pin_inspect_and_migrate_with_the_password_nowhere(
 def test_wrong_password_and_a_powered_on_vm_are_refused_by_name(
     page: Page, sim: Sim, daemon: DaemonProcess, pool: DirPool, tmp_path: Path
 ) -> None:
+    """The form filled by keyboard alone (Tab, arrows within a radio group, Enter submits)."""
+    from selenium.webdriver.common.keys import Keys
+
     wrong = f"Wr0ng-{os.getpid()}-xyzzy"
-    connect_form(page, sim, wrong, thumbprint=sim.info.thumbprint)
-    page.find("button", "List VMs").click()
+    page.open("/new")
+    page.find("radio", "File on this host")
+    page.tab_to("radio", "File on this host")
+    page.keys(Keys.ARROW_RIGHT)
+    assert page.find("radio", "VMware ESXi or vCenter").is_selected()
+    page.tab_to("textbox", "ESXi or vCenter URI")
+    page.keys(f"{sim.info.host}:{sim.port}")  # a host alone: esx://HOST/
+    page.tab_to("textbox", "User name")
+    page.keys(USER)  # Tab selected the field's "root": typing replaces it
+    page.tab_to("textbox", "Password")
+    page.keys(wrong)
+    page.tab_to("radio", "Verify it with this host's CA certificates")
+    page.keys(Keys.ARROW_DOWN)
+    page.tab_to("textbox", "SHA-256 thumbprint")
+    page.keys(sim.info.thumbprint, Keys.ENTER)
     failed = page.alert("Listing the VMs failed")
     assert failed.get_attribute("data-error-code") == "LoginFailed"
     assert "refused the login" in failed.text and wrong not in failed.text
