@@ -92,6 +92,7 @@ def test_new_migration_runs_to_completion_and_shows_the_report(
     assert (
         "http://debian.org/debian/11" in hardware.find_element("css selector", "[data-key='guest-os']").text
     )
+    page.driver.execute_script("arguments[0].scrollIntoView()", hardware)  # the table, not the options
     screenshot(page, "cockpit-preview")
     page.find("button", "Start migration").click()
     number = job_number_from_url(page)
