@@ -14,6 +14,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -225,18 +226,23 @@ require(process.argv[1]).buildSync({
 """
 
 
-@needs_node
-def test_page_helpers(tmp_path: Path, page: Path) -> None:
+def run_probe(tmp_path: Path, probe: str) -> Any:
+    """What ``probe`` (a module importing the page's sources) prints, as JSON."""
     bundle = tmp_path / "probe.mjs"
     esbuild = REPO / "build/cockpit/npm/node_modules/esbuild"
     subprocess.run(
-        ["node", "-e", BUNDLE_PROBE, str(esbuild), HELPERS_PROBE, str(SRC), str(bundle)],
+        ["node", "-e", BUNDLE_PROBE, str(esbuild), probe, str(SRC), str(bundle)],
         check=True,
         capture_output=True,
         timeout=60,
     )
     done = subprocess.run(["node", str(bundle)], check=True, capture_output=True, text=True, timeout=60)
-    out = json.loads(done.stdout)
+    return json.loads(done.stdout)
+
+
+@needs_node
+def test_page_helpers(tmp_path: Path, page: Path) -> None:
+    out = run_probe(tmp_path, HELPERS_PROBE)
     assert out["bytes"] == ["0 B", "1.5 KiB", "3.0 GiB"]
     assert out["duration"] == ["5 s", "1 min 5 s", "2 h 2 min"]
     assert out["eta"] == "10.0 MiB/s, 1 min 0 s left"
@@ -259,3 +265,61 @@ def test_page_helpers(tmp_path: Path, page: Path) -> None:
     assert out["network_map"] == ["VM Network=lan"]
     assert out["bridge_map"] == ["DMZ=br0"]
     assert out["job_options"] == {"pool": "fast", "network": ["a=b"], "verify": True}
+
+
+# The vSphere form's pure parts (vsphere.js): the URI and arguments vm2kvmctl gets, its errors.
+VSPHERE_PROBE = """
+globalThis.window = { cockpit: { message: e => 'cockpit says ' + e.problem } };
+const v = await import('./vsphere.js');
+const { sourceName } = await import('./format.js');
+const tp = Array(32).fill('AB').join(':');
+console.log(JSON.stringify({
+    uris: [
+        v.sourceUri({ uri: 'esx1.example.com', user: 'root', tls: 'verify' }),
+        v.sourceUri({ uri: 'esx://admin@esx1:8443', user: 'root', tls: 'no-verify' }),
+        v.sourceUri({ uri: 'esx://esx1/?no_verify=1', user: '', tls: 'no-verify' }),
+        v.sourceUri({ uri: 'vpx://vc1/DC/Cluster/h1', user: 'administrator@vsphere.local', tls: 'pin' }),
+        v.sourceUri({ uri: '  ', user: 'root', tls: 'verify' }),
+    ],
+    host: v.hostOf('esx://root@esx1:8443/?no_verify=1'),
+    inspect_args: v.optionArgs({ name: '-web', pool: 'fast', network: ['VM Network=lan'], bridge: ['DMZ=br0'],
+                                 'guest-conversion': false, verify: true, 'shutdown-source': true }),
+    migrate_args: v.optionArgs({ format: 'raw', verify: true, 'shutdown-source': true, force: true },
+                               { migrate: true }),
+    named: v.ctlError({ exit_status: 1, message: 'vm2kvmctl: error: wrong' },
+                      '{"error": {"name": "org.vm2kvm.Error.LoginFailed", "message": "refused the login"}}'),
+    usage: v.ctlError({ exit_status: 2,
+                        message: 'vm2kvmctl: error: --password-file -: stdin holds no password\\n' }, ''),
+    missing: v.ctlError({ problem: 'not-found' }, ''),
+    pin: v.serverThumbprint({ name: 'org.vm2kvm.Error.CertificateNotTrusted',
+                             message: 'not trusted; its SHA-256 thumbprint is ' + tp.toLowerCase() }),
+    no_pin: v.serverThumbprint({ name: 'org.vm2kvm.Error.LoginFailed', message: 'thumbprint is ' + tp }),
+    job: v.isVsphereJob({ Source: 'esx://root@esx1/#web01' }) && !v.isVsphereJob({ Source: '/srv/a.vmx' }),
+    names: [sourceName('vpx://admin@vc1/DC/h1?no_verify=1#web 01'), sourceName('/srv/vm/web.vmx')],
+}));
+"""
+
+
+@needs_node
+def test_vsphere_helpers(tmp_path: Path, page: Path) -> None:
+    out = run_probe(tmp_path, VSPHERE_PROBE)
+    assert out["uris"] == [
+        "esx://root@esx1.example.com/",
+        "esx://root@esx1:8443/?no_verify=1",  # the form's user replaces the URI's
+        "esx://esx1/?no_verify=1",  # not twice
+        "vpx://administrator%40vsphere.local@vc1/DC/Cluster/h1",
+        "",
+    ]
+    assert out["host"] == "esx1:8443"
+    # "--key=value": a name that starts with "-" stays a value; inspect has no power options.
+    assert out["inspect_args"] == [
+        "--name=-web", "--pool=fast", "--network=VM Network=lan", "--bridge=DMZ=br0", "--no-guest-conversion",
+    ]  # fmt: skip
+    assert out["migrate_args"] == ["--format=raw", "--verify", "--shutdown-source", "--force"]
+    assert out["named"] == {"name": "org.vm2kvm.Error.LoginFailed", "message": "refused the login"}
+    assert out["usage"] == {"message": "--password-file -: stdin holds no password", "exit_status": 2}
+    assert "not installed" in out["missing"]["message"] and out["missing"]["problem"] == "not-found"
+    assert out["pin"] == ":".join(["AB"] * 32)
+    assert out["no_pin"] is None
+    assert out["job"] is True
+    assert out["names"] == ["web 01 on vc1", "web.vmx"]

@@ -183,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
         "source", metavar="SOURCE", help="the .vmx, .ovf or .ova file, or an esx:// or vpx:// URI"
     )
     inspect.add_argument("--xml", action="store_true", help="print only the domain XML")
+    inspect.add_argument(
+        "--no-guest-conversion",
+        action="store_true",
+        help="show the plan of migrate --no-guest-conversion (devices as they are)",
+    )
     vsphere.add_source_options(inspect)
     _add_mapping_options(inspect)
     inspect.set_defaults(func=cmd_inspect)

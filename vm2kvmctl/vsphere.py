@@ -29,6 +29,7 @@ from vm2kvmd.core.vsphere.uri import VsphereUri, parse_uri
 from vm2kvmd.errors import Vm2kvmError
 
 NETRC = "~/.netrc"
+STDIN_PASSWORD_LIMIT = 4096  # as the daemon's own bound (adapters/password_fd.py)
 _T = TypeVar("_T")
 
 
@@ -55,7 +56,8 @@ def add_credential_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--password-file",
         metavar="FILE",
-        help="file holding only the password (mode 0600 or 0400); default: ~/.netrc, else a prompt",
+        help="file holding only the password (mode 0600 or 0400), or - to read it from stdin (as the "
+        "Cockpit page gives it); default: ~/.netrc, else a prompt",
     )
     trust = group.add_mutually_exclusive_group()
     trust.add_argument(
@@ -161,17 +163,31 @@ def _checked_open(path: str) -> int:
     return fd
 
 
-def _pipe_with(secret: str) -> int:
+def _pipe_with(secret: str | bytes) -> int:
     """The read end of a pipe holding ``secret`` (a password is far below a pipe's capacity)."""
     read_end, write_end = os.pipe()
     try:
-        os.write(write_end, secret.encode())
+        os.write(write_end, secret if isinstance(secret, bytes) else secret.encode())
     except BaseException:
         os.close(read_end)
         raise
     finally:
         os.close(write_end)
     return read_end
+
+
+def _stdin_password() -> bytes:
+    """``--password-file -``: stdin to its end, bounded (the daemon checks what it holds).
+
+    Read here and passed on in a pipe rather than passing stdin itself: the daemon refuses a
+    terminal, and reads an fd only for 5 s, which a slow writer to stdin could exceed.
+    """
+    data = sys.stdin.buffer.read(STDIN_PASSWORD_LIMIT + 1)
+    if len(data) > STDIN_PASSWORD_LIMIT:
+        raise NoPassword(f"--password-file -: stdin holds more than {STDIN_PASSWORD_LIMIT} bytes")
+    if not data.strip(b"\r\n"):
+        raise NoPassword("--password-file -: stdin holds no password")
+    return data
 
 
 def _netrc_password(uri: VsphereUri) -> str | None:
@@ -192,7 +208,9 @@ def _netrc_password(uri: VsphereUri) -> str | None:
 def password_fd(args: argparse.Namespace, uri: VsphereUri) -> Iterator[int]:
     """An fd holding the password for ``uri``: ``--password-file``, ``~/.netrc`` (mode 0600), or
     a prompt on a terminal.  Closed on exit."""
-    if args.password_file is not None:
+    if args.password_file == "-":
+        fd = _pipe_with(_stdin_password())
+    elif args.password_file is not None:
         try:
             fd = _checked_open(args.password_file)
         except OSError as exc:

@@ -1,5 +1,5 @@
-// Everything the page says to vm2kvmd, through Cockpit's D-Bus channel on the system bus
-// (docs/dbus-api.md).  The page has no other back end.
+// Everything the page says to vm2kvmd through Cockpit's D-Bus channel on the system bus
+// (docs/dbus-api.md).  The only other way is vsphere.js (a password must travel as an fd).
 const cockpit = window.cockpit;
 
 export const BUS_NAME = 'org.vm2kvm.Daemon1';
@@ -158,6 +158,8 @@ export function describeError(err) {
         code = name.slice('org.vm2kvm.Error.'.length);
     else if (name)
         code = name;
+    else if (err && err.exit_status !== undefined)
+        code = `vm2kvmctl exit status ${err.exit_status}`; // vsphere.js: a failure without an error name
     else if (err && err.problem)
         code = err.problem;
     let hint = '';

@@ -43,3 +43,9 @@ export function rateAndEta(props, nowMs) {
 export function basename(path) {
     return String(path || '').replace(/\/+$/, '').split('/').pop();
 }
+
+// A job's source in a table cell: the file's name, or "VM on HOST" for vm2kvmd's "URI#VM".
+export function sourceName(source) {
+    const match = /^(?:esx|vpx):\/\/(?:[^@/?#]*@)?([^/?#]*)[^#]*#(.+)$/.exec(String(source || ''));
+    return match ? `${match[2]} on ${match[1]}` : basename(source);
+}

@@ -7,8 +7,10 @@ import { Table, Thead, Tr, Th, Tbody, Td } from '@patternfly/react-table';
 
 import { jobAction, jobNumber } from './dbus.js';
 import { ErrorAlert } from './errors.jsx';
-import { basename, rateAndEta } from './format.js';
+import { rateAndEta, sourceName } from './format.js';
 import { go } from './nav.js';
+import { isVsphereJob } from './vsphere.js';
+import { RetryDialog } from './vspheresource.jsx';
 
 const FINISHED = ['completed', 'failed', 'cancelled'];
 const STATE_COLOR = { queued: 'grey', running: 'blue', completed: 'green', failed: 'red', cancelled: 'orange' };
@@ -66,6 +68,8 @@ export function JobProgress({ job, number, now }) {
 
 export function JobActions({ job, number, onError, withDetails }) {
     const [busy, setBusy] = useState(false);
+    const [asking, setAsking] = useState(false); // the password for a vSphere job's retry
+    const retried = number => go(['job', String(number)]);
     const run = (method, after) => {
         setBusy(true);
         jobAction(number, method)
@@ -92,9 +96,15 @@ export function JobActions({ job, number, onError, withDetails }) {
             {(job.State === 'failed' || job.State === 'cancelled') && (
                 <Button variant="secondary" isDisabled={busy} aria-label={`Retry job ${number}`}
                         id={`job-retry-${number}`}
-                        onClick={() => run('Retry', ([path]) => go(['job', String(jobNumber(path))]))}>
+                        onClick={() => isVsphereJob(job)
+                            ? setAsking(true)
+                            : run('Retry', ([path]) => retried(jobNumber(path)))}>
                     Retry
                 </Button>
+            )}
+            {asking && (
+                <RetryDialog job={job} number={number} onClose={() => setAsking(false)}
+                             onRetried={n => { setAsking(false); retried(n) }} />
             )}
             {finished && !job.Dismissed && (
                 <Button variant="link" isDisabled={busy} aria-label={`Dismiss job ${number}`}
@@ -169,7 +179,7 @@ export function JobsPage({ jobs }) {
                                             <Button variant="link" isInline onClick={() => go(['job', String(n)])}
                                                     aria-label={`Job ${n}`}>{n}</Button>
                                         </Td>
-                                        <Td dataLabel="Source" title={job.Source}>{basename(job.Source)}</Td>
+                                        <Td dataLabel="Source" title={job.Source}>{sourceName(job.Source)}</Td>
                                         <Td dataLabel="Domain">{job.Domain}</Td>
                                         <Td dataLabel="State"><StateLabel job={job} number={n} /></Td>
                                         <Td dataLabel="Phase" id={`job-phase-${n}`}>{job.Phase}</Td>

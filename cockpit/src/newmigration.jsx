@@ -11,6 +11,8 @@ import { FileBrowser, isSourceFile } from './browse.jsx';
 import { go } from './nav.js';
 import { Preview } from './preview.jsx';
 import { mappings, vmwareNetworks } from './options.js';
+import { inspectVm, listVms, migrateVm, serverThumbprint, TLS_PIN } from './vsphere.js';
+import { NO_CONNECTION, VmTable, VsphereSource } from './vspheresource.jsx';
 
 const DAEMON_DEFAULT = '';
 
@@ -60,31 +62,18 @@ function FileSource({ path, setPath, onInspect, busy }) {
     );
 }
 
-// vSphere needs the password as a file descriptor (ListVms' "h" argument), which Cockpit's
-// D-Bus channel cannot carry (docs/decisions.md, issue 14): this is where the form goes once it can.
-function VsphereSource() {
-    return (
-        <Alert variant="info" isInline id="vsphere-unavailable"
-               title="ESXi and vCenter sources: use vm2kvmctl for now">
-            <p>
-                vm2kvmd takes the vSphere password only as a file descriptor, never as text, and
-                Cockpit's D-Bus channel cannot pass one. On the host, run
-                {' '}<code>vm2kvmctl list-vms esx://root@esx.example.com/</code> and
-                {' '}<code>vm2kvmctl migrate esx://root@esx.example.com/?vm=NAME</code>; the job appears in this page's table.
-            </p>
-        </Alert>
-    );
-}
-
 // initialName: the name the VM's first Inspect planned (without options); a name equal to it is
 // not sent, so Migrate plans it the same way.
-function OptionsForm({ result, initialName, targets, targetsError, onStart, onPreview, busy }) {
+// remote: {vm, power_state} for a VM on ESXi or vCenter (its power options), else null.
+function OptionsForm({ result, initialName, targets, targetsError, onStart, onPreview, busy, remote }) {
     const [name, setName] = useState(initialName);
     const [pool, setPool] = useState(DAEMON_DEFAULT);
     const [format, setFormat] = useState('qcow2');
     const [networks, setNetworks] = useState({});
     const [conversion, setConversion] = useState(true);
     const [verify, setVerify] = useState(false);
+    const [shutdown, setShutdown] = useState(false);
+    const [force, setForce] = useState(false);
     const vmNetworks = vmwareNetworks(result);
     const pools = targets ? targets.pools.filter(p => p.active) : [];
     const libvirtNetworks = targets ? targets.networks.filter(n => n.active) : [];
@@ -99,6 +88,8 @@ function OptionsForm({ result, initialName, targets, targetsError, onStart, onPr
         bridge: mappings(networks, 'bridge'),
         'guest-conversion': conversion ? undefined : false,
         verify: verify || undefined,
+        'shutdown-source': (remote && shutdown) || undefined,
+        force: (remote && shutdown && force) || undefined,
     });
     const start = event => {
         event.preventDefault();
@@ -151,6 +142,23 @@ function OptionsForm({ result, initialName, targets, targetsError, onStart, onPr
                 <Checkbox id="option-verify" isChecked={verify} onChange={(_e, v) => setVerify(v)}
                           label="Verify the copied disks against the source" />
             </FormGroup>
+            {remote && (
+                <FormGroup label="Source VM" fieldId="option-shutdown-source" role="group">
+                    {remote.power_state === 'poweredOn' && (
+                        <Alert variant="warning" isInline isPlain id="source-powered-on"
+                               title={`${remote.vm} is powered on`}>
+                            vm2kvm copies a VM only while it is off: shut it down in vSphere, or let the
+                            migration shut it down first.
+                        </Alert>
+                    )}
+                    <Checkbox id="option-shutdown-source" isChecked={shutdown}
+                              onChange={(_e, v) => setShutdown(v)}
+                              label="Shut the source VM down first (a guest shutdown through VMware Tools)" />
+                    <Checkbox id="option-force" isChecked={force} isDisabled={!shutdown}
+                              onChange={(_e, v) => setForce(v)}
+                              label="Power it off when its guest cannot be shut down" />
+                </FormGroup>
+            )}
             <ActionGroup>
                 <Button variant="primary" type="submit" id="start-migration" isDisabled={busy || !name}
                         isLoading={busy}>Start migration</Button>
@@ -171,11 +179,44 @@ export function NewMigration() {
     const [error, setError] = useState(null);
     const [starting, setStarting] = useState(false);
     const { targets, error: targetsError } = useTargets();
+    const [conn, setConn] = useState(NO_CONNECTION);
+    const [listing, setListing] = useState(false);
+    const [vms, setVms] = useState(null); // {uri, list}: the last listing
+    // The inspected VM on ESXi or vCenter: {conn, vm, power_state}; null for a file.
+    const [remote, setRemote] = useState(null);
+
+    const failed = title => err => setError({ err, title });
+
+    const runList = (over = {}) => {
+        const using = { ...conn, ...over };
+        setConn(using);
+        setListing(true);
+        setError(null);
+        setVms(null);
+        setResult(null);
+        setRemote(null);
+        listVms(using)
+                .then(list => setVms({ uri: using.uri, list }))
+                .catch(failed('Listing the VMs failed'))
+                .finally(() => setListing(false));
+    };
+
+    const inspectRemote = vm => {
+        const chosen = { conn, vm: vm.name, power_state: vm.power_state };
+        setInspecting(true);
+        setError(null);
+        setResult(null);
+        inspectVm(conn, vm.name, {})
+                .then(r => { setInitialName(r.name); setRemote(chosen); setResult(r) })
+                .catch(failed('Inspect failed'))
+                .finally(() => setInspecting(false));
+    };
 
     const runInspect = () => {
         setInspecting(true);
         setError(null);
         setResult(null);
+        setRemote(null);
         inspect(path.trim(), {})
                 .then(r => { setInitialName(r.name); setResult(r) })
                 .catch(err => setError({ err, title: 'Inspect failed' }))
@@ -187,7 +228,10 @@ export function NewMigration() {
     const preview = options => {
         setInspecting(true);
         setError(null);
-        inspect(result.source, variantOptions(options))
+        const again = remote
+            ? inspectVm(remote.conn, remote.vm, options)
+            : inspect(result.source, variantOptions(options));
+        again
                 .then(setResult)
                 .catch(err => setError({ err, title: 'Inspect failed' }))
                 .finally(() => setInspecting(false));
@@ -196,8 +240,11 @@ export function NewMigration() {
     const start = options => {
         setStarting(true);
         setError(null);
-        migrate(result.source, variantOptions(options))
-                .then(job => go(['job', String(jobNumber(job))]))
+        const started = remote
+            ? migrateVm(remote.conn, remote.vm, options)
+            : migrate(result.source, variantOptions(options)).then(jobNumber);
+        started
+                .then(number => go(['job', String(number)]))
                 .catch(err => setError({ err, title: 'The migration did not start' }))
                 .finally(() => setStarting(false));
     };
@@ -211,7 +258,13 @@ export function NewMigration() {
             <Card className="pf-v5-u-my-md">
                 <CardTitle component="h2">Source</CardTitle>
                 <CardBody>
-                    <Form onSubmit={e => { e.preventDefault(); if (path) runInspect() }}>
+                    <Form onSubmit={e => {
+                        e.preventDefault();
+                        if (kind === 'file' && path)
+                            runInspect();
+                        else if (kind === 'vsphere' && conn.password)
+                            runList();
+                    }}>
                         <FormGroup role="radiogroup" fieldId="source-kind" label="Where the VM is" isInline>
                             <Radio id="source-kind-file" name="source-kind" label="File on this host"
                                    isChecked={kind === 'file'} onChange={() => setKind('file')} />
@@ -220,11 +273,30 @@ export function NewMigration() {
                         </FormGroup>
                         {kind === 'file'
                             ? <FileSource path={path} setPath={setPath} onInspect={runInspect} busy={inspecting} />
-                            : <VsphereSource />}
+                            : <VsphereSource conn={conn} setConn={setConn} busy={listing} />}
                     </Form>
                 </CardBody>
             </Card>
-            {error && <ErrorAlert error={error.err} title={error.title} id="migration-error" />}
+            {kind === 'vsphere' && vms && (
+                <Card className="pf-v5-u-my-md">
+                    <CardTitle component="h2">VMs</CardTitle>
+                    <CardBody>
+                        <VmTable vms={vms.list} uri={vms.uri} inspected={remote && remote.vm}
+                                 onInspect={inspectRemote} busy={inspecting || starting} />
+                    </CardBody>
+                </Card>
+            )}
+            {error && (
+                <ErrorAlert error={error.err} title={error.title} id="migration-error">
+                    {kind === 'vsphere' && serverThumbprint(error.err) && (
+                        <Button variant="secondary" id="pin-thumbprint"
+                                onClick={() => runList({ tls: TLS_PIN, thumbprint: serverThumbprint(error.err) })}>
+                            Pin this thumbprint
+                        </Button>
+                    )}
+                </ErrorAlert>
+            )}
+            {listing && <Spinner size="lg" aria-label="Listing the VMs" />}
             {inspecting && <Spinner size="lg" aria-label="Inspecting the VM" />}
             {result && (
                 <>
@@ -236,7 +308,8 @@ export function NewMigration() {
                         <CardTitle component="h2">Options</CardTitle>
                         <CardBody>
                             {/* keyed: a VM inspected next starts from its own name, not the last one's */}
-                            <OptionsForm key={result.source} result={result} initialName={initialName}
+                            <OptionsForm key={remote ? `${remote.conn.uri}|${remote.vm}` : result.source}
+                                         result={result} initialName={initialName} remote={remote}
                                          targets={targets} targetsError={targetsError} onPreview={preview}
                                          onStart={start} busy={starting || inspecting} />
                         </CardBody>

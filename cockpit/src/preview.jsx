@@ -9,11 +9,14 @@ const DROPPED = 'dropped';
 function diskRow(d) {
     const t = d.target;
     let target = DROPPED;
-    if (d.problem)
-        target = `not migrated: ${d.problem}`;
-    else if (t)
+    // A planned disk with a problem text is one read later (on a vSphere datastore, compressed in
+    // an OVA), as vm2kvmctl shows it; only a disk without a plan is not migrated.
+    if (t)
         target = `${t.dev} (${t.bus}), ${t.format}${t.path ? `, ${t.path}` : t.volume ? `, volume ${t.volume}` : ''}`;
-    return { key: `disk:${d.key}`, item: `Disk ${d.key}`, source: `${d.file}${d.virtual_size ? `, ${bytes(d.virtual_size)}` : ''}`, target };
+    else if (d.problem)
+        target = `not migrated: ${d.problem}`;
+    const remote = d.remote ? ', read over HTTPS' : '';
+    return { key: `disk:${d.key}`, item: `Disk ${d.key}`, source: `${d.file}${d.virtual_size ? `, ${bytes(d.virtual_size)}` : ''}${remote}`, target };
 }
 
 function removableRow(kind, d) {

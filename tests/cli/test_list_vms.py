@@ -189,6 +189,25 @@ async def test_password_typed_at_the_prompt(
     assert PASSWORD not in run.err.split()
 
 
+async def test_password_from_stdin_with_password_file_dash(
+    private_bus: str, esx: VcsimInfo, expected: list[dict[str, Any]], home: Path
+) -> None:
+    """``--password-file -`` (how the Cockpit page gives it): stdin to its end, one trailing newline
+    dropped by the daemon; an empty stdin is exit 2 before anything is called."""
+    async with serve_daemon(private_bus):
+        common = (uri_of(esx), "--json", "--thumbprint", esx.thumbprint, "--password-file", "-")
+        proc = await start_list_vms(private_bus, home, *common, stdin=asyncio.subprocess.PIPE)
+        assert proc.stdin is not None
+        proc.stdin.write(PASSWORD.encode() + b"\n")
+        proc.stdin.close()
+        run = await finish(proc)
+        empty = await list_vms(private_bus, home, *common)  # stdin /dev/null
+    assert run.status == 0, run.err
+    assert run.json() == expected
+    assert error_line(empty) == "vm2kvmctl: error: --password-file -: stdin holds no password"
+    assert empty.status == 2
+
+
 async def test_a_netrc_others_can_read_is_refused(private_bus: str, esx: VcsimInfo, home: Path) -> None:
     netrc = home / ".netrc"
     netrc.write_text(f"machine {esx.host} login {USER} password {PASSWORD}\n")

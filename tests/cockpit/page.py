@@ -23,7 +23,10 @@ FAILURE_SHOTS = Path(__file__).resolve().parents[2] / "build" / "cockpit-test-fa
 CANDIDATES = {
     "button": "button, [role=button]",
     "link": "a, [role=link]",
-    "textbox": "input:not([type]), input[type=text], input[type=search], textarea, [role=textbox]",
+    "textbox": (
+        "input:not([type]), input[type=text], input[type=search], input[type=password], textarea, "
+        "[role=textbox]"
+    ),
     "checkbox": "input[type=checkbox], [role=checkbox]",
     "switch": "input[type=checkbox], [role=switch]",
     "radio": "input[type=radio], [role=radio]",
@@ -119,6 +122,27 @@ class Page:
         element.send_keys(Keys.CONTROL, "a")
         element.send_keys(Keys.DELETE)
         element.send_keys(text)
+
+    def keys(self, *keys: str) -> None:
+        """Keys pressed on whatever has the focus, as a keyboard user does."""
+        from selenium.webdriver.common.action_chains import ActionChains
+
+        ActionChains(self.driver).send_keys(*keys).perform()
+
+    def tab_to(self, role: str, name: str, limit: int = 25) -> Any:
+        """Press Tab until the focused element has ``role`` and ``name``; fail if none within
+        ``limit`` presses (the element is not reachable by keyboard)."""
+        from selenium.webdriver.common.keys import Keys
+
+        for _ in range(limit):
+            self.keys(Keys.TAB)
+            active = self.driver.switch_to.active_element
+            if (
+                active.aria_role in ROLES.get(role, (role,))
+                and " ".join(str(active.accessible_name).split()) == name
+            ):
+                return active
+        raise AssertionError(f"{role} {name!r} is not reachable with Tab")
 
     def screenshot(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

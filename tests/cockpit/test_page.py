@@ -19,7 +19,7 @@ from testbed.bus import PrivateBus
 from testbed.cockpit import LIBVIRT_DBUS, LibvirtDbus
 from testbed.services import DirPool, remove_domain, unique_name
 from tests.cockpit.conftest import DEFINE_HOLD, restart_daemon, start_daemon
-from tests.cockpit.page import ROLES, Page
+from tests.cockpit.page import Page
 from tests.e2e.lifecycle_support import phony_vm
 from tests.e2e.support import DaemonProcess, VmxDisk, ctl, write_vmx
 from tests.helpers.vmdk_factory import make_vmdk, sha256_tree
@@ -92,6 +92,7 @@ def test_new_migration_runs_to_completion_and_shows_the_report(
     assert (
         "http://debian.org/debian/11" in hardware.find_element("css selector", "[data-key='guest-os']").text
     )
+    page.driver.execute_script("arguments[0].scrollIntoView()", hardware)  # the table, not the options
     screenshot(page, "cockpit-preview")
     page.find("button", "Start migration").click()
     number = job_number_from_url(page)
@@ -296,31 +297,18 @@ def test_a_converted_guest_reports_its_changes_and_its_os_from_inspection(
 
 def test_the_form_is_reachable_and_usable_by_keyboard(page: Page, tmp_path: Path) -> None:
     """Tab to "New migration", Enter; Tab to the source field, type, Tab to Inspect, Enter."""
-    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
     vmx = small_vm(tmp_path, "Keyboard")
     page.open("/")
     page.find("button", "New migration")
     driver = page.driver
-
-    def tab_to(role: str, name: str, limit: int = 25) -> None:
-        for _ in range(limit):
-            ActionChains(driver).send_keys(Keys.TAB).perform()
-            active = driver.switch_to.active_element
-            if (
-                active.aria_role in ROLES.get(role, (role,))
-                and " ".join(str(active.accessible_name).split()) == name
-            ):
-                return
-        raise AssertionError(f"{role} {name!r} is not reachable with Tab")
-
-    tab_to("button", "New migration")
-    ActionChains(driver).send_keys(Keys.ENTER).perform()
+    page.tab_to("button", "New migration")
+    page.keys(Keys.ENTER)
     page.wait(lambda: str(driver.current_url).endswith("#/new"), "the new-migration form")
-    tab_to("textbox", "VMware file on this host")
-    ActionChains(driver).send_keys(str(vmx)).perform()
-    tab_to("button", "Inspect")
-    ActionChains(driver).send_keys(Keys.ENTER).perform()
+    page.tab_to("textbox", "VMware file on this host")
+    page.keys(str(vmx))
+    page.tab_to("button", "Inspect")
+    page.keys(Keys.ENTER)
     hardware = page.find("table", "Hardware")
     assert "Keyboard" in hardware.find_element("css selector", "[data-key='name']").text
