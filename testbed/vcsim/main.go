@@ -52,6 +52,7 @@ func main() {
 		log.Fatal(err)
 	}
 	defer model.Remove()
+	simulator.Map.AddHandler(snapshotConfigs{})
 
 	// Secret-leak tests need a password that cannot occur by chance in logs or files: from the
 	// environment, not argv, so that a test grepping every process's argv finds none.
@@ -169,6 +170,25 @@ func (s *stubbornGuest) UpdateObject(obj mo.Reference, changes []types.PropertyC
 			})
 			return
 		}
+	}
+}
+
+// snapshotConfigs gives every new snapshot a device list of its own.  The simulator copies the
+// VM's configuration into the snapshot but shares the device slice's array, so the next
+// ReconfigVM_Task (which edits that array in place) changes the snapshot's disks too; a real host's
+// snapshot config keeps the disks as they were (govmomi 0.24.2, pinned by the build key).
+type snapshotConfigs struct{}
+
+func (snapshotConfigs) Reference() types.ManagedObjectReference {
+	return types.ManagedObjectReference{Type: "SnapshotConfigs", Value: "all"}
+}
+func (snapshotConfigs) UpdateObject(mo.Reference, []types.PropertyChange) {}
+func (snapshotConfigs) RemoveObject(types.ManagedObjectReference)         {}
+
+func (snapshotConfigs) PutObject(obj mo.Reference) {
+	if snapshot, ok := obj.(*simulator.VirtualMachineSnapshot); ok {
+		devices := snapshot.Config.Hardware.Device
+		snapshot.Config.Hardware.Device = append([]types.BaseVirtualDevice(nil), devices...)
 	}
 }
 

@@ -14,6 +14,7 @@ from urllib.parse import quote, urlencode
 
 from vm2kvmd.adapters.vsphere import CONNECT_TIMEOUT, Session
 from vm2kvmd.core.hardware.model import SourceDisk, SourceVM
+from vm2kvmd.core.vmware.vmsd import SnapshotTree
 from vm2kvmd.core.vsphere.disk_chain import (
     HEAD_BYTES,
     RemoteChain,
@@ -22,10 +23,11 @@ from vm2kvmd.core.vsphere.disk_chain import (
     split_datastore_path,
 )
 from vm2kvmd.core.vsphere.hardware import build_source_vm
+from vm2kvmd.core.vsphere.snapshots import snapshot_states, snapshot_tree
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
-from vm2kvmd.sources.vsphere.vm import read_vm
+from vm2kvmd.sources.vsphere.vm import read_snapshots, read_vm
 
-__all__ = ["datastore_url", "load_for_migration", "read_chain", "read_head"]
+__all__ = ["datastore_url", "load_for_migration", "load_snapshots", "read_chain", "read_head"]
 
 
 def datastore_url(session: Session, path: str) -> str:
@@ -108,3 +110,27 @@ def load_for_migration(
             disk = replace(disk, remote=replace(disk.remote, capacity=chain.size))
         disks.append(disk)
     return replace(source, disks=tuple(disks)), chains
+
+
+def load_snapshots(
+    session: Session, vm: str, source: SourceVM, chains: dict[str, RemoteChain]
+) -> tuple[SnapshotTree, dict[str, RemoteChain]]:
+    """The snapshot tree of VM ``vm`` (loaded as ``source``, its disks' ``chains``) and the chain
+    of every disk state a snapshot names, by the state's head (datastore path).
+
+    Each descriptor is fetched once: the layers the current chains share are not read again.
+    """
+    ref = session.find_vm(vm)
+    collector = session.content.propertyCollector
+    snapshots = read_snapshots(ref, collector)
+    tree = snapshot_tree(read_vm(ref, collector), source, snapshots)
+    known = {layer.descriptor: layer for chain in chains.values() for layer in chain.layers}
+    states: dict[str, RemoteChain] = {}
+    for head, paths in snapshot_states(snapshots).items():
+        layers = []
+        for path in paths:
+            if path not in known:
+                known[path] = remote_layer(path, read_head(session, path))
+            layers.append(known[path])
+        states[head] = remote_chain(layers, key=head)
+    return tree, states
