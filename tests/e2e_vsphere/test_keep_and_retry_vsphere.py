@@ -1,4 +1,5 @@
-"""``--snapshots keep`` from VMware's vSphere simulator, through vm2kvmctl → D-Bus → vm2kvmd.
+"""``--snapshots keep`` and retries that trust the server as the first run did, from VMware's
+vSphere simulator through vm2kvmctl → D-Bus → vm2kvmd.
 
 The VM gets a two-level chain the way ESXi makes one: a ``vmfs`` base, snapshot 1, a
 ``vmfsSparse`` delta, snapshot 2, a second delta the VM writes into.  The simulator creates the
@@ -6,6 +7,10 @@ snapshots (names, descriptions, the tree, each snapshot's config) but no delta d
 puts the deltas into the datastore and points the VM at them after each snapshot, as ESXi does
 itself.  Every kept layer must read as ``qemu-img`` reads the same layer locally, libvirt must
 have both snapshots in their tree, and the datastore must not change.
+
+A retry finds the first run's ``--thumbprint``/``--ca-file`` in the job (only the password is
+asked again).  The first runs fail for certain: their disk's ``-flat.vmdk`` is moved away after the
+VM points at it, which the preflight (descriptors only) cannot see and the job's readers can.
 """
 
 from __future__ import annotations
@@ -23,7 +28,16 @@ from testbed.services import DirPool
 from tests.e2e.support import DaemonProcess, ctl
 
 # The simulator (one per module) and the password file are that module's fixtures.
-from tests.e2e_vsphere.test_migrate_vsphere import Sim, migrate, password_file, sim
+from tests.e2e_vsphere.test_migrate_vsphere import (
+    SECRET,
+    Sim,
+    migrate,
+    password_file,
+    place_flat_disk,
+    sim,
+    target_path,
+    undefine,
+)
 from tests.helpers.vmdk_factory import images_equal, make_delta, make_vmdk, sha256_tree
 
 pytestmark = [pytest.mark.slow, pytest.mark.libvirt]
@@ -115,3 +129,97 @@ def test_keep_migrates_the_snapshot_tree_layer_by_layer(
                 libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
             )
     assert sha256_tree(folder) == before
+
+
+def _last_job(daemon: DaemonProcess) -> dict[str, Any]:
+    run = ctl(daemon.address, "--json", "jobs", "--all")
+    assert run.status == 0, run.err
+    job: dict[str, Any] = max(run.json(), key=lambda j: j["number"])
+    return job
+
+
+def _failing_disk(sim: Sim, name: str) -> tuple[Path, Path, Path]:
+    """A disk whose data file is away (the job fails reading it); (descriptor, data, away)."""
+    disk = place_flat_disk(sim, VM, name, 4 * MiB, random=True)
+    data = disk.with_name(f"{name}-flat.vmdk")
+    away = data.with_name(f"{name}.away")
+    data.rename(away)
+    return disk, data, away
+
+
+def _retry(daemon: DaemonProcess, number: int, *more: str) -> Any:
+    return ctl(daemon.address, "retry", str(number), *more, timeout=120)
+
+
+def test_a_retry_trusts_the_server_as_the_first_run_did(
+    sim: Sim,
+    daemon: DaemonProcess,
+    libvirt_conn: Any,
+    dir_pool: DirPool,
+    domain_name: str,
+    password_file: Path,
+    tmp_path: Path,
+) -> None:
+    secret = ("--password-file", str(password_file))
+    # Pinned by thumbprint only: without the stored pin, the retry would check the system CA store.
+    disk, data, away = _failing_disk(sim, "pinned")
+    run = ctl(daemon.address, "migrate", sim.uri, "--vm", VM, *secret, "--thumbprint", sim.info.thumbprint,
+              "--pool", dir_pool.name, "--name", domain_name, timeout=120)  # fmt: skip
+    assert run.status == 1, run.err
+    failed = _last_job(daemon)
+    assert failed["state"] == "failed"
+    assert failed["options"]["thumbprint"] == sim.info.thumbprint
+    assert dir_pool.volume_names() == []
+    away.rename(data)
+    run = _retry(daemon, failed["number"], *secret)
+    assert run.status == 0, run.err
+    try:
+        assert images_equal(disk, target_path(libvirt_conn, domain_name), fmt_a="vmdk")
+        retried = _last_job(daemon)
+        assert retried["retry_of"] == failed["number"]
+        assert retried["options"]["thumbprint"] == sim.info.thumbprint  # kept for the next retry
+        assert SECRET not in str(retried["options"])
+    finally:
+        undefine(libvirt_conn, domain_name)
+
+    # A CA file: its path is stored and checked again at the retry.
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(Path(sim.info.ca_file).read_bytes())
+    disk, data, away = _failing_disk(sim, "cafile")
+    domain_name += "-ca"
+    run = ctl(daemon.address, "migrate", sim.uri, "--vm", VM, *secret, "--ca-file", str(ca_file),
+              "--pool", dir_pool.name, "--name", domain_name, timeout=120)  # fmt: skip
+    assert run.status == 1, run.err
+    failed = _last_job(daemon)
+    assert failed["state"] == "failed" and failed["options"]["ca-file"] == str(ca_file)
+    away.rename(data)
+    ca_file.rename(tmp_path / "ca.moved")
+    jobs = failed["number"]
+    run = _retry(daemon, failed["number"], *secret)
+    assert run.status == 1 and str(ca_file) in run.err, run.err
+    assert _last_job(daemon)["number"] == jobs  # refused before a job exists
+    (tmp_path / "ca.moved").rename(ca_file)
+    run = _retry(daemon, failed["number"], *secret)
+    assert run.status == 0, run.err
+    try:
+        assert images_equal(disk, target_path(libvirt_conn, domain_name), fmt_a="vmdk")
+    finally:
+        undefine(libvirt_conn, domain_name)
+
+    # no_verify is part of the URI, so of the job's source: the retry keeps it and its warning.
+    disk, data, away = _failing_disk(sim, "noverify")
+    domain_name += "-nv"
+    run = ctl(daemon.address, "migrate", sim.uri + "?no_verify=1", "--vm", VM, *secret,
+              "--pool", dir_pool.name, "--name", domain_name, timeout=120)  # fmt: skip
+    assert run.status == 1, run.err
+    failed = _last_job(daemon)
+    assert failed["state"] == "failed"
+    away.rename(data)
+    run = _retry(daemon, failed["number"], *secret)
+    assert run.status == 0, run.err
+    try:
+        assert images_equal(disk, target_path(libvirt_conn, domain_name), fmt_a="vmdk")
+        log = ctl(daemon.address, "logs", str(_last_job(daemon)["number"])).out
+        assert "is not verified (no_verify)" in log, log
+    finally:
+        undefine(libvirt_conn, domain_name)
