@@ -1,5 +1,5 @@
-"""``--snapshots keep`` and retries that trust the server as the first run did, from VMware's
-vSphere simulator through vm2kvmctl → D-Bus → vm2kvmd.
+"""``--snapshots keep``, retries that trust the server as the first run did, and NSX segment
+names in ``list-vms``, from VMware's vSphere simulator through vm2kvmctl → D-Bus → vm2kvmd.
 
 The VM gets a two-level chain the way ESXi makes one: a ``vmfs`` base, snapshot 1, a
 ``vmfsSparse`` delta, snapshot 2, a second delta the VM writes into.  The simulator creates the
@@ -23,8 +23,10 @@ import libvirt
 import pytest
 from lxml import etree
 from pyVim.task import WaitForTask
+from pyVmomi import vim
 
 from testbed.services import DirPool
+from testbed.vcsim import Vcsim
 from tests.e2e.support import DaemonProcess, ctl
 
 # The simulator (one per module) and the password file are that module's fixtures.
@@ -45,6 +47,8 @@ __all__ = ["password_file", "sim"]
 
 MiB = 1 << 20
 VM = "ha-host_VM1"
+_dev: Any = vim.vm.device
+_vim: Any = vim
 
 
 def _delta(folder: Path, name: str, parent: Path) -> Path:
@@ -223,3 +227,42 @@ def test_a_retry_trusts_the_server_as_the_first_run_did(
         assert "is not verified (no_verify)" in log, log
     finally:
         undefine(libvirt_conn, domain_name)
+
+
+def test_list_vms_names_an_nsx_segment_when_the_api_shows_it(
+    daemon: DaemonProcess, password_file: Path
+) -> None:
+    """The NIC's segment by name from the VM's network list, by its id while the list lacks it.
+
+    Its own simulator: the segment is added through a test control, which the module's shared
+    simulator does not expose.
+    """
+    simulator = Vcsim("esx", password=SECRET)
+    info = simulator.start()
+    try:
+        sim = Sim(info)
+        try:
+            vm = sim.vm("ha-host_VM0")
+            nic = next(d for d in vm.config.hardware.device if isinstance(d, _dev.VirtualEthernetCard))
+            nic.backing = _dev.VirtualEthernetCard.OpaqueNetworkBackingInfo(
+                opaqueNetworkId="5b1a7c2e-segment", opaqueNetworkType="nsx.LogicalSwitch"
+            )
+            change = _dev.VirtualDeviceSpec(operation="edit", device=nic)
+            WaitForTask(vm.ReconfigVM_Task(_vim.vm.ConfigSpec(deviceChange=[change])))
+        finally:
+            sim.close()
+
+        def listed_network() -> str:
+            run = ctl(daemon.address, "--json", "list-vms", sim.uri, "--password-file", str(password_file),
+                      "--ca-file", info.ca_file)  # fmt: skip
+            assert run.status == 0, run.err
+            (listed,) = [v for v in run.json() if v["name"] == "ha-host_VM0"]
+            (first, *_) = listed["nics"]
+            network: str = first["network"]
+            return network
+
+        assert listed_network() == "5b1a7c2e-segment"  # the simulator lists no network for it yet
+        simulator.opaque_network("ha-host_VM0", "web-tier", "5b1a7c2e-segment")
+        assert listed_network() == "web-tier"
+    finally:
+        simulator.stop()
