@@ -41,6 +41,10 @@ from tests.e2e_vsphere.test_migrate_vsphere import (
     undefine,
 )
 from tests.helpers.vmdk_factory import images_equal, make_delta, make_vmdk, sha256_tree
+from vm2kvmd.core.options import MigrateOptions
+from vm2kvmd.core.vsphere.source import VsphereSource
+from vm2kvmd.core.vsphere.uri import TlsPolicy
+from vm2kvmd.pipeline.vsphere import inspect_vsphere
 
 pytestmark = [pytest.mark.slow, pytest.mark.libvirt]
 __all__ = ["password_file", "sim"]
@@ -96,6 +100,13 @@ def test_keep_migrates_the_snapshot_tree_layer_by_layer(
 ) -> None:
     folder, (base, d1, d2) = _two_snapshots(sim)
     before = sha256_tree(folder)
+    # An inspection with keep (in process: vm2kvmctl inspect has no --no-guest-conversion) says
+    # what happens to the snapshots.
+    source = VsphereSource(sim.uri, VM, TlsPolicy(ca_file=sim.info.ca_file), SECRET)
+    options = MigrateOptions(snapshots="keep", guest_conversion=False)
+    notes = " | ".join(str(n) for n in inspect_vsphere(source, options, None, strict=False).notes)
+    assert "2 VMware snapshots (snapshot.rootSnapshotList) kept" in notes, notes
+    assert "themselves are not" not in notes, notes
     run = migrate(
         daemon, sim, VM, dir_pool.name, domain_name, password_file,
         "--snapshots", "keep", "--no-guest-conversion",

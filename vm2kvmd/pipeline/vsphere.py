@@ -29,6 +29,7 @@ from vm2kvmd.aio import in_thread
 from vm2kvmd.core.hardware.model import Note, SourceVM
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.planning.blockdev import Node, stack
+from vm2kvmd.core.planning.snapshots import tree_notes
 from vm2kvmd.core.vmware.vmsd import SnapshotTree
 from vm2kvmd.core.vsphere.disk_chain import RemoteChain, RemoteLayer, flat_node, remote_view
 from vm2kvmd.core.vsphere.source import VsphereSource
@@ -37,7 +38,7 @@ from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline.planning import InspectResult, inspect_with_host
 from vm2kvmd.sources.vsphere.datastore import datastore_url, load_for_migration, load_snapshots
 
-__all__ = ["RemoteSource", "RemoteSources", "inspect_vsphere", "login", "no_verify_warning"]
+__all__ = ["RemoteSource", "RemoteSources", "inspect_vsphere", "keep_notes", "login", "no_verify_warning"]
 
 
 def login(source: VsphereSource) -> Session:
@@ -62,6 +63,11 @@ def no_verify_warning(source: VsphereSource) -> str | None:
     return None
 
 
+def keep_notes(notes: tuple[Note, ...], tree: SnapshotTree) -> tuple[Note, ...]:
+    """The notes of a VM whose snapshots are kept: what happens to them, not that they are lost."""
+    return tuple(n for n in notes if n.key != "snapshot") + tree_notes(tree, "keep")
+
+
 def load_vm(session: Session, source: VsphereSource) -> tuple[Any, dict[str, RemoteChain]]:
     return load_for_migration(session, source.vm, source.label)
 
@@ -77,14 +83,17 @@ def inspect_vsphere(
     refuse = strict and not options.shutdown_source
     with login(source) as session:
         try:
-            vm, _chains = load_for_migration(session, source.vm, source.label)
+            vm, chains = load_for_migration(session, source.vm, source.label)
             running = False
         except Vm2kvmError as err:
             if refuse or err.code is not ErrorCode.SOURCE_POWERED_ON:
                 raise
-            vm, _chains = load_for_migration(session, source.vm, source.label, refuse_running=False)
+            vm, chains = load_for_migration(session, source.vm, source.label, refuse_running=False)
             running = True
+        tree = load_snapshots(session, source.vm, vm, chains)[0] if options.snapshots == "keep" else None
     result = inspect_with_host(source.label, options, host, strict=strict, loaded=vm)
+    if tree is not None:
+        result = replace(result, notes=keep_notes(result.notes, tree))
     if running and not strict:
         note = Note("the VM is powered on: shut it down in vSphere before migrating it", "runtime.powerState")
         result = replace(result, notes=(*result.notes, note), host_notes=(*result.host_notes, note))

@@ -39,7 +39,7 @@ from vm2kvmd.core.guest.info import Conversion
 from vm2kvmd.core.hardware.model import DiskChain, Note, SourceVM
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.planning.plan import DomainPlan, PlannedDisk
-from vm2kvmd.core.planning.snapshots import ChainLoader, KeepPlan, LayerVolume, plan_keep, tree_notes
+from vm2kvmd.core.planning.snapshots import ChainLoader, KeepPlan, LayerVolume, plan_keep
 from vm2kvmd.core.residue import Residue
 from vm2kvmd.core.vmware.vmsd import SnapshotTree, vmsd_path_for
 from vm2kvmd.core.vsphere.disk_chain import RemoteChain, RemoteLayer
@@ -53,7 +53,7 @@ from vm2kvmd.pipeline.overlay import BeforeCopy, Overlay
 from vm2kvmd.pipeline.planning import InspectResult, inspect_with_host
 from vm2kvmd.pipeline.strategies.base import Comparison, Migration, open_vsphere, refuse_broken_disks
 from vm2kvmd.pipeline.targets import PoolTarget, check_pool_targets, check_volume_free
-from vm2kvmd.pipeline.vsphere import RemoteSources, login
+from vm2kvmd.pipeline.vsphere import RemoteSources, keep_notes, login
 from vm2kvmd.sources.vmware.paths import local_resolver
 from vm2kvmd.sources.vmware.vmdk import load_chain
 from vm2kvmd.sources.vmware.vmsd import load_snapshot_tree
@@ -151,9 +151,7 @@ def plan_remote_keep(
             raise Vm2kvmError(ErrorCode.INTERNAL, f"no chain read for {file_name}", key=key)
         return disk_chain(chain)
 
-    # The loader's note says the snapshots are flattened; keep says what happens to them instead.
-    notes = tuple(n for n in inspected.notes if n.key != "snapshot") + tree_notes(tree, "keep")
-    return _plan(inspected, plan, tree, load, options, host, notes), layers
+    return _plan(inspected, plan, tree, load, options, host, keep_notes(inspected.notes, tree)), layers
 
 
 def preflight_keep_vsphere(source: VsphereSource, options: MigrateOptions) -> InspectResult:
