@@ -6,7 +6,8 @@ longer a live session.
 127.0.0.1 with a certificate of its own (``front.ca_file``; made with the openssl command) and
 forwards ``GET``/``HEAD`` to the simulator, Range and Cookie headers included, streaming the body.
 The first ``busy_first`` data requests (those with a Range header: ESXi throttles transfers, not
-the size probe) get ``503 Service Unavailable``.  ``check_cookie(cookie)`` returning False gives
+the size probe) get ``503 Service Unavailable`` (with ``Retry-After: retry_after`` when
+given).  ``check_cookie(cookie)`` returning False gives
 ``401``, as ESXi answers a ``/folder`` request whose session ended.  ``on_data_request(n)`` runs
 before the n-th data request is answered (a test ends the session there, mid-copy).  Every
 request is recorded (time, method, status, the session id of its cookie) in ``front.requests``.
@@ -67,8 +68,10 @@ class HttpsFront:
         busy_first: int = 0,
         check_cookie: Callable[[str], bool] | None = None,
         on_data_request: Callable[[int], None] | None = None,
+        retry_after: str | None = None,
     ) -> None:
         self.upstream = (upstream_host, upstream_port)
+        self.retry_after = retry_after  # the Retry-After header of each 503
         self.busy_left = busy_first
         self.check_cookie = check_cookie
         self.on_data_request = on_data_request
@@ -145,6 +148,8 @@ class HttpsFront:
         self._record(method, ranged, cookie, status)
         body = f"{text}\n".encode()
         handler.send_response(status, text)
+        if status == 503 and self.retry_after is not None:
+            handler.send_header("Retry-After", self.retry_after)
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
         if method == "GET":

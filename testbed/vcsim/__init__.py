@@ -166,6 +166,11 @@ class Vcsim:
         if "error" in answer:
             raise RuntimeError(f"simulator control {' '.join(words)!r}: {answer['error']}")
 
+    def opaque_network(self, vm: str, name: str, ident: str) -> None:
+        """An NSX segment ``name`` (opaqueNetworkId ``ident``) in ``vm``'s network list, as a host
+        lists the segment of a NIC given an opaque backing (the simulator cannot)."""
+        self._control("opaque-network", vm, name, ident)
+
     def set_tools(self, vm: str, status: str = "guestToolsRunning") -> None:
         """Set ``guest.toolsRunningStatus`` of ``vm`` (every simulated VM starts without Tools)."""
         self._control("tools", vm, status)

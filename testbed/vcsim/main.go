@@ -52,6 +52,7 @@ func main() {
 		log.Fatal(err)
 	}
 	defer model.Remove()
+	simulator.Map.AddHandler(snapshotConfigs{})
 
 	// Secret-leak tests need a password that cannot occur by chance in logs or files: from the
 	// environment, not argv, so that a test grepping every process's argv finds none.
@@ -111,9 +112,16 @@ func main() {
 //	                      creates every VM with Tools not running and has no call to start them
 //	ignore-shutdown VM    the VM's guest ignores ShutdownGuest (a hung guest): the simulator
 //	                      otherwise powers off at once; PowerOffVM_Task still works
+//	opaque-network VM NAME ID
+//	                      an NSX segment NAME (opaqueNetworkId ID) in the VM's datacenter, in the
+//	                      VM's network list: the API cannot create one, and the simulator's
+//	                      ReconfigVM_Task puts an empty reference there for an opaque NIC backing
 func control(words []string) map[string]string {
+	if len(words) == 4 && words[0] == "opaque-network" {
+		return opaqueNetwork(words[1], words[2], words[3])
+	}
 	if len(words) != 2 && len(words) != 3 {
-		return map[string]string{"error": "usage: tools VM STATUS | ignore-shutdown VM"}
+		return map[string]string{"error": "usage: tools VM STATUS | ignore-shutdown VM | opaque-network VM NAME ID"}
 	}
 	entity := simulator.Map.FindByName(words[1], vmRefs())
 	vm, ok := entity.(*simulator.VirtualMachine)
@@ -169,6 +177,62 @@ func (s *stubbornGuest) UpdateObject(obj mo.Reference, changes []types.PropertyC
 			})
 			return
 		}
+	}
+}
+
+func opaqueNetwork(vmName, name, id string) map[string]string {
+	vm, ok := simulator.Map.FindByName(vmName, vmRefs()).(*simulator.VirtualMachine)
+	if !ok {
+		return map[string]string{"error": "no VM named " + vmName}
+	}
+	var folder *simulator.Folder
+	for _, e := range simulator.Map.All("Datacenter") {
+		if dc, ok := e.(*simulator.Datacenter); ok {
+			folder, _ = simulator.Map.Get(dc.NetworkFolder).(*simulator.Folder)
+			break
+		}
+	}
+	if folder == nil {
+		return map[string]string{"error": "no network folder"}
+	}
+	if err := folder.AddOpaqueNetwork(types.OpaqueNetworkSummary{
+		NetworkSummary:  types.NetworkSummary{Name: name},
+		OpaqueNetworkId: id,
+	}); err != nil {
+		return map[string]string{"error": err.Error()}
+	}
+	net := simulator.Map.FindByName(name, folder.ChildEntity)
+	if net == nil {
+		return map[string]string{"error": "the opaque network was not added"}
+	}
+	simulator.Map.WithLock(vm, func() {
+		networks := []types.ManagedObjectReference{net.Reference()}
+		for _, ref := range vm.Network {
+			if ref.Value != "" {
+				networks = append(networks, ref)
+			}
+		}
+		simulator.Map.Update(vm, []types.PropertyChange{{Name: "network", Val: networks}})
+	})
+	return map[string]string{"ok": "opaque-network " + vmName + " " + name}
+}
+
+// snapshotConfigs gives every new snapshot a device list of its own.  The simulator copies the
+// VM's configuration into the snapshot but shares the device slice's array, so the next
+// ReconfigVM_Task (which edits that array in place) changes the snapshot's disks too; a real host's
+// snapshot config keeps the disks as they were (govmomi 0.24.2, pinned by the build key).
+type snapshotConfigs struct{}
+
+func (snapshotConfigs) Reference() types.ManagedObjectReference {
+	return types.ManagedObjectReference{Type: "SnapshotConfigs", Value: "all"}
+}
+func (snapshotConfigs) UpdateObject(mo.Reference, []types.PropertyChange) {}
+func (snapshotConfigs) RemoveObject(types.ManagedObjectReference)         {}
+
+func (snapshotConfigs) PutObject(obj mo.Reference) {
+	if snapshot, ok := obj.(*simulator.VirtualMachineSnapshot); ok {
+		devices := snapshot.Config.Hardware.Device
+		snapshot.Config.Hardware.Device = append([]types.BaseVirtualDevice(nil), devices...)
 	}
 }
 

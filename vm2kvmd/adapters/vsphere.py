@@ -484,6 +484,7 @@ class Session:
         vms: list[tuple[Any, dict[str, Any]]] = []
         networks: dict[str, str] = {}  # moid -> name
         portgroups: dict[str, str] = {}  # distributed port group key -> name
+        segments: dict[str, str] = {}  # NSX opaqueNetworkId -> the segment's name
         datastores: dict[str, tuple[str, bool]] = {}  # moid -> (name, accessible)
         rows = self._retrieve(
             self.scope,
@@ -492,6 +493,7 @@ class Session:
                 vim.VirtualMachine: VM_PROPERTIES,
                 vim.Network: ["name"],
                 vim.dvs.DistributedVirtualPortgroup: ["name", "key"],
+                vim.OpaqueNetwork: ["name", "summary"],
                 vim.Datastore: ["name", "summary.accessible"],
             },
             follow=[(vim.VirtualMachine, "network"), (vim.VirtualMachine, "datastore")],
@@ -506,7 +508,11 @@ class Session:
                 networks[moid] = str(props["name"])
                 if "key" in props:
                     portgroups[str(props["key"])] = str(props["name"])
-        summaries = [_summary(obj, props, networks, portgroups, datastores) for obj, props in vms]
+                summary = props.get("summary")
+                if isinstance(obj, vim.OpaqueNetwork) and summary is not None:
+                    segments[str(summary.opaqueNetworkId)] = str(props["name"])
+        names = _NetworkNames(networks, portgroups, segments)
+        summaries = [_summary(obj, props, names, datastores) for obj, props in vms]
         return sorted(summaries, key=lambda s: (s.name, s.moid))
 
 
@@ -525,18 +531,24 @@ def _not_found(what: str, name: str, known: list[str], where: str) -> Vm2kvmErro
     return Vm2kvmError(code, f"no {what} named {name!r} {where}", hint=hint)
 
 
+@dataclass(frozen=True)
+class _NetworkNames:
+    """The names of the networks the VMs' NICs use, as the inventory read found them."""
+
+    networks: dict[str, str]  # moid -> name
+    portgroups: dict[str, str]  # distributed port group key -> name
+    segments: dict[str, str]  # NSX opaqueNetworkId -> name
+
+
 def _summary(
     obj: vim.VirtualMachine,
     props: dict[str, Any],
-    networks: dict[str, str],
-    portgroups: dict[str, str],
+    names: _NetworkNames,
     datastores: dict[str, tuple[str, bool]],
 ) -> VmSummary:
     devices = props.get("config.hardware.device") or []
     disks = tuple(_disk(d, datastores) for d in devices if isinstance(d, vim.vm.device.VirtualDisk))
-    nics = tuple(
-        _nic(d, networks, portgroups) for d in devices if isinstance(d, vim.vm.device.VirtualEthernetCard)
-    )
+    nics = tuple(_nic(d, names) for d in devices if isinstance(d, vim.vm.device.VirtualEthernetCard))
     snapshot = props.get("snapshot")
     return VmSummary(
         name=str(props["name"]),
@@ -574,20 +586,21 @@ def _disk(disk: vim.vm.device.VirtualDisk, datastores: dict[str, tuple[str, bool
     )
 
 
-def _nic(
-    nic: vim.vm.device.VirtualEthernetCard, networks: dict[str, str], portgroups: dict[str, str]
-) -> NicSummary:
+def _nic(nic: vim.vm.device.VirtualEthernetCard, names: _NetworkNames) -> NicSummary:
     backing = nic.backing
     network: str | None = None
     if isinstance(backing, vim.vm.device.VirtualEthernetCard.NetworkBackingInfo):
         ref = backing.network
-        network = networks.get(_moid(ref)) if ref is not None else None
+        network = names.networks.get(_moid(ref)) if ref is not None else None
         network = network or backing.deviceName
     elif isinstance(backing, vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo):
         key = backing.port.portgroupKey if backing.port else None
-        network = portgroups.get(key) if key else None
+        network = names.portgroups.get(key) if key else None
     elif isinstance(backing, vim.vm.device.VirtualEthernetCard.OpaqueNetworkBackingInfo):
-        network = backing.opaqueNetworkId
+        # The segment's name when the VM's network list shows it to this user, else its id
+        # (what --network ID=NAME then names).
+        ident = str(backing.opaqueNetworkId)
+        network = names.segments.get(ident, ident)
     return NicSummary(
         label=nic.deviceInfo.label if nic.deviceInfo else f"nic {nic.key}",
         mac=nic.macAddress or None,

@@ -46,7 +46,7 @@ from vm2kvmd.pipeline.planning import InspectResult
 from vm2kvmd.pipeline.rollback import Rollback
 from vm2kvmd.pipeline.strategies.base import Comparison, DiskStrategy, Migration
 from vm2kvmd.pipeline.strategies.flatten import FlattenDisks, preflight_flatten
-from vm2kvmd.pipeline.strategies.keep import KeepSnapshots, preflight_keep
+from vm2kvmd.pipeline.strategies.keep import KeepSnapshots, preflight_keep, preflight_keep_vsphere
 from vm2kvmd.pipeline.targets import (
     create_exclusive,
     domain_exists,
@@ -269,14 +269,6 @@ def check_vsphere_options(vsphere: VsphereSource | None, options: MigrateOptions
             "shutdown-source powers off a VM on ESXi/vCenter; a local source is not running here",
             key="shutdown-source",
         )
-    if vsphere is not None and options.snapshots == "keep":
-        raise Vm2kvmError(
-            ErrorCode.INVALID_OPTION,
-            "--snapshots keep is not supported for vSphere sources yet",
-            key="snapshots",
-            value="keep",
-            hint="migrate the VM's current state (--snapshots flatten, the default)",
-        )
 
 
 def preflight(source: str, options: MigrateOptions, vsphere: VsphereSource | None = None) -> InspectResult:
@@ -290,8 +282,10 @@ def preflight(source: str, options: MigrateOptions, vsphere: VsphereSource | Non
     """
     options.validate()
     check_vsphere_options(vsphere, options)
+    if options.snapshots == "keep":
+        if vsphere is not None:
+            return preflight_keep_vsphere(vsphere, options)
+        return preflight_keep(source, options)
     if vsphere is not None:
         return preflight_flatten(source, options, vsphere)
-    if options.snapshots == "keep":
-        return preflight_keep(source, options)
     return preflight_flatten(source, options)

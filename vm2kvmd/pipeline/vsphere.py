@@ -26,17 +26,19 @@ from vm2kvmd.adapters.vsphere import Session, connect, pinned_certificate
 from vm2kvmd.adapters.vsphere_keepalive import SessionKeeper
 from vm2kvmd.adapters.vsphere_power import shut_down
 from vm2kvmd.aio import in_thread
-from vm2kvmd.core.hardware.model import Note
+from vm2kvmd.core.hardware.model import Note, SourceVM
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.planning.blockdev import Node, stack
-from vm2kvmd.core.vsphere.disk_chain import RemoteChain, flat_node, remote_view
+from vm2kvmd.core.planning.snapshots import tree_notes
+from vm2kvmd.core.vmware.vmsd import SnapshotTree
+from vm2kvmd.core.vsphere.disk_chain import RemoteChain, RemoteLayer, flat_node, remote_view
 from vm2kvmd.core.vsphere.source import VsphereSource
 from vm2kvmd.core.vsphere.uri import parse_uri
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline.planning import InspectResult, inspect_with_host
-from vm2kvmd.sources.vsphere.datastore import datastore_url, load_for_migration
+from vm2kvmd.sources.vsphere.datastore import datastore_url, load_for_migration, load_snapshots
 
-__all__ = ["RemoteSource", "RemoteSources", "inspect_vsphere", "login", "no_verify_warning"]
+__all__ = ["RemoteSource", "RemoteSources", "inspect_vsphere", "keep_notes", "login", "no_verify_warning"]
 
 
 def login(source: VsphereSource) -> Session:
@@ -61,6 +63,11 @@ def no_verify_warning(source: VsphereSource) -> str | None:
     return None
 
 
+def keep_notes(notes: tuple[Note, ...], tree: SnapshotTree) -> tuple[Note, ...]:
+    """The notes of a VM whose snapshots are kept: what happens to them, not that they are lost."""
+    return tuple(n for n in notes if n.key != "snapshot") + tree_notes(tree, "keep")
+
+
 def load_vm(session: Session, source: VsphereSource) -> tuple[Any, dict[str, RemoteChain]]:
     return load_for_migration(session, source.vm, source.label)
 
@@ -76,14 +83,17 @@ def inspect_vsphere(
     refuse = strict and not options.shutdown_source
     with login(source) as session:
         try:
-            vm, _chains = load_for_migration(session, source.vm, source.label)
+            vm, chains = load_for_migration(session, source.vm, source.label)
             running = False
         except Vm2kvmError as err:
             if refuse or err.code is not ErrorCode.SOURCE_POWERED_ON:
                 raise
-            vm, _chains = load_for_migration(session, source.vm, source.label, refuse_running=False)
+            vm, chains = load_for_migration(session, source.vm, source.label, refuse_running=False)
             running = True
+        tree = load_snapshots(session, source.vm, vm, chains)[0] if options.snapshots == "keep" else None
     result = inspect_with_host(source.label, options, host, strict=strict, loaded=vm)
+    if tree is not None:
+        result = replace(result, notes=keep_notes(result.notes, tree))
     if running and not strict:
         note = Note("the VM is powered on: shut it down in vSphere before migrating it", "runtime.powerState")
         result = replace(result, notes=(*result.notes, note), host_notes=(*result.host_notes, note))
@@ -100,6 +110,10 @@ class RemoteSources:
         self.keeper: SessionKeeper | None = None
         self.chains: dict[str, RemoteChain] = {}
         self._stack = contextlib.AsyncExitStack()
+        self._readers: dict[str, RemoteDisk] = {}  # by data file
+        self._files: dict[str, str] = {}  # data file -> its nbdfuse file
+        self._views: dict[str, Node] = {}  # by descriptor
+        self._trusted: tuple[str | None, bool] | None = None
 
     async def load(self, options: MigrateOptions) -> Any:
         """Log in and read the VM and its disks' descriptors; a powered-on VM is shut down first
@@ -121,48 +135,82 @@ class RemoteSources:
         self.keeper = await self._stack.enter_async_context(SessionKeeper(session, on_log=self.on_log))
         return vm
 
+    async def load_snapshots(self, vm: SourceVM) -> tuple[SnapshotTree, dict[str, RemoteChain]]:
+        """The snapshot tree of the loaded VM ``vm`` and every snapshot's disk state (``load``
+        first)."""
+        assert self.session is not None
+        return await in_thread(load_snapshots, self.session, self.source.vm, vm, self.chains)
+
     async def open(self, key: str, directory: str) -> RemoteSource:
         """Disk ``key`` as one read-only node; its readers' files go into ``directory``."""
-        session, chain = self.session, self.chains[key]
-        assert session is not None
-        await in_thread(os.makedirs, directory, 0o700, True)
-        tls = self.source.tls
-        ca_file = tls.ca_file
-        uri = parse_uri(self.source.uri)
-        verify = not (uri.no_verify or tls.no_verify)
-        if verify and tls.thumbprint:
-            ca_file, verify = await self._pin_readers(directory, tls.thumbprint)
-        readers = []
-        for path in chain.files:
-            reader = RemoteDisk(
-                datastore_url(session, path),
-                session.cookie,
-                work_dir=directory,
-                ca_file=ca_file,
-                verify=verify,
-                pinned=bool(tls.thumbprint) and verify,
-                label=path,
-            )
-            readers.append(await self._stack.enter_async_context(reader))
-            if self.keeper is not None:
-                self.keeper.watch(reader)
-        top = chain.top
-        if top.kind == "flat":
-            node = flat_node(top, readers[0].node["file"])
-        else:
-            layers = []
-            for index, (layer, reader) in enumerate(zip(chain.layers, readers, strict=True)):
-                assert reader.socket is not None
-                mount = os.path.join(directory, f"file{index}")
-                local = await self._stack.enter_async_context(NbdFile(reader.socket, mount, label=layer.data))
-                view = os.path.join(directory, f"layer{index}.vmdk")
-                await in_thread(_write, view, remote_view(layer, local))
-                layers.append(
-                    {"driver": "vmdk", "read-only": True, "file": {"driver": "file", "filename": view}}
-                )
-            node = stack(layers)
+        chain = self.chains[key]
+        node = stack(await self.layer_nodes(chain, directory))
         await self._check_size(node, chain, key)
-        return RemoteSource(node, top.descriptor)
+        return RemoteSource(node, chain.top.descriptor)
+
+    async def layer_nodes(self, chain: RemoteChain, directory: str, *, views: bool = False) -> list[Node]:
+        """Each layer of ``chain`` as a read-only node without its parents, top first.
+
+        One reader per data file and one descriptor view per layer for the whole run, whichever
+        chains share them; new files go into ``directory``.  ``views``: a flat layer too is read
+        through its view, for a run that opens a file both alone and under deltas
+        (``--snapshots keep``): a reader serves one NBD connection, which the view's nbdfuse holds.
+        """
+        await in_thread(os.makedirs, directory, 0o700, True)
+        top = chain.top
+        if top.kind == "flat" and not views:
+            reader = await self._reader(top.data, directory)
+            return [flat_node(top, reader.node["file"])]
+        return [await self._view(layer, directory) for layer in chain.layers]
+
+    async def _reader(self, path: str, directory: str) -> RemoteDisk:
+        if path in self._readers:
+            return self._readers[path]
+        session = self.session
+        assert session is not None
+        ca_file, verify = await self._trust(directory)
+        reader = RemoteDisk(
+            datastore_url(session, path),
+            session.cookie,
+            work_dir=directory,
+            ca_file=ca_file,
+            verify=verify,
+            pinned=bool(self.source.tls.thumbprint) and verify,
+            label=path,
+        )
+        self._readers[path] = await self._stack.enter_async_context(reader)
+        if self.keeper is not None:
+            self.keeper.watch(reader)
+        return reader
+
+    async def _view(self, layer: RemoteLayer, directory: str) -> Node:
+        """A layer through QEMU's vmdk driver: a descriptor view over its data file shown as a file."""
+        if layer.descriptor not in self._views:
+            if layer.data not in self._files:
+                reader = await self._reader(layer.data, directory)
+                assert reader.socket is not None
+                mount = os.path.join(directory, f"file{len(self._files)}")
+                self._files[layer.data] = await self._stack.enter_async_context(
+                    NbdFile(reader.socket, mount, label=layer.data)
+                )
+            view = os.path.join(directory, f"layer{len(self._views)}.vmdk")
+            await in_thread(_write, view, remote_view(layer, self._files[layer.data]))
+            self._views[layer.descriptor] = {
+                "driver": "vmdk",
+                "read-only": True,
+                "file": {"driver": "file", "filename": view},
+            }
+        return self._views[layer.descriptor]
+
+    async def _trust(self, directory: str) -> tuple[str | None, bool]:
+        """The readers' CA file and whether they verify, decided once per run."""
+        if self._trusted is None:
+            tls = self.source.tls
+            verify = not (parse_uri(self.source.uri).no_verify or tls.no_verify)
+            self._trusted = (tls.ca_file, verify)
+            if verify and tls.thumbprint:
+                self._trusted = await self._pin_readers(directory, tls.thumbprint)
+        return self._trusted
 
     async def _pin_readers(self, directory: str, pin: str) -> tuple[str | None, bool]:
         """The readers' CA file: the host's certificate, checked against the pin just now."""
@@ -181,13 +229,17 @@ class RemoteSources:
         return path, True
 
     async def _check_size(self, node: Node, chain: RemoteChain, key: str) -> None:
+        await self.check_layer_size(node, chain.top, key)
+
+    async def check_layer_size(self, node: Node, layer: RemoteLayer, key: str) -> None:
+        """QEMU must read ``layer`` (``node``, parents ignored) at the size its descriptor gives."""
         top = {k: v for k, v in node.items() if k != "backing"}
-        info = await qemu_img.info(top, label=chain.top.descriptor)
-        if info.get("virtual-size") != chain.size:
+        info = await qemu_img.info(top, label=layer.descriptor)
+        if info.get("virtual-size") != layer.size:
             raise Vm2kvmError(
                 ErrorCode.UNSUPPORTED_DISK,
-                f"QEMU reads it as {info.get('virtual-size')} bytes, its descriptor describes {chain.size}",
-                file=chain.top.descriptor,
+                f"QEMU reads it as {info.get('virtual-size')} bytes, its descriptor describes {layer.size}",
+                file=layer.descriptor,
                 key=key,
                 hint="report the descriptor to the vm2kvm developers",
             )

@@ -73,7 +73,14 @@ from vm2kvmd.service.store import JobRecord, JobStore, now_us
 from vm2kvmd.service.storeio import StoreIO
 from vm2kvmd.service.targets import listing_options, pools_and_networks_json
 from vm2kvmd.service.variants import unwrap_options
-from vm2kvmd.service.vsphere import TLS_OPTIONS, list_vms_json, remote_source, tls_policy
+from vm2kvmd.service.vsphere import (
+    TLS_OPTIONS,
+    list_vms_json,
+    remote_source,
+    split_tls,
+    tls_mapping,
+    tls_policy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -293,8 +300,16 @@ class Manager(BusInterface):
                 log.info("%s", line)
         self._check_open()
         store = await self._io.store()
+        # A vSphere job keeps how it trusts the server (CA file path, thumbprint, no-verify) for
+        # its retry; the password never (the source holds it, the store does not see it).
+        trust = tls_mapping(vsphere.tls) if vsphere is not None else {}
         record = await self._io.call(
-            JobStore.create, source, options.to_mapping(), caller.uid, retry_of=retry_of, now_us=now_us()
+            JobStore.create,
+            source,
+            {**options.to_mapping(), **trust},
+            caller.uid,
+            retry_of=retry_of,
+            now_us=now_us(),
         )
         job = Job(
             record.number,
@@ -305,6 +320,7 @@ class Manager(BusInterface):
             user=caller.uid,
             create_time=record.create_time,
             retry_of=retry_of,
+            stored=trust,
         )
         self._queue.append(job)
         # Started or numbered in the queue before it is exported: InterfacesAdded shows that.
@@ -359,7 +375,10 @@ class Manager(BusInterface):
         return await self._create(caller, job.source, options, retry_of=job.number)
 
     async def _retry_remote(self, job: Job, tls: Mapping[str, Any], secret: str) -> str:
-        """``Job1.RetryRemote``: the vSphere job again, logging in with a password given now."""
+        """``Job1.RetryRemote``: the vSphere job again, logging in with a password given now.
+
+        TLS as the caller gives it now, or (given none) as the job stored it; a stored CA file is
+        checked again (it may be gone or unreadable for the caller by now)."""
         caller = current_caller()
         self._check_open()
         parts = split_job_source(job.source)
@@ -368,10 +387,11 @@ class Manager(BusInterface):
                 ErrorCode.INVALID_OPTION,
                 f"job {job.number} migrates a local source: retry it with Retry, no password needed",
             )
-        source = remote_source(*parts, tls, secret)
+        stored, rest = split_tls(job.status.options)
+        source = remote_source(*parts, tls or stored, secret)
         if source.tls.ca_file is not None:
             await check_readable(caller, [source.tls.ca_file])
-        options = MigrateOptions.from_mapping(job.status.options, defaults=self._defaults)
+        options = MigrateOptions.from_mapping(rest, defaults=self._defaults)
         return await self._create(caller, source.label, options, retry_of=job.number, vsphere=source)
 
     def _pruned(self, removed: list[int]) -> None:

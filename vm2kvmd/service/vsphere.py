@@ -58,6 +58,25 @@ def tls_policy(options: Mapping[str, Any], *, only_tls: bool = True) -> TlsPolic
     return TlsPolicy(ca_file=ca_file, thumbprint=_text(options, "thumbprint"), no_verify=no_verify)
 
 
+def tls_mapping(tls: TlsPolicy) -> dict[str, Any]:
+    """The inverse of ``tls_policy``: what a vSphere job stores with its options so that a retry
+    trusts the server as the first run did (none of it is a secret)."""
+    out: dict[str, Any] = {}
+    if tls.ca_file is not None:
+        out["ca-file"] = tls.ca_file
+    if tls.thumbprint is not None:
+        out["thumbprint"] = tls.thumbprint
+    if tls.no_verify:
+        out["no-verify"] = True
+    return out
+
+
+def split_tls(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A stored vSphere job's options: (its TLS options, the migration options)."""
+    tls = {k: v for k, v in options.items() if k in TLS_OPTIONS}
+    return tls, {k: v for k, v in options.items() if k not in TLS_OPTIONS}
+
+
 def remote_source(uri_text: str, vm: str, options: Mapping[str, Any], password: str) -> VsphereSource:
     """The source of ``InspectRemote``/``MigrateRemote``: the URI checked (InvalidUri, a password
     in it refused), the VM named, TLS from the options; the password is kept for the job's logins."""

@@ -190,3 +190,33 @@ class VsVm:
     usb: tuple[str, ...] = ()  # controllers present: uhci, ehci, xhci
     extra_config: tuple[tuple[str, str], ...] = ()  # config.extraConfig (vm.genid ...)
     other_devices: tuple[str, ...] = ()  # devices with no place in the model, by vSphere type/label
+
+
+@dataclass(frozen=True)
+class VsSnapshotDisk:
+    """A disk as a snapshot left it: the snapshot config's ``VirtualDisk``."""
+
+    key: int  # the device key: the same disk in the VM's current config has the same key
+    backing: DiskBacking  # the head of the chain that holds the disk's state at the snapshot
+
+
+@dataclass(frozen=True)
+class VsSnapshot:
+    """One node of ``snapshot.rootSnapshotList`` with its ``VirtualMachineSnapshot.config`` disks."""
+
+    id: int  # VirtualMachineSnapshotTree.id: unique within the VM
+    name: str
+    description: str
+    created_us: int | None  # createTime, microseconds since the epoch
+    parent_id: int | None
+    power_state: str  # the VM's power state when it was taken: poweredOn means memory was saved
+    disks: tuple[VsSnapshotDisk, ...]
+    moid: str = ""  # "snapshot-17", for messages
+
+
+@dataclass(frozen=True)
+class VsSnapshots:
+    """A VM's snapshot tree, parents before children."""
+
+    snapshots: tuple[VsSnapshot, ...]
+    current_id: int | None

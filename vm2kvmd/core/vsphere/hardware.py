@@ -501,7 +501,7 @@ def _state_notes(ctx: _Context) -> None:
         current = f" (on snapshot {vm.current_snapshot!r})" if vm.current_snapshot else ""
         ctx.note(
             f"the VM has {vm.snapshot_count} snapshot(s); its current state{current} is migrated, "
-            "the snapshots themselves are not",
+            "the snapshots themselves are not (--snapshots keep keeps them)",
             "snapshot",
         )
     if vm.power_state not in _SILENT_STATES:

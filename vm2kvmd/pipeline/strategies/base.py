@@ -28,7 +28,7 @@ from vm2kvmd.pipeline.events import DiskProgress, JobEvents
 from vm2kvmd.pipeline.overlay import BeforeCopy, Overlay, WorkArea
 from vm2kvmd.pipeline.planning import InspectResult
 from vm2kvmd.pipeline.rollback import Rollback
-from vm2kvmd.pipeline.vsphere import RemoteSources
+from vm2kvmd.pipeline.vsphere import RemoteSources, no_verify_warning
 
 
 @dataclass
@@ -143,6 +143,17 @@ class DiskStrategy(Protocol):
     ) -> dict[str, Any]:
         """The job's report (``core.report``)."""
         ...
+
+
+async def open_vsphere(migration: Migration, source: VsphereSource) -> tuple[RemoteSources, SourceVM]:
+    """Log in for the run (the session stays until the engine closes it) and read the VM."""
+    warning = no_verify_warning(source)
+    if warning:
+        migration.events.log(warning)
+    remote = migration.remote = RemoteSources(source, migration.events.log)
+    vm = await remote.load(migration.options)
+    migration.events.log(f"read VM {source.vm!r} from {source.uri}")
+    return remote, vm
 
 
 def refuse_broken_disks(inspected: InspectResult, *, extracting: bool = True) -> None:

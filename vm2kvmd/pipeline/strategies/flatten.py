@@ -37,7 +37,7 @@ from vm2kvmd.pipeline.copy import DiskCopy, copy_disks, file_sizes
 from vm2kvmd.pipeline.events import DiskProgress
 from vm2kvmd.pipeline.overlay import BeforeCopy, Overlay, check_conversion_space, create_overlays
 from vm2kvmd.pipeline.planning import InspectResult, inspect_with_host
-from vm2kvmd.pipeline.strategies.base import Comparison, Migration, refuse_broken_disks
+from vm2kvmd.pipeline.strategies.base import Comparison, Migration, open_vsphere, refuse_broken_disks
 from vm2kvmd.pipeline.targets import (
     DirTarget,
     DiskSizes,
@@ -47,7 +47,7 @@ from vm2kvmd.pipeline.targets import (
     check_pool_targets,
     xml_path_for,
 )
-from vm2kvmd.pipeline.vsphere import RemoteSources, inspect_vsphere, no_verify_warning
+from vm2kvmd.pipeline.vsphere import inspect_vsphere
 from vm2kvmd.sources import extracted_at_migration, verify_source
 from vm2kvmd.sources.ovf.extract import extract_package
 from vm2kvmd.sources.ovf.package import load_vm
@@ -127,12 +127,7 @@ class FlattenDisks:
     async def _inspect_vsphere(self, source: VsphereSource) -> InspectResult:
         """Log in (the session stays for the run), read the VM and its descriptors, plan."""
         migration = self.migration
-        warning = no_verify_warning(source)
-        if warning:
-            migration.events.log(warning)
-        migration.remote = RemoteSources(source, migration.events.log)
-        vm = await migration.remote.load(migration.options)
-        migration.events.log(f"read VM {source.vm!r} from {source.uri}")
+        _remote, vm = await open_vsphere(migration, source)
         inspected = await in_thread(
             inspect_with_host, migration.source, migration.options, migration.host, strict=True, loaded=vm
         )

@@ -7,7 +7,12 @@ time; the domain goes on the current state's volumes, then one redefined
 disk-only snapshot per VMware snapshot, parents first, the current one
 marked current (rolled back, newest first, like everything else).
 
-Refused before the first byte is written: a source that is not a .vmx, a
+A VM on ESXi/vCenter is kept the same way: its snapshot tree and each
+snapshot's disk states come from the API (``core.vsphere.snapshots``), its
+layers are read from the datastore through the run's readers
+(``pipeline.vsphere``), one reader per data file however many layers share it.
+
+Refused before the first byte is written: a file source that is not a .vmx, a
 broken chain or snapshot tree, any layer's volume already present, a pool
 without room for every layer.  The guest is not converted (``MigrateOptions``
 refuses it); the ``before_copy`` hooks change the current state only: they
@@ -22,8 +27,8 @@ import asyncio
 import contextlib
 import os
 import stat
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from vm2kvmd.adapters import libvirt_snapshots, qemu_img_layers
@@ -36,20 +41,31 @@ from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.planning.plan import DomainPlan, PlannedDisk
 from vm2kvmd.core.planning.snapshots import ChainLoader, KeepPlan, LayerVolume, plan_keep
 from vm2kvmd.core.residue import Residue
-from vm2kvmd.core.vmware.vmsd import vmsd_path_for
+from vm2kvmd.core.vmware.vmsd import SnapshotTree, vmsd_path_for
+from vm2kvmd.core.vsphere.disk_chain import RemoteChain, RemoteLayer
+from vm2kvmd.core.vsphere.snapshots import disk_chain, remote_chain_of
+from vm2kvmd.core.vsphere.source import VsphereSource
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline.blockdev import QemuSource, open_source
 from vm2kvmd.pipeline.copy import FOLLOW_INTERVAL, host_slot
 from vm2kvmd.pipeline.events import DiskProgress
 from vm2kvmd.pipeline.overlay import BeforeCopy, Overlay
 from vm2kvmd.pipeline.planning import InspectResult, inspect_with_host
-from vm2kvmd.pipeline.strategies.base import Comparison, Migration, refuse_broken_disks
+from vm2kvmd.pipeline.strategies.base import Comparison, Migration, open_vsphere, refuse_broken_disks
 from vm2kvmd.pipeline.targets import PoolTarget, check_pool_targets, check_volume_free
+from vm2kvmd.pipeline.vsphere import RemoteSources, keep_notes, login
 from vm2kvmd.sources.vmware.paths import local_resolver
 from vm2kvmd.sources.vmware.vmdk import load_chain
 from vm2kvmd.sources.vmware.vmsd import load_snapshot_tree
+from vm2kvmd.sources.vsphere.datastore import load_for_migration, load_snapshots
 
-__all__ = ["KeepSnapshots", "plan_keep_migration", "preflight_keep"]
+__all__ = [
+    "KeepSnapshots",
+    "plan_keep_migration",
+    "plan_remote_keep",
+    "preflight_keep",
+    "preflight_keep_vsphere",
+]
 
 
 @dataclass(frozen=True)
@@ -86,14 +102,67 @@ def plan_keep_migration(source: str, options: MigrateOptions, host: LibvirtHost)
     refuse_broken_disks(inspected, extracting=False)
     vm = inspected.vm
     tree = load_snapshot_tree(vm.source_path)
-    keep = plan_keep(vm, inspected.plan, tree, _chain_loader(vm.source_path, options))
+    return _plan(inspected, inspected.plan, tree, _chain_loader(vm.source_path, options), options, host)
+
+
+def _plan(
+    inspected: InspectResult,
+    plan: DomainPlan,
+    tree: SnapshotTree | None,
+    load: ChainLoader,
+    options: MigrateOptions,
+    host: LibvirtHost,
+    notes: tuple[Note, ...] | None = None,
+) -> KeepInspection:
+    keep = plan_keep(inspected.vm, plan, tree, load)
     pool = options.effective_pool
     assert pool is not None, "MigrateOptions.validate refuses keep with output-dir"
     check_pool_targets(host, pool, inspected.plan)
     for volume in keep.volumes:
         check_volume_free(host, pool, volume.volume_name, volume.target_path)
-    notes = inspected.notes + keep.notes
-    return KeepInspection(InspectResult(vm, inspected.plan, inspected.domain_xml, notes), keep)
+    notes = (inspected.notes if notes is None else notes) + keep.notes
+    return KeepInspection(InspectResult(inspected.vm, inspected.plan, inspected.domain_xml, notes), keep)
+
+
+def plan_remote_keep(
+    inspected: InspectResult,
+    tree: SnapshotTree,
+    chains: Mapping[str, RemoteChain],
+    states: Mapping[str, RemoteChain],
+    options: MigrateOptions,
+    host: LibvirtHost,
+) -> tuple[KeepInspection, dict[str, RemoteLayer]]:
+    """``plan_keep_migration`` for a VM on ESXi/vCenter (blocking): its disks' ``chains`` (by disk
+    key) and the snapshots' disk ``states`` (by head) as read from the datastore; also returns
+    every remote layer by descriptor, which the copy opens."""
+    refuse_broken_disks(inspected, extracting=False)
+    layers = {layer.descriptor: layer for c in (*chains.values(), *states.values()) for layer in c.layers}
+    plan = replace(
+        inspected.plan,
+        disks=tuple(
+            replace(d, source=replace(d.source, chain=disk_chain(chains[d.source.address.key])))
+            for d in inspected.plan.disks
+        ),
+    )
+
+    def load(file_name: str, key: str) -> DiskChain:
+        chain = states.get(file_name)
+        if chain is None:  # read_snapshots and snapshot_tree name the same backings
+            raise Vm2kvmError(ErrorCode.INTERNAL, f"no chain read for {file_name}", key=key)
+        return disk_chain(chain)
+
+    return _plan(inspected, plan, tree, load, options, host, keep_notes(inspected.notes, tree)), layers
+
+
+def preflight_keep_vsphere(source: VsphereSource, options: MigrateOptions) -> InspectResult:
+    """``engine.preflight`` for ``--snapshots keep`` of a VM on ESXi/vCenter (blocking)."""
+    with LibvirtHost(options.connect) as host, login(source) as session:
+        vm, chains = load_for_migration(
+            session, source.vm, source.label, refuse_running=not options.shutdown_source
+        )
+        tree, states = load_snapshots(session, source.vm, vm, chains)
+        inspected = inspect_with_host(source.label, options, host, strict=True, loaded=vm)
+        return plan_remote_keep(inspected, tree, chains, states, options, host)[0].inspected
 
 
 def preflight_keep(source: str, options: MigrateOptions) -> InspectResult:
@@ -143,18 +212,31 @@ class KeepSnapshots:
         self.sources: list[QemuSource] = []
         self.totals: list[int] = []
         self.plan_disks: Sequence[PlannedDisk] = ()
+        self.remote_layers: dict[str, RemoteLayer] = {}  # a VM on ESXi/vCenter: its layers by descriptor
 
     async def inspect(self) -> InspectResult:
-        planned = await in_thread(
-            plan_keep_migration, self.migration.source, self.migration.options, self.host
-        )
+        migration = self.migration
+        if migration.vsphere is not None:
+            remote, vm = await open_vsphere(migration, migration.vsphere)
+            tree, states = await remote.load_snapshots(vm)
+            inspected = await in_thread(
+                inspect_with_host, migration.source, migration.options, self.host, strict=True, loaded=vm
+            )
+            planned, self.remote_layers = await in_thread(
+                plan_remote_keep, inspected, tree, remote.chains, states, migration.options, self.host
+            )
+        else:
+            planned = await in_thread(plan_keep_migration, migration.source, migration.options, self.host)
         self.keep, self.copies = planned.keep, planned.copies
         self.plan_disks = planned.inspected.plan.disks  # no conversion: the plan stays
         return planned.inspected
 
     async def prepare(self, inspected: InspectResult) -> None:
-        views = await self.migration.source_views()
-        self.sources = [await open_source(views, _source_chain(v)) for v in self.copies]
+        if self.migration.remote is not None:
+            self.sources = [await self._open_remote(self.migration.remote, v) for v in self.copies]
+        else:
+            views = await self.migration.source_views()
+            self.sources = [await open_source(views, _source_chain(v)) for v in self.copies]
         self.totals = [await qemu_img_layers.measure_layer(s.layers[0]) for s in self.sources]
         target = PoolTarget(self.host, self.pool, self.migration.options)
         await in_thread(
@@ -164,6 +246,17 @@ class KeepSnapshots:
             value=self.pool,
             hint="free space, choose another pool, or --snapshots flatten (the current state only)",
         )
+
+    async def _open_remote(self, remote: RemoteSources, volume: LayerVolume) -> QemuSource:
+        """A layer with its parents read from the datastore (readers shared between layers)."""
+        chain = _source_chain(volume)
+        area = await self.migration.work_area()
+        directory = os.path.join(area.path, "remote")
+        remote_chain = remote_chain_of(chain, self.remote_layers)
+        nodes = await remote.layer_nodes(remote_chain, directory, views=True)
+        top = remote_chain.top
+        await remote.check_layer_size(nodes[0], top, volume.disk.source.address.key)
+        return QemuSource(chain, tuple(nodes))
 
     def overlays(self) -> list[Overlay]:
         raise AssertionError("MigrateOptions.validate refuses keep with a guest conversion")

@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from vm2kvmd.constants import error_name
@@ -62,12 +62,14 @@ class Job:
         create_time: int = 0,
         retry_of: int = 0,
         status: JobStatus | None = None,
+        stored: Mapping[str, Any] | None = None,
     ) -> None:
+        """``stored``: more options the job keeps (a vSphere job's TLS options)."""
         self.options = options
         self.status = status or JobStatus(
             number,
             source,
-            options.to_mapping(),
+            {**options.to_mapping(), **(stored or {})},
             user=user,
             create_time=create_time or now_us(),
             retry_of=retry_of,

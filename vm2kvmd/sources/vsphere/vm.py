@@ -30,13 +30,16 @@ from vm2kvmd.core.vsphere.config import (
     VsDrive,
     VsNic,
     VsSerial,
+    VsSnapshot,
+    VsSnapshotDisk,
+    VsSnapshots,
     VsVideo,
     VsVm,
 )
 from vm2kvmd.core.vsphere.hardware import build_source_vm
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
-__all__ = ["load_source_vm", "read_vm"]
+__all__ = ["load_source_vm", "read_snapshots", "read_vm"]
 
 # pyVmomi types these constructors without annotations; through Any they stay callable in strict mypy.
 _COLLECTOR: Any = vmodl.query.PropertyCollector
@@ -368,3 +371,59 @@ def load_source_vm(
 ) -> SourceVM:
     """``read_vm`` then ``build_source_vm`` (blocking)."""
     return build_source_vm(read_vm(vm, collector), source_path=source_path)
+
+
+def _tree_nodes(nodes: Iterable[Any], parent: int | None) -> Iterable[tuple[Any, int | None]]:
+    for node in nodes:
+        yield node, parent
+        yield from _tree_nodes(node.childSnapshotList or (), int(node.id))
+
+
+def _microseconds(when: Any) -> int | None:
+    return int(when.timestamp() * 1_000_000) if when is not None else None
+
+
+def read_snapshots(vm: vim.VirtualMachine, collector: vmodl.query.PropertyCollector) -> VsSnapshots:
+    """The VM's snapshot tree with each snapshot's disks (blocking; two PropertyCollector calls).
+
+    The disks come from each snapshot's ``config``: vSphere documents its disk backings as the
+    head of the chain holding the disk's state at that snapshot.
+    """
+    props = _properties(vm, collector)
+    info = props.get("snapshot")
+    if info is None:
+        return VsSnapshots((), None)
+    nodes = list(_tree_nodes(info.rootSnapshotList or (), None))
+    spec = _COLLECTOR.FilterSpec(
+        objectSet=[_COLLECTOR.ObjectSpec(obj=node.snapshot) for node, _ in nodes],
+        propSet=[_COLLECTOR.PropertySpec(type=vim.vm.Snapshot, pathSet=["config.hardware.device"])],
+    )
+    devices: dict[str, list[Any]] = {}
+    for found in collector.RetrieveContents([spec]) if nodes else ():
+        values: list[Any] = [p.val for p in found.propSet or ()]
+        devices[str(found.obj._moId)] = list(values[0]) if values else []
+    reader = _Reader([])
+    snapshots = []
+    current = None
+    for node, parent in nodes:
+        moid = str(node.snapshot._moId)
+        if info.currentSnapshot is not None and str(info.currentSnapshot._moId) == moid:
+            current = int(node.id)
+        disks = tuple(
+            VsSnapshotDisk(int(d.key), reader.backing(d.backing))
+            for d in devices.get(moid, ())
+            if isinstance(d, _dev.VirtualDisk)
+        )
+        snapshots.append(
+            VsSnapshot(
+                id=int(node.id),
+                name=str(node.name or ""),
+                description=str(node.description or ""),
+                created_us=_microseconds(node.createTime),
+                parent_id=parent,
+                power_state=str(node.state or "poweredOff"),
+                disks=disks,
+                moid=moid,
+            )
+        )
+    return VsSnapshots(tuple(snapshots), current)
