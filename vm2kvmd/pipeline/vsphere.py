@@ -21,7 +21,7 @@ from typing import Any
 from vm2kvmd.adapters import qemu_img
 from vm2kvmd.adapters.libvirt_host import LibvirtHost
 from vm2kvmd.adapters.nbd_file import NbdFile
-from vm2kvmd.adapters.remote_disk import RemoteDisk
+from vm2kvmd.adapters.remote_disk import HostLimiter, Limits, RemoteDisk
 from vm2kvmd.adapters.vsphere import Session, connect, pinned_certificate
 from vm2kvmd.adapters.vsphere_keepalive import SessionKeeper
 from vm2kvmd.adapters.vsphere_power import shut_down
@@ -93,9 +93,14 @@ def inspect_vsphere(
 class RemoteSources:
     """The session and the readers of one run; ``aclose`` stops them all (also on failure)."""
 
-    def __init__(self, source: VsphereSource, on_log: Callable[[str], None]) -> None:
+    def __init__(
+        self, source: VsphereSource, on_log: Callable[[str], None], limiter: HostLimiter | None = None
+    ) -> None:
         self.source = source
         self.on_log = on_log
+        self.limiter = limiter  # the daemon's: connections per host over all jobs
+        self.limits = Limits()
+        self._reserved = False
         self.session: Session | None = None
         self.keeper: SessionKeeper | None = None
         self.chains: dict[str, RemoteChain] = {}
@@ -125,6 +130,7 @@ class RemoteSources:
         """Disk ``key`` as one read-only node; its readers' files go into ``directory``."""
         session, chain = self.session, self.chains[key]
         assert session is not None
+        await self._reserve(session)
         await in_thread(os.makedirs, directory, 0o700, True)
         tls = self.source.tls
         ca_file = tls.ca_file
@@ -141,6 +147,7 @@ class RemoteSources:
                 ca_file=ca_file,
                 verify=verify,
                 pinned=bool(tls.thumbprint) and verify,
+                limits=self.limits,
                 label=path,
             )
             readers.append(await self._stack.enter_async_context(reader))
@@ -163,6 +170,23 @@ class RemoteSources:
             node = stack(layers)
         await self._check_size(node, chain, key)
         return RemoteSource(node, top.descriptor)
+
+    async def _reserve(self, session: Session) -> None:
+        """Before the first reader: the connections of all the job's readers, from the limiter."""
+        if self._reserved or self.limiter is None:
+            return
+        self._reserved = True
+        host = f"{session.uri.host}:{session.uri.port}"
+        need = sum(len(chain.files) for chain in self.chains.values()) * self.limits.connections
+        limiter = self.limiter
+        if need > limiter.per_host:
+            self.on_log(
+                f"the disks need {need} connections to {host}, more than the {limiter.per_host} allowed "
+                "per host (vsphere_connections_per_host): the job waits until it has the host to itself"
+            )
+        if limiter.busy(host, need):
+            self.on_log(f"waiting for connections to {host} ({limiter.in_use(host)} in use by other jobs)")
+        await self._stack.enter_async_context(limiter.hold(host, need))
 
     async def _pin_readers(self, directory: str, pin: str) -> tuple[str | None, bool]:
         """The readers' CA file: the host's certificate, checked against the pin just now."""

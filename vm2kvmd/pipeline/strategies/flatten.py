@@ -130,7 +130,7 @@ class FlattenDisks:
         warning = no_verify_warning(source)
         if warning:
             migration.events.log(warning)
-        migration.remote = RemoteSources(source, migration.events.log)
+        migration.remote = RemoteSources(source, migration.events.log, migration.readers)
         vm = await migration.remote.load(migration.options)
         migration.events.log(f"read VM {source.vm!r} from {source.uri}")
         inspected = await in_thread(
