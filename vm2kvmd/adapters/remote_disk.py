@@ -54,6 +54,10 @@ from vm2kvmd.constants import DEFAULT_CONNECTIONS_PER_HOST
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 NBDKIT = "nbdkit"
+# qemu-img requests in flight when copying from a reader: nbdkit's curl plugin serves one at a
+# time per connection, so more only queue, and cost CPU (about a fifth more with 8 than with 2,
+# bench/README.md), which the TLS of the transfer needs.
+COPY_REQUESTS = 2
 _WATCHED = ("setpriv", "--pdeathsig", "KILL", "--") if shutil.which("setpriv") else ()
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
