@@ -19,7 +19,8 @@ docs/libraries.md.
   when it has not for ``give_up_after`` seconds, it stops nbdkit, the reads fail at once, and
   the copy fails with ``HostUnreachable`` naming the host and the file.
 - Connections: the curl plugin does one request at a time per NBD connection, the limit filter
-  bounds NBD connections per disk; ``HostLimiter`` bounds readers per host.
+  bounds NBD connections per disk (``Limits.connections``); ``HostLimiter`` bounds connections per
+  host over every job of the daemon (each job reserves its readers' share before opening them).
 - TLS is verified, against ``ca_file`` when given (with ``pinned``: the one certificate whose
   thumbprint the user pinned, which curl takes as trust anchor; a refusal is then
   ``CertificateMismatch``); ``verify=False`` only with no_verify, or for a pinned certificate
