@@ -56,7 +56,7 @@ from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 NBDKIT = "nbdkit"
 # qemu-img requests in flight when copying from a reader: nbdkit's curl plugin serves one at a
-# time per connection, so more only queue, and cost CPU (about a fifth more with 8 than with 2,
+# time per connection, so more only queue, and cost CPU (a tenth to a quarter more with 8 than 2,
 # bench/README.md), which the TLS of the transfer needs.
 COPY_REQUESTS = 2
 _WATCHED = ("setpriv", "--pdeathsig", "KILL", "--") if shutil.which("setpriv") else ()
