@@ -6,7 +6,8 @@ verifies the simulator's certificate).  Once N bytes have gone from upstream to 
 over all connections, it resets (RST, as a failing network does) every open connection; it does
 so ``cuts`` times (``None``: after every further N bytes).  New connections are accepted after a
 cut, so a client that retries continues.  It runs in a thread of its own: use it as a context
-manager around synchronous or asyncio test code alike.
+manager around synchronous or asyncio test code alike.  Every connection is recorded when it
+closes (``closed``: opened, closed, bytes down), so a test can count how many were open at once.
 """
 
 from __future__ import annotations
@@ -16,9 +17,18 @@ import select
 import socket
 import struct
 import threading
+import time
+from dataclasses import dataclass
 from types import TracebackType
 
 _CHUNK = 65536
+
+
+@dataclass(frozen=True)
+class Connection:
+    opened: float  # time.monotonic()
+    closed: float
+    bytes_down: int
 
 
 class CuttingProxy:
@@ -31,6 +41,7 @@ class CuttingProxy:
         self.cuts_done = 0
         self.bytes_down = 0  # upstream → clients, all connections
         self.connections = 0
+        self.closed: list[Connection] = []
         self._since_cut = 0
         self._lock = threading.Lock()
         self._generation = 0  # bumped at each cut; a connection older than it is reset
@@ -64,12 +75,15 @@ class CuttingProxy:
             with self._lock:
                 self.connections += 1
                 generation = self._generation
-            thread = threading.Thread(target=self._pump, args=(client, server, generation), daemon=True)
+            thread = threading.Thread(
+                target=self._pump, args=(client, server, generation, time.monotonic()), daemon=True
+            )
             thread.start()
             self._threads.append(thread)
 
-    def _pump(self, client: socket.socket, server: socket.socket, generation: int) -> None:
+    def _pump(self, client: socket.socket, server: socket.socket, generation: int, opened: float) -> None:
         reset = False
+        down = 0
         try:
             while not self._stop.is_set():
                 if self._generation != generation:
@@ -82,6 +96,7 @@ class CuttingProxy:
                         return
                     if sock is server:
                         client.sendall(data)
+                        down += len(data)
                         if self._count(len(data)):
                             reset = True
                             return
@@ -94,6 +109,8 @@ class CuttingProxy:
                 if reset:
                     _reset(sock)
                 sock.close()
+            with self._lock:
+                self.closed.append(Connection(opened, time.monotonic(), down))
 
     def _count(self, n: int) -> bool:
         """Count bytes sent down; True when this crosses the limit (the caller cuts)."""
@@ -109,6 +126,20 @@ class CuttingProxy:
             if self.cuts_left is not None:
                 self.cuts_left -= 1
             return True
+
+    def most_at_once(self, min_bytes: int = 0) -> int:
+        """The most closed connections open at the same moment, of those that carried at least
+        ``min_bytes`` down (a disk reader's, not a login's)."""
+        with self._lock:
+            kept = [c for c in self.closed if c.bytes_down >= min_bytes]
+        # Sweep the openings and closings in time order; a closing sorts before an opening at the
+        # same instant (one connection handed over to the next is not two at once).
+        events = sorted([(c.opened, 1) for c in kept] + [(c.closed, -1) for c in kept])
+        most = now = 0
+        for _, step in events:
+            now += step
+            most = max(most, now)
+        return most
 
     def stop(self) -> None:
         self._stop.set()

@@ -25,6 +25,7 @@ def test_empty_file_is_all_defaults() -> None:
     assert (config.host_disk_parallelism, config.job_retention) == (4, 1000)
     assert (config.default_pool, config.default_network) == ("default", "default")
     assert config.libvirt_uri == "qemu:///system"
+    assert config.vsphere_connections_per_host == 8
 
 
 def test_every_key() -> None:
@@ -38,6 +39,7 @@ def test_every_key() -> None:
         default_pool = "images"
         default_network = "lan"
         libvirt_uri = "qemu+ssh://kvm1/system"
+        vsphere_connections_per_host = 2
     """
     assert parse_config(text, CONF) == DaemonConfig(
         state_dir="/srv/state",
@@ -49,6 +51,7 @@ def test_every_key() -> None:
         default_pool="images",
         default_network="lan",
         libvirt_uri="qemu+ssh://kvm1/system",
+        vsphere_connections_per_host=2,
     )
 
 
@@ -74,6 +77,10 @@ def test_the_shipped_example_parses_to_the_defaults_and_names_every_key() -> Non
         ("disk_parallelism = 1.5", f"{CONF}: key disk_parallelism: must be an integer ≥ 1 (value 1.5)"),
         ("job_retention = 0", f"{CONF}: key job_retention: must be an integer ≥ 1 (value 0)"),
         (
+            "vsphere_connections_per_host = 0",
+            f"{CONF}: key vsphere_connections_per_host: must be an integer ≥ 1 (value 0)",
+        ),
+        (
             'host_disk_parallelism = "4"',
             f"{CONF}: key host_disk_parallelism: must be an integer ≥ 1 (value '4')",
         ),
@@ -89,7 +96,7 @@ def test_the_shipped_example_parses_to_the_defaults_and_names_every_key() -> Non
             'pool = "images"',
             f"{CONF}: key pool: unknown key (known: state_dir, work_dir, max_parallel_jobs, "
             "disk_parallelism, host_disk_parallelism, job_retention, default_pool, default_network, "
-            "libvirt_uri, libvirt_retry_seconds) (value 'images')",
+            "libvirt_uri, libvirt_retry_seconds, vsphere_connections_per_host) (value 'images')",
         ),
     ],
 )

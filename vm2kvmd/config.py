@@ -14,6 +14,7 @@ from typing import Any
 
 from vm2kvmd.constants import (
     DEFAULT_CONFIG_PATH,
+    DEFAULT_CONNECTIONS_PER_HOST,
     DEFAULT_DISK_PARALLELISM,
     DEFAULT_HOST_DISK_PARALLELISM,
     DEFAULT_JOB_RETENTION,
@@ -39,6 +40,8 @@ class DaemonConfig:
     default_network: str = DEFAULT_NETWORK
     libvirt_uri: str = DEFAULT_LIBVIRT_URI
     libvirt_retry_seconds: int = DEFAULT_LIBVIRT_RETRY_SECONDS  # a job waits this long for libvirtd
+    # HTTP connections to one ESXi/vCenter host from the disk readers of all jobs
+    vsphere_connections_per_host: int = DEFAULT_CONNECTIONS_PER_HOST
 
 
 class ConfigError(Exception):
@@ -62,6 +65,7 @@ _INT_KEYS = (
     "host_disk_parallelism",
     "job_retention",
     "libvirt_retry_seconds",
+    "vsphere_connections_per_host",
 )
 _NAME_KEYS = ("default_pool", "default_network", "libvirt_uri")
 KNOWN_KEYS = tuple(f.name for f in fields(DaemonConfig))

@@ -30,6 +30,9 @@ DEFAULT_MAX_PARALLEL_JOBS: Final = 2
 # Disk copies running at once over all jobs of the host: bounds the I/O load that
 # max_parallel_jobs x disk_parallelism could otherwise reach.
 DEFAULT_HOST_DISK_PARALLELISM: Final = 4
+# HTTP connections to one ESXi/vCenter host from the disk readers of all jobs (each reader: one
+# per file of a disk's chain): ESXi throttles transfers and answers 503 past its own limit.
+DEFAULT_CONNECTIONS_PER_HOST: Final = 8
 # Finished jobs kept in the job store (older ones are pruned, oldest first).
 DEFAULT_JOB_RETENTION: Final = 1000
 # How long a running job waits for a libvirtd that went away (a restart by apt takes seconds)

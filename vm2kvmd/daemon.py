@@ -287,6 +287,7 @@ async def _serve_store(
         max_parallel_jobs=config.max_parallel_jobs,
         host_disk_parallelism=config.host_disk_parallelism,
         job_retention=config.job_retention,
+        connections_per_host=config.vsphere_connections_per_host,
     )
     await manager.load()
     daemon = Daemon(manager, bus=args.bus, config=config)

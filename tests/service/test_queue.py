@@ -9,6 +9,7 @@ from typing import Any
 from dbus_fast.signature import Variant
 
 from tests.service.support import BusClient, ScriptedRunner, serve_daemon
+from vm2kvmd.adapters.remote_disk import HostLimiter
 from vm2kvmd.constants import BUS_NAME, JOB_IFACE, MANAGER_IFACE, MANAGER_PATH, error_name
 from vm2kvmd.errors import ErrorCode
 from vm2kvmd.service.jobs.state import JobState
@@ -125,15 +126,19 @@ async def test_two_parallel_jobs_by_default(private_bus: str, client: BusClient)
 def test_only_the_pipeline_runner_gets_the_recorder_and_copy_slots() -> None:
     store = JobStore.open(None)
     try:
-        manager = Manager(host_disk_parallelism=3)
+        manager = Manager(host_disk_parallelism=3, connections_per_host=5)
         runner: Any = manager.job_runner(7, store)
         assert isinstance(runner, functools.partial) and runner.func is pipeline_runner
-        assert set(runner.keywords) == {"recorder", "copy_slots", "vsphere"}
+        assert set(runner.keywords) == {"recorder", "copy_slots", "vsphere", "readers"}
         assert runner.keywords["vsphere"] is None  # a local job: no vSphere source, no password
         assert isinstance(runner.keywords["copy_slots"], asyncio.Semaphore)
         # The same semaphore for every job: the limit is the host's.
         other: Any = manager.job_runner(8, store)
         assert other.keywords["copy_slots"] is runner.keywords["copy_slots"]
+        # And one limiter of connections per vSphere host for every job.
+        assert isinstance(runner.keywords["readers"], HostLimiter)
+        assert runner.keywords["readers"].per_host == 5
+        assert other.keywords["readers"] is runner.keywords["readers"]
         injected = ScriptedRunner()
         assert Manager(runner=injected).job_runner(9, store) is injected
     finally:

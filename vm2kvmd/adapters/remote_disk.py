@@ -19,7 +19,8 @@ docs/libraries.md.
   when it has not for ``give_up_after`` seconds, it stops nbdkit, the reads fail at once, and
   the copy fails with ``HostUnreachable`` naming the host and the file.
 - Connections: the curl plugin does one request at a time per NBD connection, the limit filter
-  bounds NBD connections per disk; ``HostLimiter`` bounds readers per host.
+  bounds NBD connections per disk (``Limits.connections``); ``HostLimiter`` bounds connections per
+  host over every job of the daemon (each job reserves its readers' share before opening them).
 - TLS is verified, against ``ca_file`` when given (with ``pinned``: the one certificate whose
   thumbprint the user pinned, which curl takes as trust anchor; a refusal is then
   ``CertificateMismatch``); ``verify=False`` only with no_verify, or for a pinned certificate
@@ -41,8 +42,8 @@ import signal
 import socket
 import ssl
 import tempfile
-from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -50,9 +51,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from vm2kvmd.aio import in_thread, settle
+from vm2kvmd.constants import DEFAULT_CONNECTIONS_PER_HOST
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 NBDKIT = "nbdkit"
+# qemu-img requests in flight when copying from a reader: nbdkit's curl plugin serves one at a
+# time per connection, so more only queue, and cost CPU (a tenth to a quarter more with 8 than 2,
+# bench/README.md), which the TLS of the transfer needs.
+COPY_REQUESTS = 2
 _WATCHED = ("setpriv", "--pdeathsig", "KILL", "--") if shutil.which("setpriv") else ()
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
@@ -72,20 +78,67 @@ class Limits:
 
 
 class HostLimiter:
-    """At most ``per_host`` disks read at once from one host, across the jobs of one daemon.
+    """At most ``per_host`` HTTP connections to one host from the disk readers of every job.
 
     ESXi answers 503 when too many transfers run against it; the daemon holds one limiter and
-    gives it to every reader.
+    every job reserves, before it opens its first reader, the connections all its readers may
+    use (``hold``).  One reservation per job, taken whole: jobs that each held part of what
+    they need and waited for the rest would wait for each other for ever.  Waiters are served
+    first come, first served, so a job needing many connections is not overtaken for ever by
+    jobs needing few.
     """
 
-    def __init__(self, per_host: int = 4) -> None:
-        self.per_host = per_host
-        self._slots: defaultdict[str, asyncio.Semaphore] = defaultdict(
-            lambda: asyncio.Semaphore(self.per_host)
-        )
+    def __init__(self, per_host: int = DEFAULT_CONNECTIONS_PER_HOST) -> None:
+        self.per_host = max(1, per_host)
+        self._used: defaultdict[str, int] = defaultdict(int)
+        self._waiting: defaultdict[str, deque[tuple[int, asyncio.Future[None]]]] = defaultdict(deque)
 
-    def slot(self, host: str) -> asyncio.Semaphore:
-        return self._slots[host]
+    def in_use(self, host: str) -> int:
+        """Connections to ``host`` reserved now."""
+        return self._used[host]
+
+    def busy(self, host: str, connections: int) -> bool:
+        """Whether ``hold(host, connections)`` would wait now."""
+        return bool(self._waiting[host]) or self._used[host] + self.share(connections) > self.per_host
+
+    def share(self, connections: int) -> int:
+        """What a reservation of ``connections`` gets: at least one, at most the whole host."""
+        return min(max(1, connections), self.per_host)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, host: str, connections: int) -> AsyncIterator[int]:
+        """Reserve ``share(connections)`` connections to ``host`` (waiting for them); yields how many."""
+        wanted = self.share(connections)
+        if self.busy(host, wanted):
+            granted = asyncio.get_running_loop().create_future()
+            queue = self._waiting[host]
+            queue.append((wanted, granted))
+            try:
+                await granted
+            except BaseException:
+                if granted.done() and not granted.cancelled():
+                    self._release(host, wanted)  # granted just as it was cancelled
+                else:
+                    queue.remove((wanted, granted))
+                    self._wake(host)
+                raise
+        else:
+            self._used[host] += wanted
+        try:
+            yield wanted
+        finally:
+            self._release(host, wanted)
+
+    def _release(self, host: str, n: int) -> None:
+        self._used[host] -= n
+        self._wake(host)
+
+    def _wake(self, host: str) -> None:
+        queue = self._waiting[host]
+        while queue and self._used[host] + queue[0][0] <= self.per_host:
+            wanted, granted = queue.popleft()
+            self._used[host] += wanted
+            granted.set_result(None)
 
 
 class RemoteDisk:
@@ -105,7 +158,6 @@ class RemoteDisk:
         verify: bool = True,
         pinned: bool = False,
         limits: Limits = Limits(),
-        limiter: HostLimiter | None = None,
         label: str | None = None,
     ) -> None:
         parts = urlsplit(url)
@@ -125,10 +177,8 @@ class RemoteDisk:
         self._verify = verify
         self._pinned = pinned  # ca_file is the one certificate the user pinned
         self._limits = limits
-        self._limiter = limiter
         self._dir: Path | None = None
         self._proc: asyncio.subprocess.Process | None = None
-        self._slot: asyncio.Semaphore | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self.gave_up: str | None = None  # why the watchdog stopped the reader
         # Called when the host refuses the cookie (401/403): SessionKeeper renews the session now.
@@ -191,9 +241,6 @@ class RemoteDisk:
         return line.replace(self._cookie, "<cookie>") if self._cookie else line
 
     async def __aenter__(self) -> RemoteDisk:
-        if self._limiter is not None:
-            self._slot = self._limiter.slot(self.host)
-            await self._slot.acquire()
         try:
             await self._start()
         except BaseException:
@@ -339,9 +386,6 @@ class RemoteDisk:
             if self._dir is not None:
                 await in_thread(shutil.rmtree, self._dir, ignore_errors=True)
                 self._dir = None
-            if self._slot is not None:
-                self._slot.release()
-                self._slot = None
 
 
 async def _terminate(proc: asyncio.subprocess.Process) -> None:

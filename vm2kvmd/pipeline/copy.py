@@ -70,6 +70,7 @@ class DiskCopy:
     total: int  # bytes the copy writes
     mode: CopyMode
     files: tuple[tuple[str, int], ...] = ()  # the source's files and their sizes when opened
+    requests: int = qemu_img.COPY_REQUESTS  # in flight (fewer for a remote disk's reader)
 
 
 NoSpace = Callable[[DiskCopy], Awaitable[Vm2kvmError]]
@@ -139,6 +140,7 @@ async def _copy(disk: DiskCopy, events: JobEvents, no_space: NoSpace) -> None:
             preallocation=disk.mode.preallocation,
             on_start=meter.started,
             label=disk.label,
+            requests=disk.requests,
         )
     except Vm2kvmError as err:
         if err.code is ErrorCode.COPY_FAILED and _ENOSPC_TEXT in err.message:

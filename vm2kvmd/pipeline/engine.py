@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vm2kvmd.adapters.libvirt_host import LibvirtHost
+from vm2kvmd.adapters.remote_disk import HostLimiter
 from vm2kvmd.aio import in_thread, settle
 from vm2kvmd.core.hardware.model import Note
 from vm2kvmd.core.options import MigrateOptions
@@ -95,6 +96,7 @@ async def run_migration(
     recorder: ResidueRecorder | None = None,
     copy_slots: asyncio.Semaphore | None = None,
     vsphere: VsphereSource | None = None,
+    readers: HostLimiter | None = None,
 ) -> MigrationResult:
     """Migrate the VM at ``source`` (a .vmx, .ovf or .ova) as ``options`` say; see the module docstring.
 
@@ -107,6 +109,7 @@ async def run_migration(
     ``recorder``: where what the run creates is written down (``pipeline.rollback``).
     ``copy_slots``: shared by every job of the daemon; each disk copy holds one
     (``pipeline.copy``).
+    ``readers``: shared by every job of the daemon; bounds the connections to a vSphere host.
     """
     options.validate()
     check_vsphere_options(vsphere, options)
@@ -116,7 +119,9 @@ async def run_migration(
         if options.output_dir
         else LibvirtHost(options.connect, patience=options.libvirt_retry_seconds, log=events.log)
     )
-    migration = Migration(source, options, events, host, Rollback(recorder), copy_slots, vsphere=vsphere)
+    migration = Migration(
+        source, options, events, host, Rollback(recorder), copy_slots, vsphere=vsphere, readers=readers
+    )
     engine = Engine(migration, strategy_for(migration), tuple(before_copy), converter)
     try:
         return await engine.run()

@@ -21,7 +21,7 @@ from typing import Any
 from vm2kvmd.adapters import qemu_img
 from vm2kvmd.adapters.libvirt_host import LibvirtHost
 from vm2kvmd.adapters.nbd_file import NbdFile
-from vm2kvmd.adapters.remote_disk import RemoteDisk
+from vm2kvmd.adapters.remote_disk import HostLimiter, Limits, RemoteDisk
 from vm2kvmd.adapters.vsphere import Session, connect, pinned_certificate
 from vm2kvmd.adapters.vsphere_keepalive import SessionKeeper
 from vm2kvmd.adapters.vsphere_power import shut_down
@@ -103,9 +103,14 @@ def inspect_vsphere(
 class RemoteSources:
     """The session and the readers of one run; ``aclose`` stops them all (also on failure)."""
 
-    def __init__(self, source: VsphereSource, on_log: Callable[[str], None]) -> None:
+    def __init__(
+        self, source: VsphereSource, on_log: Callable[[str], None], limiter: HostLimiter | None = None
+    ) -> None:
         self.source = source
         self.on_log = on_log
+        self.limiter = limiter  # the daemon's: connections per host over all jobs
+        self.limits = Limits()
+        self._reserved = False
         self.session: Session | None = None
         self.keeper: SessionKeeper | None = None
         self.chains: dict[str, RemoteChain] = {}
@@ -168,6 +173,7 @@ class RemoteSources:
             return self._readers[path]
         session = self.session
         assert session is not None
+        await self._reserve(session)
         ca_file, verify = await self._trust(directory)
         reader = RemoteDisk(
             datastore_url(session, path),
@@ -176,6 +182,7 @@ class RemoteSources:
             ca_file=ca_file,
             verify=verify,
             pinned=bool(self.source.tls.thumbprint) and verify,
+            limits=self.limits,
             label=path,
         )
         self._readers[path] = await self._stack.enter_async_context(reader)
@@ -211,6 +218,24 @@ class RemoteSources:
             if verify and tls.thumbprint:
                 self._trusted = await self._pin_readers(directory, tls.thumbprint)
         return self._trusted
+
+    async def _reserve(self, session: Session) -> None:
+        """Before the first reader: the connections of all the job's readers, from the limiter."""
+        if self._reserved or self.limiter is None:
+            return
+        self._reserved = True
+        host = f"{session.uri.host}:{session.uri.port}"
+        files = {path for chain in self.chains.values() for path in chain.files}  # one reader each
+        need = len(files) * self.limits.connections
+        limiter = self.limiter
+        if need > limiter.per_host:
+            self.on_log(
+                f"the disks need {need} connections to {host}, more than the {limiter.per_host} allowed "
+                "per host (vsphere_connections_per_host): the job waits until it has the host to itself"
+            )
+        if limiter.busy(host, need):
+            self.on_log(f"waiting for connections to {host} ({limiter.in_use(host)} in use by other jobs)")
+        await self._stack.enter_async_context(limiter.hold(host, need))
 
     async def _pin_readers(self, directory: str, pin: str) -> tuple[str | None, bool]:
         """The readers' CA file: the host's certificate, checked against the pin just now."""

@@ -36,7 +36,9 @@ from dbus_fast.service import dbus_property
 
 from vm2kvmd import __version__
 from vm2kvmd.adapters.password_fd import read_password_fd
+from vm2kvmd.adapters.remote_disk import HostLimiter
 from vm2kvmd.constants import (
+    DEFAULT_CONNECTIONS_PER_HOST,
     DEFAULT_HOST_DISK_PARALLELISM,
     DEFAULT_JOB_RETENTION,
     DEFAULT_MAX_PARALLEL_JOBS,
@@ -135,6 +137,7 @@ class Manager(BusInterface):
         max_parallel_jobs: int = DEFAULT_MAX_PARALLEL_JOBS,
         host_disk_parallelism: int = DEFAULT_HOST_DISK_PARALLELISM,
         job_retention: int = DEFAULT_JOB_RETENTION,
+        connections_per_host: int = DEFAULT_CONNECTIONS_PER_HOST,
     ) -> None:
         super().__init__(MANAGER_IFACE)
         self._runner = runner  # None: the pipeline, bound per job in job_runner
@@ -152,6 +155,8 @@ class Manager(BusInterface):
         self._max_parallel = max(1, max_parallel_jobs)
         # Held by every disk copy of every job (pipeline.run_migration's copy_slots).
         self._copy_slots = asyncio.Semaphore(max(1, host_disk_parallelism))
+        # Held by the disk readers of every vSphere job (adapters.remote_disk.HostLimiter).
+        self._readers = HostLimiter(connections_per_host)
         self._retention = max(1, job_retention)
         self._objects: dict[str, JobObject] = {}  # every job's, by path
         self._queue: deque[Job] = deque()  # created, not started; FIFO
@@ -269,7 +274,11 @@ class Manager(BusInterface):
         if self._runner is not None:
             return self._runner
         runner: Runner = functools.partial(
-            pipeline_runner, recorder=store.recorder(number), copy_slots=self._copy_slots, vsphere=vsphere
+            pipeline_runner,
+            recorder=store.recorder(number),
+            copy_slots=self._copy_slots,
+            vsphere=vsphere,
+            readers=self._readers,
         )
         return runner
 

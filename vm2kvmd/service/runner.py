@@ -17,6 +17,7 @@ from vm2kvmd.core.hardware.model import Note
 from vm2kvmd.core.options import MigrateOptions
 
 if TYPE_CHECKING:
+    from vm2kvmd.adapters.remote_disk import HostLimiter
     from vm2kvmd.core.residue import ResidueRecorder
     from vm2kvmd.core.vsphere.source import VsphereSource
 
@@ -79,6 +80,7 @@ async def pipeline_runner(
     recorder: ResidueRecorder | None = None,
     copy_slots: asyncio.Semaphore | None = None,
     vsphere: VsphereSource | None = None,
+    readers: HostLimiter | None = None,
 ) -> MigrationOutcome:
     """``pipeline.run_migration``; the manager binds ``recorder`` (the job's residues in the
     job store) and ``copy_slots`` (the host-wide disk copy limit) with ``functools.partial``."""
@@ -93,6 +95,7 @@ async def pipeline_runner(
         recorder=recorder,
         copy_slots=copy_slots,
         vsphere=vsphere,
+        readers=readers,
     )
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from vm2kvmd.adapters.libvirt_host import LibvirtHost
+from vm2kvmd.adapters.remote_disk import HostLimiter
 from vm2kvmd.aio import in_thread
 from vm2kvmd.core.guest.info import Conversion
 from vm2kvmd.core.hardware.model import Note, SourceVM
@@ -45,6 +46,7 @@ class Migration:
     host: LibvirtHost | None  # None with output_dir
     rollback: Rollback
     copy_slots: asyncio.Semaphore | None = None
+    readers: HostLimiter | None = None  # connections per vSphere host, shared by every job
     area: WorkArea | None = None
     views: SourceViews | None = None
     vsphere: VsphereSource | None = None  # the source is a VM on ESXi/vCenter (``source`` its label)
@@ -150,7 +152,7 @@ async def open_vsphere(migration: Migration, source: VsphereSource) -> tuple[Rem
     warning = no_verify_warning(source)
     if warning:
         migration.events.log(warning)
-    remote = migration.remote = RemoteSources(source, migration.events.log)
+    remote = migration.remote = RemoteSources(source, migration.events.log, migration.readers)
     vm = await remote.load(migration.options)
     migration.events.log(f"read VM {source.vm!r} from {source.uri}")
     return remote, vm

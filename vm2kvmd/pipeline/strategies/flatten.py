@@ -23,6 +23,7 @@ from typing import Any
 
 from vm2kvmd.adapters import qemu_img
 from vm2kvmd.adapters.libvirt_host import LibvirtHost
+from vm2kvmd.adapters.remote_disk import COPY_REQUESTS as REMOTE_COPY_REQUESTS
 from vm2kvmd.aio import in_thread
 from vm2kvmd.core.guest.info import Conversion
 from vm2kvmd.core.hardware.model import DiskChain, Note, SourceVM
@@ -229,6 +230,7 @@ class FlattenDisks:
                 total=target.written(disk, size),
                 mode=target.copy_mode(disk),
                 files=files,
+                requests=qemu_img.COPY_REQUESTS if disk.source.remote is None else REMOTE_COPY_REQUESTS,
             )
             for i, (disk, overlay, path, size, files) in enumerate(
                 zip(self.disks_, self.overlays_, self.paths, self.sizes, self.source_files, strict=True)
