@@ -161,7 +161,7 @@ def _checked_open(path: str) -> int:
     return fd
 
 
-def _pipe_with(secret: str) -> int:
+def pipe_with(secret: str) -> int:
     """The read end of a pipe holding ``secret`` (a password is far below a pipe's capacity)."""
     read_end, write_end = os.pipe()
     try:
@@ -207,7 +207,7 @@ def password_fd(args: argparse.Namespace, uri: VsphereUri) -> Iterator[int]:
                 f"'machine {uri.host} login {uri.login} password ...' to ~/.netrc (mode 0600), "
                 "or run vm2kvmctl on a terminal to be asked"
             )
-        fd = _pipe_with(secret)
+        fd = pipe_with(secret)
     try:
         yield fd
     finally:

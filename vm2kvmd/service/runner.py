@@ -18,6 +18,7 @@ from vm2kvmd.core.options import MigrateOptions
 
 if TYPE_CHECKING:
     from vm2kvmd.core.residue import ResidueRecorder
+    from vm2kvmd.core.secret import Secret
     from vm2kvmd.core.vsphere.source import VsphereSource
 
 
@@ -79,9 +80,11 @@ async def pipeline_runner(
     recorder: ResidueRecorder | None = None,
     copy_slots: asyncio.Semaphore | None = None,
     vsphere: VsphereSource | None = None,
+    bitlocker_key: Secret | None = None,
 ) -> MigrationOutcome:
     """``pipeline.run_migration``; the manager binds ``recorder`` (the job's residues in the
-    job store) and ``copy_slots`` (the host-wide disk copy limit) with ``functools.partial``."""
+    job store), ``copy_slots`` (the host-wide disk copy limit) and the caller's BitLocker key
+    (held in memory for this job only) with ``functools.partial``."""
     from vm2kvmd import pipeline
     from vm2kvmd.pipeline.conversion import LibguestfsConverter
 
@@ -89,7 +92,7 @@ async def pipeline_runner(
         source,
         options,
         events,
-        converter=LibguestfsConverter(),
+        converter=LibguestfsConverter(bitlocker_key=bitlocker_key),
         recorder=recorder,
         copy_slots=copy_slots,
         vsphere=vsphere,
