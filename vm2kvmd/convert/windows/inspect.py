@@ -109,8 +109,18 @@ def unlock_and_inspect(g: GuestFS, key: Secret, log: Callable[[str], None]) -> l
     if not locked:
         log("a BitLocker key was given, but the VM has no BitLocker volume")
         return []
-    bitlocker.unlock(g, locked, key, log)
-    return list(g.inspect_os())
+    opened = bitlocker.unlock(g, locked, key, log)
+    roots = list(g.inspect_os())
+    if not roots:
+        # Not GuestEncrypted: the key was right, and asking for it again would not help.
+        raise Vm2kvmError(
+            ErrorCode.NO_GUEST_OS,
+            f"the BitLocker volumes {', '.join(locked)} opened with the key ({', '.join(opened)}), "
+            "but no operating system was found on them or the other disks",
+            value=locked[0],
+            hint="migrate with --no-guest-conversion to copy the disks and define the VM unchanged",
+        )
+    return roots
 
 
 # --- the disks ----------------------------------------------------------------------------------
