@@ -253,8 +253,12 @@ class Client:
         (result,) = await self.call(MANAGER_PATH, MANAGER_IFACE, "Inspect", "sa{sv}", [source, dict(options)])
         return str(result)
 
-    async def migrate(self, source: str, options: Mapping[str, Variant]) -> str:
-        (path,) = await self.call(MANAGER_PATH, MANAGER_IFACE, "Migrate", "sa{sv}", [source, dict(options)])
+    async def migrate(self, source: str, options: Mapping[str, Variant], key_fd: int | None = None) -> str:
+        """``Migrate``; ``key_fd`` (a BitLocker key) travels as the ``bitlocker-key`` option (``h``)."""
+        opts, fds = _with_key(options, key_fd, index=0)
+        (path,) = await self.call(
+            MANAGER_PATH, MANAGER_IFACE, "Migrate", "sa{sv}", [source, opts], unix_fds=fds
+        )
         return str(path)
 
     async def list_vms(self, uri: str, options: Mapping[str, Variant], password_fd: int) -> str:
@@ -279,15 +283,16 @@ class Client:
         return str(result)
 
     async def migrate_remote(
-        self, uri: str, vm: str, options: Mapping[str, Variant], password_fd: int
+        self, uri: str, vm: str, options: Mapping[str, Variant], password_fd: int, key_fd: int | None = None
     ) -> str:
+        opts, fds = _with_key(options, key_fd, index=1)
         (path,) = await self.call(
             MANAGER_PATH,
             MANAGER_IFACE,
             "MigrateRemote",
             "ssa{sv}h",
-            [uri, vm, dict(options), 0],
-            unix_fds=[password_fd],
+            [uri, vm, opts, 0],
+            unix_fds=[password_fd, *fds],
         )
         return str(path)
 
@@ -356,6 +361,15 @@ class Client:
             await self.call(DBUS_PATH, DBUS_NAME, "AddMatch", "s", [rule], destination=DBUS_NAME)
         self.signals = signals
         return signals
+
+
+def _with_key(
+    options: Mapping[str, Variant], key_fd: int | None, *, index: int
+) -> tuple[dict[str, Variant], list[int]]:
+    """The options with ``bitlocker-key`` naming fd number ``index`` of the call, and the fds."""
+    if key_fd is None:
+        return dict(options), []
+    return {**options, "bitlocker-key": Variant("h", index)}, [key_fd]
 
 
 def job_number(path: str) -> int:

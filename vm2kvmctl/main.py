@@ -18,7 +18,7 @@ from typing import Final
 from dbus_fast.signature import Variant
 from rich.console import Console
 
-from vm2kvmctl import jobs, output, vsphere
+from vm2kvmctl import jobs, keys, output, vsphere
 from vm2kvmctl.client import Client, DaemonError, Unreachable, job_number
 from vm2kvmctl.common import (
     EXIT_FAILED,
@@ -228,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Windows guests: the virtio-win drivers (an unpacked ISO or /usr/share/virtio-win of the "
         "RPM); default: $VIRTIO_WIN of the daemon, else /usr/share/virtio-win",
     )
+    keys.add_key_option(guest)
     _add_mapping_options(migrate)
     migrate.set_defaults(func=cmd_migrate)
 
@@ -295,13 +296,14 @@ async def cmd_migrate(ctx: Context, client: Client) -> int:
     options = mapping_options(args)
 
     async def start() -> str:
-        if remote is None:
-            return await client.migrate(absolute(args.source), options)
-        uri, uri_text, vm = remote
-        more = {**options, **vsphere.tls_options(args)}
-        return await vsphere.call_with_password(
-            args, uri, lambda fd: client.migrate_remote(uri_text, vm, more, fd)
-        )
+        with keys.key_fd(args) as key:  # --key-file: the BitLocker key, as an fd only
+            if remote is None:
+                return await client.migrate(absolute(args.source), options, key)
+            uri, uri_text, vm = remote
+            more = {**options, **vsphere.tls_options(args)}
+            return await vsphere.call_with_password(
+                args, uri, lambda fd: client.migrate_remote(uri_text, vm, more, fd, key)
+            )
 
     if args.detach:
         path = await start()

@@ -163,7 +163,7 @@ def _checked_open(path: str) -> int:
     return fd
 
 
-def _pipe_with(secret: str | bytes) -> int:
+def pipe_with(secret: str | bytes) -> int:
     """The read end of a pipe holding ``secret`` (a password is far below a pipe's capacity)."""
     read_end, write_end = os.pipe()
     try:
@@ -209,7 +209,7 @@ def password_fd(args: argparse.Namespace, uri: VsphereUri) -> Iterator[int]:
     """An fd holding the password for ``uri``: ``--password-file``, ``~/.netrc`` (mode 0600), or
     a prompt on a terminal.  Closed on exit."""
     if args.password_file == "-":
-        fd = _pipe_with(_stdin_password())
+        fd = pipe_with(_stdin_password())
     elif args.password_file is not None:
         try:
             fd = _checked_open(args.password_file)
@@ -225,7 +225,7 @@ def password_fd(args: argparse.Namespace, uri: VsphereUri) -> Iterator[int]:
                 f"'machine {uri.host} login {uri.login} password ...' to ~/.netrc (mode 0600), "
                 "or run vm2kvmctl on a terminal to be asked"
             )
-        fd = _pipe_with(secret)
+        fd = pipe_with(secret)
     try:
         yield fd
     finally:

@@ -78,9 +78,16 @@ def _unwrap(value: Any) -> Any:
 
 
 async def dbus_call(
-    address: str, path: str, interface: str, member: str, signature: str, body: list[Any]
+    address: str,
+    path: str,
+    interface: str,
+    member: str,
+    signature: str,
+    body: list[Any],
+    *,
+    unix_fds: list[int] | None = None,
 ) -> Any:
-    bus = await MessageBus(bus_address=address).connect()
+    bus = await MessageBus(bus_address=address, negotiate_unix_fd=bool(unix_fds)).connect()
     try:
         reply = await bus.call(
             Message(
@@ -90,6 +97,7 @@ async def dbus_call(
                 member=member,
                 signature=signature,
                 body=body,
+                unix_fds=unix_fds or [],
             )
         )
     finally:

@@ -129,8 +129,9 @@ def test_only_the_pipeline_runner_gets_the_recorder_and_copy_slots() -> None:
         manager = Manager(host_disk_parallelism=3, connections_per_host=5)
         runner: Any = manager.job_runner(7, store)
         assert isinstance(runner, functools.partial) and runner.func is pipeline_runner
-        assert set(runner.keywords) == {"recorder", "copy_slots", "vsphere", "readers"}
+        assert set(runner.keywords) == {"recorder", "copy_slots", "vsphere", "readers", "bitlocker_key"}
         assert runner.keywords["vsphere"] is None  # a local job: no vSphere source, no password
+        assert runner.keywords["bitlocker_key"] is None  # no --key-file
         assert isinstance(runner.keywords["copy_slots"], asyncio.Semaphore)
         # The same semaphore for every job: the limit is the host's.
         other: Any = manager.job_runner(8, store)

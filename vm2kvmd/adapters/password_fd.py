@@ -20,47 +20,49 @@ MAX_PASSWORD_BYTES = 4096  # vCenter allows up to 256 characters; anything far l
 READ_TIMEOUT = 5.0
 
 
-def _refused(problem: str) -> Vm2kvmError:
+def _refused(problem: str, what: str = "password") -> Vm2kvmError:
     return Vm2kvmError(
         ErrorCode.INVALID_OPTION,
-        f"the password file descriptor {problem}",
-        hint="pass a pipe or file holding only the password, closed after writing",
+        f"the {what} file descriptor {problem}",
+        hint=f"pass a pipe or file holding only the {what}, closed after writing",
     )
 
 
-def read_password_fd(fd: int, *, timeout: float = READ_TIMEOUT) -> str:
-    """The password in ``fd`` (one trailing newline dropped); ``fd`` is closed in every case."""
+def read_password_fd(fd: int, *, timeout: float = READ_TIMEOUT, what: str = "password") -> str:
+    """The password in ``fd`` (one trailing newline dropped); ``fd`` is closed in every case.
+
+    ``what`` names the secret in errors (a BitLocker key travels the same way)."""
     try:
         mode = os.fstat(fd).st_mode
         if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
-            raise _refused("is not a pipe, socket or regular file")
+            raise _refused("is not a pipe, socket or regular file", what)
         os.set_blocking(fd, False)
-        data = _read_to_eof(fd, timeout)
+        data = _read_to_eof(fd, timeout, what)
     finally:
         os.close(fd)
     try:
         text = data.decode()
     except UnicodeDecodeError:
-        raise _refused("does not hold UTF-8 text") from None
+        raise _refused("does not hold UTF-8 text", what) from None
     # A file written by `echo` or an editor ends with a newline that is not part of the password.
     text = text.removesuffix("\n").removesuffix("\r")
     if not text:
-        raise _refused("holds an empty password")
+        raise _refused(f"holds an empty {what}", what)
     if "\n" in text:
-        raise _refused("holds more than one line")
+        raise _refused("holds more than one line", what)
     if "\x00" in text:
-        raise _refused("holds a NUL byte")
+        raise _refused("holds a NUL byte", what)
     return text
 
 
-def _read_to_eof(fd: int, timeout: float) -> bytes:
+def _read_to_eof(fd: int, timeout: float, what: str = "password") -> bytes:
     deadline = time.monotonic() + timeout
     chunks: list[bytes] = []
     size = 0
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise _refused(f"was not closed within {timeout:g} s (the caller must close its end)")
+            raise _refused(f"was not closed within {timeout:g} s (the caller must close its end)", what)
         ready, _, _ = select.select([fd], [], [], left)
         if not ready:
             continue
@@ -73,4 +75,4 @@ def _read_to_eof(fd: int, timeout: float) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
         if size > MAX_PASSWORD_BYTES:
-            raise _refused(f"holds more than {MAX_PASSWORD_BYTES} bytes")
+            raise _refused(f"holds more than {MAX_PASSWORD_BYTES} bytes", what)

@@ -10,6 +10,7 @@ from vm2kvmd.core.guest.info import Change, DeviceMap, GuestInfo
 from vm2kvmd.core.hardware.model import Note, SourceVM
 from vm2kvmd.core.planning.guestcaps import GuestCaps
 from vm2kvmd.core.planning.plan import DomainPlan
+from vm2kvmd.core.secret import Secret
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,7 @@ class ConversionOptions:
     root: str | None = None  # --root: the inspection root to convert (appliance device), None = first
     install_guest_agent: bool = False  # install qemu-guest-agent at first boot
     virtio_win: str = "/usr/share/virtio-win"  # Windows drivers (core.guest.windows.virtio_win)
+    bitlocker_key: Secret | None = None  # --key-file: opens BitLocker volumes (convert.windows.bitlocker)
 
 
 @dataclass

@@ -13,13 +13,19 @@ from __future__ import annotations
 import contextlib
 import posixpath
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from vm2kvmd.adapters.guestfs_api import GuestFS
-from vm2kvmd.convert.windows.inspect import inspect_windows, refuse_hidden_windows, tools_apps
+from vm2kvmd.convert.windows.inspect import (
+    inspect_windows,
+    refuse_hidden_windows,
+    tools_apps,
+    unlock_and_inspect,
+)
 from vm2kvmd.core.guest.info import Filesystem, GuestInfo, Kernel, module_name
 from vm2kvmd.core.guest.windows.info import refuse_windows
 from vm2kvmd.core.hardware.model import Note
+from vm2kvmd.core.secret import Secret
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 _NO_CONVERSION_HINT = "migrate with --no-guest-conversion to copy the disks and define the VM unchanged"
@@ -37,9 +43,15 @@ _VMWARE_TARBALL = (
 _X86 = ("x86_64", "i386", "i486", "i586", "i686")
 
 
-def find_roots(g: GuestFS) -> list[str]:
-    """libguestfs' inspection roots; with none, a BitLocker or dynamic system disk is named as the reason."""
+def find_roots(g: GuestFS, key: Secret | None = None, log: Callable[[str], None] = print) -> list[str]:
+    """libguestfs' inspection roots; with none, a BitLocker or dynamic system disk is named as the reason.
+
+    With a BitLocker ``key`` (``--key-file``), a VM that shows no OS has its BitLocker volumes
+    opened first (``convert.windows.bitlocker``) and is inspected again.
+    """
     roots = list(g.inspect_os())
+    if not roots and key is not None:
+        roots = unlock_and_inspect(g, key, log)
     if not roots:
         refuse_hidden_windows(g)
     return roots

@@ -18,7 +18,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from vm2kvmd.adapters.appliance import Appliance
@@ -38,6 +38,7 @@ from vm2kvmd.core.hardware.model import Note, SourceVM
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.planning.guestcaps import GuestCaps
 from vm2kvmd.core.planning.plan import DomainPlan
+from vm2kvmd.core.secret import Secret
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline.events import JobEvents
 from vm2kvmd.pipeline.overlay import Overlay, WorkAreaWatch, check_conversion_space
@@ -74,6 +75,8 @@ class LibguestfsConverter:
     """
 
     skip: frozenset[str] = frozenset()
+    # The caller's BitLocker key (Manager1's bitlocker-key fd), for this job only; never shown.
+    bitlocker_key: Secret | None = field(default=None, repr=False)
 
     async def __call__(
         self,
@@ -92,7 +95,15 @@ class LibguestfsConverter:
         await asyncio.to_thread(check_conversion_space, options.work_dir)
         appliance = Appliance([o.path for o in overlays])
         work = asyncio.ensure_future(
-            asyncio.to_thread(_convert, appliance, vm, replan, _conversion_options(options), log, self.skip)
+            asyncio.to_thread(
+                _convert,
+                appliance,
+                vm,
+                replan,
+                _conversion_options(options, self.bitlocker_key),
+                log,
+                self.skip,
+            )
         )
         # A full work area pauses the appliance for good (pipeline.overlay.FULL_BELOW).
         full = WorkAreaWatch(options.work_dir, overlays)
@@ -120,11 +131,12 @@ async def _quietly(work: asyncio.Future[Conversion]) -> None:
         await work
 
 
-def _conversion_options(options: MigrateOptions) -> ConversionOptions:
+def _conversion_options(options: MigrateOptions, key: Secret | None = None) -> ConversionOptions:
     return ConversionOptions(
         root=options.root,
         install_guest_agent=options.install_guest_agent,
         virtio_win=virtio_win_path(options.virtio_win, os.environ.get("VIRTIO_WIN")),
+        bitlocker_key=key,
     )
 
 
@@ -145,7 +157,7 @@ def _convert(
         timings.append(("launch", time.monotonic() - started))
         try:
             step = time.monotonic()
-            roots = find_roots(g)
+            roots = find_roots(g, options.bitlocker_key, log)
             root, notes = choose_root(roots, options.root)
             notes += mount_guest(g, root)
             guest = inspect_guest(g, root)

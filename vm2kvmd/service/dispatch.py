@@ -16,9 +16,12 @@ dispatch) that takes every method call on an object exported through
   properties are read-only, and a writable one must not slip past the rules;
 * file descriptors: a method whose arguments include an ``h`` (``ListVms``: the
   password) gets the fd itself (the message's ``unix_fds`` at the index the
-  body holds) and owns it from then on; every other fd of the call, and all
-  of them when the call is refused, are closed here (``takes_fds``: the bus's
-  first handler leaves these calls' fds to us and closes everyone else's);
+  body holds) and owns it from then on; an ``h`` option of an ``a{sv}``
+  argument (``Migrate``'s ``bitlocker-key``) reaches the method as a
+  ``PassedFd`` that it ``take()``s, and is closed here after the call if it
+  did not; every other fd of the call, and all of them when the call is
+  refused, are closed here (``takes_fds``: the bus's first handler leaves
+  these calls' fds to us and closes everyone else's);
 * ``Properties.Get``/``GetAll``, ``Introspect`` and ``Peer`` stay dbus-fast's
   and readable by anyone, and so does ``GetManagedObjects``, answered here
   from the jobs' own values when every object below the path can give them.
@@ -87,34 +90,75 @@ def close_fds(msg: Message) -> None:
     msg.unix_fds.clear()
 
 
+class PassedFd:
+    """An fd a caller sent as an ``h`` option inside ``a{sv}``: the method that wants it
+    ``take``s it (and must close it); otherwise the dispatcher closes it after the call."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    def __repr__(self) -> str:
+        return "PassedFd()"
+
+    def take(self) -> int:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            raise Vm2kvmError(ErrorCode.INTERNAL, "a passed file descriptor was taken twice")
+        return fd
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 def _takes_fd(method: ExportedMethod) -> bool:
-    return "h" in method.in_signature
+    return "h" in method.in_signature or "a{sv}" in method.in_signature
 
 
-def _fd_arguments(msg: Message, method: ExportedMethod) -> list[Any]:
+def _fd_index(msg: Message, method: ExportedMethod, index: object, handed: set[int], what: str) -> int:
+    if not isinstance(index, int) or not 0 <= index < len(msg.unix_fds) or index in handed:
+        close_fds(msg)
+        raise Vm2kvmError(
+            ErrorCode.INVALID_OPTION,
+            f"{what} of {method.name} names no file descriptor the call carries",
+            hint="attach the file descriptor to the call (D-Bus type h)",
+        )
+    handed.add(index)
+    return index
+
+
+def _fd_arguments(msg: Message, method: ExportedMethod) -> tuple[list[Any], list[PassedFd]]:
     """The call's arguments with each top-level ``h`` (an index into ``unix_fds``, as the body
-    carries it) replaced by the fd itself; every fd no argument names is closed."""
+    carries it) replaced by the fd itself, and each ``h`` option of an ``a{sv}`` by a
+    ``PassedFd`` (also returned, to be closed after the call); every other fd is closed."""
     args = list(msg.body)
     handed: set[int] = set()
+    passed: list[PassedFd] = []
     for position, kind in enumerate(SignatureTree(method.in_signature).types):
-        if kind.token != "h":
-            continue
-        index = args[position]
-        if not isinstance(index, int) or not 0 <= index < len(msg.unix_fds) or index in handed:
-            close_fds(msg)
-            raise Vm2kvmError(
-                ErrorCode.INVALID_OPTION,
-                f"argument {position + 1} of {method.name} names no file descriptor the call carries",
-                hint="attach the file descriptor to the call (D-Bus type h)",
-            )
-        handed.add(index)
-        args[position] = msg.unix_fds[index]
+        if kind.token == "h":
+            what = f"argument {position + 1}"
+            args[position] = msg.unix_fds[_fd_index(msg, method, args[position], handed, what)]
+        elif kind.signature == "a{sv}":
+            options = dict(args[position])
+            for key, value in options.items():
+                if isinstance(value, Variant) and value.signature == "h":
+                    index = _fd_index(msg, method, value.value, handed, f"option {key!r}")
+                    options[key] = PassedFd(msg.unix_fds[index])
+                    passed.append(options[key])
+            args[position] = options
     for index, fd in enumerate(msg.unix_fds):
         if index not in handed:
             with contextlib.suppress(OSError):
                 os.close(fd)
     msg.unix_fds.clear()  # the method owns the handed ones now
-    return args
+    return args, passed
+
+
+def _close_all(passed: list[PassedFd]) -> None:
+    for fd in passed:
+        fd.close()
 
 
 class Dispatcher:
@@ -215,11 +259,21 @@ class Dispatcher:
         interface, method = target
         assert method.method is not None
         token = CURRENT.set(caller)
+        passed: list[PassedFd] = []
         try:
-            args = _fd_arguments(msg, method) if _takes_fd(method) else msg.body
-            result = method.method.fn(interface, *args)
-            if inspect.isawaitable(result):
-                self._spawn(self._reply_later(msg, method, result), f"vm2kvmd {method.name}")
+            args = msg.body
+            if _takes_fd(method):
+                args, passed = _fd_arguments(msg, method)
+            try:
+                result = method.method.fn(interface, *args)
+            except BaseException:
+                _close_all(passed)
+                raise
+            if not inspect.isawaitable(result):
+                # Passed fds the method did not take are closed before the caller hears back.
+                _close_all(passed)
+            else:
+                self._spawn(self._reply_later(msg, method, result, passed), f"vm2kvmd {method.name}")
                 return
         except Exception as exc:
             self._reply_error(msg, method, exc)
@@ -228,9 +282,14 @@ class Dispatcher:
             CURRENT.reset(token)
         self._reply(msg, method, result)
 
-    async def _reply_later(self, msg: Message, method: ExportedMethod, result: Any) -> None:
+    async def _reply_later(
+        self, msg: Message, method: ExportedMethod, result: Any, passed: list[PassedFd]
+    ) -> None:
         try:
-            value = await result
+            try:
+                value = await result
+            finally:
+                _close_all(passed)
         except asyncio.CancelledError:
             # The daemon is stopping: the caller gets an answer rather than a timeout.
             self._reply_error(msg, method, Vm2kvmError(ErrorCode.CANCELLED, "vm2kvmd is shutting down"))

@@ -49,11 +49,13 @@ from vm2kvmd.constants import (
     job_path,
 )
 from vm2kvmd.core.options import MigrateOptions
+from vm2kvmd.core.secret import Secret
 from vm2kvmd.core.vsphere.source import VsphereSource, split_job_source
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.service.access import check_readable, read_checked
 from vm2kvmd.service.bus import ServiceBus
 from vm2kvmd.service.caller import Caller, current_caller
+from vm2kvmd.service.dispatch import PassedFd
 from vm2kvmd.service.errors import to_dbus_error
 from vm2kvmd.service.interface import BusInterface, bus_method
 from vm2kvmd.service.jobs.dbus_object import JobObject
@@ -89,6 +91,8 @@ log = logging.getLogger(__name__)
 DBusPathList = Annotated[list[str], DBusSignature("ao")]
 
 SHUTDOWN_REASON: Final = "vm2kvmd is shutting down"
+# Migrate's option holding the BitLocker key as a file descriptor (``h``); never a MigrateOption.
+BITLOCKER_KEY: Final = "bitlocker-key"
 
 # Calls on these interfaces of an unknown job path keep dbus-fast's answers.
 _STANDARD_IFACES: Final = ("org.freedesktop.DBus.Introspectable", "org.freedesktop.DBus.Peer")
@@ -267,10 +271,17 @@ class Manager(BusInterface):
         if self._bus is not None:
             self._bus.export(obj.path, obj)
 
-    def job_runner(self, number: int, store: JobStore, vsphere: VsphereSource | None = None) -> Runner:
+    def job_runner(
+        self,
+        number: int,
+        store: JobStore,
+        vsphere: VsphereSource | None = None,
+        bitlocker_key: Secret | None = None,
+    ) -> Runner:
         """The runner of job ``number``: the injected one, or the pipeline bound to the job's
         residue records in ``store``, to the host-wide copy slots and, for a VM on vSphere, to
-        its source (with the password, which only this runner holds)."""
+        its source (with the password, which only this runner holds), and the caller's
+        BitLocker key, likewise."""
         if self._runner is not None:
             return self._runner
         runner: Runner = functools.partial(
@@ -279,6 +290,7 @@ class Manager(BusInterface):
             copy_slots=self._copy_slots,
             vsphere=vsphere,
             readers=self._readers,
+            bitlocker_key=bitlocker_key,
         )
         return runner
 
@@ -289,6 +301,7 @@ class Manager(BusInterface):
         options: MigrateOptions,
         retry_of: int = 0,
         vsphere: VsphereSource | None = None,
+        bitlocker_key: Secret | None = None,
     ) -> str:
         """Checks, then a new queued job; its path."""
         await self.load()
@@ -324,7 +337,7 @@ class Manager(BusInterface):
             record.number,
             source,
             options,
-            self.job_runner(record.number, store, vsphere),
+            self.job_runner(record.number, store, vsphere, bitlocker_key),
             io=self._io,
             user=caller.uid,
             create_time=record.create_time,
@@ -429,6 +442,27 @@ class Manager(BusInterface):
     def _options(self, raw: Mapping[str, Any]) -> MigrateOptions:
         return MigrateOptions.from_mapping(unwrap_options(raw), defaults=self._defaults)
 
+    @staticmethod
+    async def _bitlocker_key(raw: Mapping[str, Any]) -> tuple[dict[str, Any], Secret | None]:
+        """The options without ``bitlocker-key``, and the key read from its fd (closed here).
+
+        The key is no ``MigrateOptions`` field: options go to the job store and the
+        ``Options`` property, the key only to this job's runner."""
+        options = dict(raw)
+        passed = options.pop(BITLOCKER_KEY, None)
+        if passed is None:
+            return options, None
+        if not isinstance(passed, PassedFd):
+            # Whatever was sent instead (the key itself?) is not repeated.
+            raise Vm2kvmError(
+                ErrorCode.INVALID_OPTION,
+                "option bitlocker-key must be a file descriptor (D-Bus type h) to read the key from",
+                key=BITLOCKER_KEY,
+                hint="vm2kvmctl migrate --key-file FILE passes it so; never put the key itself in an option",
+            )
+        text = await asyncio.to_thread(read_password_fd, passed.take(), what="BitLocker key")
+        return options, Secret(text)
+
     # --- org.vm2kvm.Manager1 -----------------------------------------------------------
 
     @bus_method()
@@ -447,7 +481,8 @@ class Manager(BusInterface):
         caller = current_caller()
         self._check_open()
         path = check_source(source)
-        return await self._create(caller, path, self._options(options))
+        rest, key = await self._bitlocker_key(options)
+        return await self._create(caller, path, self._options(rest), bitlocker_key=key)
 
     @bus_method()
     def GetJobs(self) -> DBusPathList:
@@ -507,8 +542,9 @@ class Manager(BusInterface):
         self, uri: DBusStr, vm: DBusStr, options: DBusDict, password: DBusUnixFd
     ) -> DBusObjectPath:
         secret = await asyncio.to_thread(read_password_fd, password)
-        source, opts = await self._remote(uri, vm, options, secret)
-        return await self._create(current_caller(), source.label, opts, vsphere=source)
+        rest, key = await self._bitlocker_key(options)
+        source, opts = await self._remote(uri, vm, rest, secret)
+        return await self._create(current_caller(), source.label, opts, vsphere=source, bitlocker_key=key)
 
     @dbus_property(access=PropertyAccess.READ)
     def Version(self) -> DBusStr:

@@ -19,6 +19,7 @@ from vm2kvmd.core.options import MigrateOptions
 if TYPE_CHECKING:
     from vm2kvmd.adapters.remote_disk import HostLimiter
     from vm2kvmd.core.residue import ResidueRecorder
+    from vm2kvmd.core.secret import Secret
     from vm2kvmd.core.vsphere.source import VsphereSource
 
 
@@ -81,9 +82,12 @@ async def pipeline_runner(
     copy_slots: asyncio.Semaphore | None = None,
     vsphere: VsphereSource | None = None,
     readers: HostLimiter | None = None,
+    bitlocker_key: Secret | None = None,
 ) -> MigrationOutcome:
     """``pipeline.run_migration``; the manager binds ``recorder`` (the job's residues in the
-    job store) and ``copy_slots`` (the host-wide disk copy limit) with ``functools.partial``."""
+    job store), ``copy_slots`` (the host-wide disk copy limit), ``readers`` (connections per vSphere
+    host) and the caller's BitLocker key
+    (held in memory for this job only) with ``functools.partial``."""
     from vm2kvmd import pipeline
     from vm2kvmd.pipeline.conversion import LibguestfsConverter
 
@@ -91,7 +95,7 @@ async def pipeline_runner(
         source,
         options,
         events,
-        converter=LibguestfsConverter(),
+        converter=LibguestfsConverter(bitlocker_key=bitlocker_key),
         recorder=recorder,
         copy_slots=copy_slots,
         vsphere=vsphere,

@@ -139,6 +139,7 @@ def test_bitlocker_volume_is_named(windows_appliance: SharedAppliance) -> None:
     assert err.value.code == ErrorCode.GUEST_ENCRYPTED
     assert named(windows_appliance, err.value.value or "") == "win2019-bitlocker:disk0p2"
     assert err.value.hint is not None and "manage-bde -off C:" in err.value.hint
+    assert "--key-file" in err.value.hint  # what unlocks it instead (convert.windows.bitlocker)
 
 
 def test_dynamic_system_disk_is_refused(windows_appliance: SharedAppliance) -> None:

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vm2kvmd.adapters.guestfs_api import GuestFS
+from vm2kvmd.convert.windows import bitlocker
 from vm2kvmd.core.guest.windows.info import (
     NET_CLASS,
     DiskFacts,
@@ -33,6 +34,7 @@ from vm2kvmd.core.guest.windows.info import (
     windows_info,
 )
 from vm2kvmd.core.guest.windows.partitions import ESP_TYPE, HEAD_BYTES, is_ldm, partition_types
+from vm2kvmd.core.secret import Secret
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 BITLOCKER_SIGNATURE = b"-FVE-FS-"  # the OEM id of a BitLocker volume's boot sector (offset 3)
@@ -84,8 +86,9 @@ def refuse_hidden_windows(g: GuestFS, disks: Sequence[str] | None = None) -> Non
             f"the VM's disks hold a BitLocker-encrypted volume ({', '.join(locked)}) and no readable "
             "operating system: Windows' system volume cannot be converted without its key",
             value=locked[0],
-            hint="in the guest, turn BitLocker off (`manage-bde -off C:`), wait until the volume is "
-            "fully decrypted, shut down and migrate again",
+            hint="give its recovery key or password with --key-file FILE, or in the guest turn "
+            "BitLocker off (`manage-bde -off C:`), wait until the volume is fully decrypted, shut "
+            "down and migrate again",
         )
     ldm = ldm_partitions(g, disks)
     if ldm:
@@ -97,6 +100,27 @@ def refuse_hidden_windows(g: GuestFS, disks: Sequence[str] | None = None) -> Non
             hint="convert the system disk back to a basic disk in VMware (Disk Management or "
             "`diskpart`) first, or migrate with --no-guest-conversion",
         )
+
+
+def unlock_and_inspect(g: GuestFS, key: Secret, log: Callable[[str], None]) -> list[str]:
+    """The inspection roots once every BitLocker volume of the VM is opened with ``key``
+    (``convert.windows.bitlocker``); [] when the VM has none (the key is not needed)."""
+    locked = bitlocker_volumes(g, list(g.list_devices()))
+    if not locked:
+        log("a BitLocker key was given, but the VM has no BitLocker volume")
+        return []
+    opened = bitlocker.unlock(g, locked, key, log)
+    roots = list(g.inspect_os())
+    if not roots:
+        # Not GuestEncrypted: the key was right, and asking for it again would not help.
+        raise Vm2kvmError(
+            ErrorCode.NO_GUEST_OS,
+            f"the BitLocker volumes {', '.join(locked)} opened with the key ({', '.join(opened)}), "
+            "but no operating system was found on them or the other disks",
+            value=locked[0],
+            hint="migrate with --no-guest-conversion to copy the disks and define the VM unchanged",
+        )
+    return roots
 
 
 # --- the disks ----------------------------------------------------------------------------------
@@ -139,9 +163,10 @@ def _types(g: GuestFS, disk: str) -> dict[int, str]:
 
 
 def _disk_of(g: GuestFS, volume: str) -> str:
-    """The disk a partition is on (a whole-disk volume or an LDM volume stands for itself)."""
+    """The disk a partition is on (a whole-disk volume or an LDM volume stands for itself; an
+    opened BitLocker volume is on its partition's disk)."""
     try:
-        return g.part_to_dev(volume)
+        return g.part_to_dev(bitlocker.underlying(volume))
     except RuntimeError:
         return volume
 
