@@ -85,9 +85,9 @@ async def pipeline_runner(
     bitlocker_key: Secret | None = None,
 ) -> MigrationOutcome:
     """``pipeline.run_migration``; the manager binds ``recorder`` (the job's residues in the
-    job store), ``copy_slots`` (the host-wide disk copy limit), ``readers`` (connections per vSphere
-    host) and the caller's BitLocker key
-    (held in memory for this job only) with ``functools.partial``."""
+    job store), ``copy_slots`` (the host-wide disk copy limit), ``readers`` (connections per
+    vSphere host) and the caller's BitLocker key (held in memory for this job only) with
+    ``functools.partial``."""
     from vm2kvmd import pipeline
     from vm2kvmd.pipeline.conversion import LibguestfsConverter
 
