@@ -34,7 +34,10 @@ def ensure_fallback_boot(ctx: WindowsContext) -> None:
             except RuntimeError:
                 continue
             try:
-                manager = g.case_sensitive_path(_BOOTMGFW)
+                try:
+                    manager = g.case_sensitive_path(_BOOTMGFW)
+                except RuntimeError:  # an OEM or data FAT partition: no \EFI\Microsoft
+                    continue
                 if not g.is_file(manager):
                     continue
                 target = g.case_sensitive_path(fallback)
