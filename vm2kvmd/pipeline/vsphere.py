@@ -25,7 +25,7 @@ from vm2kvmd.adapters.remote_disk import RemoteDisk
 from vm2kvmd.adapters.vsphere import Session, connect, pinned_certificate
 from vm2kvmd.adapters.vsphere_keepalive import SessionKeeper
 from vm2kvmd.adapters.vsphere_power import shut_down
-from vm2kvmd.aio import in_thread
+from vm2kvmd.aio import in_thread, settle
 from vm2kvmd.core.hardware.model import Note
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.planning.blockdev import Node, stack
@@ -104,7 +104,14 @@ class RemoteSources:
     async def load(self, options: MigrateOptions) -> Any:
         """Log in and read the VM and its disks' descriptors; a powered-on VM is shut down first
         with ``shutdown-source``, else refused."""
-        session = await in_thread(login, self.source)
+        logging_in = asyncio.ensure_future(asyncio.to_thread(login, self.source))
+        try:
+            session = await settle(logging_in)
+        except asyncio.CancelledError:
+            # Cancelled meanwhile: settle waited for the login, whose session must not stay open.
+            if not logging_in.cancelled() and logging_in.exception() is None:
+                await in_thread(logging_in.result().close)
+            raise
         self.session = session
         self._stack.push_async_callback(in_thread, session.close)
         if options.shutdown_source:
