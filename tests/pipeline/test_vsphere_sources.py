@@ -1,15 +1,19 @@
-"""``RemoteSources`` against the vSphere simulator: a login cut short by a cancel is logged out."""
+"""``RemoteSources`` against the vSphere simulator: a login cut short by a cancel is logged out, and
+a reader started while the session was renewed gets the new cookie."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from testbed.vcsim import Vcsim
-from tests.e2e_vsphere.test_migrate_vsphere import SECRET, Sim
+from tests.e2e_vsphere.test_migrate_vsphere import SECRET, MiB, Sim, place_flat_disk
+from vm2kvmd.adapters.remote_disk import RemoteDisk
 from vm2kvmd.adapters.vsphere import Session
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.vsphere.source import VsphereSource
@@ -62,3 +66,33 @@ async def test_a_login_cancelled_meanwhile_is_logged_out(sim: Sim, monkeypatch: 
         await task
     await sources.aclose()
     assert keys[0] not in await asyncio.to_thread(_live, sim)
+
+
+async def test_a_reader_started_during_a_renewal_gets_the_new_cookie(
+    sim: Sim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await asyncio.to_thread(place_flat_disk, sim, "ha-host_VM1", "renewed", 4 * MiB)
+    sources = RemoteSources(_source(sim, "ha-host_VM1"), lambda _line: None)
+    await sources.load(MigrateOptions())
+    session, keeper = sources.session, sources.keeper
+    assert session is not None and keeper is not None
+    first = session.cookie
+    real_enter = RemoteDisk.__aenter__
+
+    async def enter_then_renew(disk: RemoteDisk) -> Any:
+        # The session ends and the keeper renews it after the reader took its cookie but before
+        # the reader is watched.
+        started = await real_enter(disk)
+        key = await asyncio.to_thread(lambda: session.session_key)
+        await asyncio.to_thread(sim.content.sessionManager.TerminateSession, [key])
+        assert await keeper.check()
+        return started
+
+    monkeypatch.setattr(RemoteDisk, "__aenter__", enter_then_renew)
+    try:
+        await sources.open(next(iter(sources.chains)), str(tmp_path / "disk1"))
+        assert session.cookie != first
+        cookies = await asyncio.to_thread(lambda: [p.read_text() for p in tmp_path.rglob("cookie")])
+        assert cookies == [session.cookie]
+    finally:
+        await sources.aclose()

@@ -141,9 +141,10 @@ class RemoteSources:
             ca_file, verify = await self._pin_readers(directory, tls.thumbprint)
         readers = []
         for path in chain.files:
+            cookie = session.cookie
             reader = RemoteDisk(
                 datastore_url(session, path),
-                session.cookie,
+                cookie,
                 work_dir=directory,
                 ca_file=ca_file,
                 verify=verify,
@@ -153,6 +154,8 @@ class RemoteSources:
             readers.append(await self._stack.enter_async_context(reader))
             if self.keeper is not None:
                 self.keeper.watch(reader)
+                if session.cookie != cookie:  # renewed while the reader started: it missed the new one
+                    await reader.renew_cookie(session.cookie)
         top = chain.top
         if top.kind == "flat":
             node = flat_node(top, readers[0].node["file"])
