@@ -4,6 +4,9 @@ a reader started while the session was renewed gets the new cookie."""
 from __future__ import annotations
 
 import asyncio
+import http.client
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,12 +16,13 @@ import pytest
 
 from testbed.vcsim import Vcsim
 from tests.e2e_vsphere.test_migrate_vsphere import SECRET, MiB, Sim, place_flat_disk
+from tests.pipeline.support import RecordingEvents
 from vm2kvmd.adapters.remote_disk import RemoteDisk
 from vm2kvmd.adapters.vsphere import Session
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.vsphere.source import VsphereSource
 from vm2kvmd.core.vsphere.uri import TlsPolicy
-from vm2kvmd.pipeline import vsphere
+from vm2kvmd.pipeline import run_migration, vsphere
 from vm2kvmd.pipeline.vsphere import RemoteSources
 
 pytestmark = pytest.mark.slow
@@ -96,3 +100,52 @@ async def test_a_reader_started_during_a_renewal_gets_the_new_cookie(
         assert cookies == [session.cookie]
     finally:
         await sources.aclose()
+
+
+async def test_a_failing_close_neither_hides_the_cancel_nor_skips_the_rollback(
+    sim: Sim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No real host answers with a broken HTTP response on demand: the readers' close raises what
+    # http.client would, after really closing them.
+    await asyncio.to_thread(place_flat_disk, sim, "ha-host_VM0", "closing", 4 * MiB)
+    real_aclose = RemoteSources.aclose
+
+    async def aclose(self: RemoteSources, exc: BaseException | None = None) -> None:
+        await real_aclose(self, exc)
+        raise http.client.BadStatusLine("garbage")
+
+    monkeypatch.setattr(RemoteSources, "aclose", aclose)
+    monkeypatch.setenv("VM2KVMD_TEST_HOLD", "copy:30")
+    events = RecordingEvents()
+    # Short: nbdkit's socket goes into the work area, and a socket path has at most 107 bytes.
+    short = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="vst-"))
+    out, work = tmp_path / "out", short / "work"
+    options = MigrateOptions(
+        name="closing", domain_type="qemu", guest_conversion=False, work_dir=str(work), output_dir=str(out)
+    )
+    source = _source(sim, "ha-host_VM0")
+    try:
+        task = asyncio.create_task(run_migration(source.label, options, events, vsphere=source))
+        for _ in range(3000):
+            if "copy" in events.phases or task.done():
+                break
+            await asyncio.sleep(0.01)
+        assert "copy" in events.phases and await asyncio.to_thread(lambda: bool(list(out.iterdir())))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert events.phases[-1] == "cleanup"
+        assert await asyncio.to_thread(lambda: not out.exists() and list(work.iterdir()) == [])
+    finally:
+        await asyncio.to_thread(shutil.rmtree, short)
+
+
+def test_a_logout_failing_in_http_still_closes(sim: Sim, monkeypatch: pytest.MonkeyPatch) -> None:
+    session = vsphere.login(_source(sim, "ha-host_VM0"))
+    manager = session.content.sessionManager
+
+    def broken(*_args: Any, **_kwargs: Any) -> None:
+        raise http.client.BadStatusLine("garbage")
+
+    monkeypatch.setattr(type(manager), "Logout", broken)
+    session.close()  # best effort: no error, whatever the host answered

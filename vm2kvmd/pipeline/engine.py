@@ -130,6 +130,10 @@ async def run_migration(
                 if isinstance(exc, Vm2kvmError) and named is not exc:
                     await _roll_back(migration, events)
                     raise named from exc
+            except Exception as failed:
+                # Stopping the readers or logging out failed too: the run's own error is the one to
+                # report, and what it created is still rolled back.
+                events.log(f"closing the vSphere session failed: {failed!r}")
         await _roll_back(migration, events)
         raise
     finally:
