@@ -92,7 +92,9 @@ class LibguestfsConverter:
         await asyncio.to_thread(check_conversion_space, options.work_dir)
         appliance = Appliance([o.path for o in overlays])
         work = asyncio.ensure_future(
-            asyncio.to_thread(_convert, appliance, vm, replan, _conversion_options(options), log, self.skip)
+            asyncio.to_thread(
+                _convert, appliance, vm, replan, _conversion_options(options, overlays), log, self.skip
+            )
         )
         # A full work area pauses the appliance for good (pipeline.overlay.FULL_BELOW).
         full = WorkAreaWatch(options.work_dir, overlays)
@@ -120,11 +122,14 @@ async def _quietly(work: asyncio.Future[Conversion]) -> None:
         await work
 
 
-def _conversion_options(options: MigrateOptions) -> ConversionOptions:
+def _conversion_options(options: MigrateOptions, overlays: Sequence[Overlay]) -> ConversionOptions:
     return ConversionOptions(
         root=options.root,
         install_guest_agent=options.install_guest_agent,
         virtio_win=virtio_win_path(options.virtio_win, os.environ.get("VIRTIO_WIN")),
+        # Beside the first overlay, in the job's recorded work area: removed with it, even after a
+        # killed daemon, and a full work area is told as such.
+        scratch_dir=os.path.dirname(overlays[0].path) if overlays else None,
     )
 
 
@@ -147,8 +152,8 @@ def _convert(
             step = time.monotonic()
             roots = find_roots(g)
             root, notes = choose_root(roots, options.root)
-            notes += mount_guest(g, root)
-            guest = inspect_guest(g, root)
+            notes += mount_guest(g, root, options.scratch_dir)
+            guest = inspect_guest(g, root, options.scratch_dir)
             if guest.windows is not None:
                 refuse_windows(guest.windows)
             else:
