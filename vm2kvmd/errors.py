@@ -61,6 +61,7 @@ class ErrorCode(StrEnum):
     SOURCE_VANISHED = "SourceVanished"  # a source file disappeared or shrank while the job read it
     POOL_VANISHED = "PoolVanished"  # the target pool was removed or stopped while the job ran
     HARDWARE_LIMIT = "HardwareLimit"  # more devices than any VMware VM can have (names the key)
+    SOURCE_CHANGED = "SourceChanged"  # a vSphere VM was reconfigured while its disks were copied
 
 
 class Vm2kvmError(Exception):

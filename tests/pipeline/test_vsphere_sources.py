@@ -1,18 +1,24 @@
-"""``RemoteSources`` against the vSphere simulator: a login cut short by a cancel is logged out, and
-a reader started while the session was renewed gets the new cookie."""
+"""``RemoteSources`` against the vSphere simulator: a login cut short by a cancel is logged out, a
+reader started while the session was renewed gets the new cookie, a failing close hides nothing,
+and a VM started during the copy fails the job."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pyVim.task import WaitForTask
+from pyVmomi import vim
 
 from testbed.vcsim import Vcsim
 from tests.e2e_vsphere.test_migrate_vsphere import SECRET, MiB, Sim, place_flat_disk
@@ -22,6 +28,7 @@ from vm2kvmd.adapters.vsphere import Session
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.vsphere.source import VsphereSource
 from vm2kvmd.core.vsphere.uri import TlsPolicy
+from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.pipeline import run_migration, vsphere
 from vm2kvmd.pipeline.vsphere import RemoteSources
 
@@ -102,6 +109,47 @@ async def test_a_reader_started_during_a_renewal_gets_the_new_cookie(
         await sources.aclose()
 
 
+@dataclass
+class Run:
+    task: asyncio.Task[Any]
+    events: RecordingEvents
+    out: Path
+    work: Path
+
+    async def rolled_back(self) -> bool:
+        out, work = self.out, self.work
+        return self.events.phases[-1] == "cleanup" and await asyncio.to_thread(
+            lambda: not out.exists() and list(work.iterdir()) == []
+        )
+
+
+@contextlib.asynccontextmanager
+async def migration_in_copy(sim: Sim, vm: str, tmp_path: Path) -> AsyncIterator[Run]:
+    """A migration of ``vm`` to an output directory, entered into its copy phase (held there by
+    VM2KVMD_TEST_HOLD, which the test sets)."""
+    # Short: nbdkit's socket goes into the work area, and a socket path has at most 107 bytes.
+    short = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="vst-"))
+    out, work = tmp_path / "out", short / "work"
+    options = MigrateOptions(
+        name=vm, domain_type="qemu", guest_conversion=False, work_dir=str(work), output_dir=str(out)
+    )
+    source = _source(sim, vm)
+    events = RecordingEvents()
+    task = asyncio.create_task(run_migration(source.label, options, events, vsphere=source))
+    try:
+        for _ in range(3000):
+            if "copy" in events.phases or task.done():
+                break
+            await asyncio.sleep(0.01)
+        assert "copy" in events.phases
+        yield Run(task, events, out, work)
+    finally:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        await asyncio.to_thread(shutil.rmtree, short)
+
+
 async def test_a_failing_close_neither_hides_the_cancel_nor_skips_the_rollback(
     sim: Sim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -116,28 +164,12 @@ async def test_a_failing_close_neither_hides_the_cancel_nor_skips_the_rollback(
 
     monkeypatch.setattr(RemoteSources, "aclose", aclose)
     monkeypatch.setenv("VM2KVMD_TEST_HOLD", "copy:30")
-    events = RecordingEvents()
-    # Short: nbdkit's socket goes into the work area, and a socket path has at most 107 bytes.
-    short = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="vst-"))
-    out, work = tmp_path / "out", short / "work"
-    options = MigrateOptions(
-        name="closing", domain_type="qemu", guest_conversion=False, work_dir=str(work), output_dir=str(out)
-    )
-    source = _source(sim, "ha-host_VM0")
-    try:
-        task = asyncio.create_task(run_migration(source.label, options, events, vsphere=source))
-        for _ in range(3000):
-            if "copy" in events.phases or task.done():
-                break
-            await asyncio.sleep(0.01)
-        assert "copy" in events.phases and await asyncio.to_thread(lambda: bool(list(out.iterdir())))
-        task.cancel()
+    async with migration_in_copy(sim, "ha-host_VM0", tmp_path) as run:
+        assert await asyncio.to_thread(lambda: bool(list(run.out.iterdir())))
+        run.task.cancel()
         with pytest.raises(asyncio.CancelledError):
-            await task
-        assert events.phases[-1] == "cleanup"
-        assert await asyncio.to_thread(lambda: not out.exists() and list(work.iterdir()) == [])
-    finally:
-        await asyncio.to_thread(shutil.rmtree, short)
+            await run.task
+        assert await run.rolled_back()
 
 
 def test_a_logout_failing_in_http_still_closes(sim: Sim, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,3 +181,34 @@ def test_a_logout_failing_in_http_still_closes(sim: Sim, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(type(manager), "Logout", broken)
     session.close()  # best effort: no error, whatever the host answered
+
+
+def _reconfigure(sim: Sim, vm: Any) -> None:
+    spec: Any = vim.vm.ConfigSpec
+    WaitForTask(vm.ReconfigVM_Task(spec(annotation=f"changed {time.time()}")))
+
+
+@pytest.mark.parametrize("change", ["power-on", "reconfigure"])
+async def test_a_vm_started_or_changed_during_the_copy_fails_the_job(
+    sim: Sim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    await asyncio.to_thread(place_flat_disk, sim, "ha-host_VM1", change, 4 * MiB)
+    monkeypatch.setenv("VM2KVMD_TEST_HOLD", "copy:3")
+    vm = await asyncio.to_thread(sim.vm, "ha-host_VM1")
+    try:
+        async with migration_in_copy(sim, "ha-host_VM1", tmp_path) as run:
+            if change == "power-on":
+                await asyncio.to_thread(sim.power, vm, True)
+            else:
+                await asyncio.to_thread(_reconfigure, sim, vm)
+            with pytest.raises(Vm2kvmError) as caught:
+                await run.task
+            if change == "power-on":
+                assert caught.value.code is ErrorCode.SOURCE_POWERED_ON
+                assert "was powered on while its disks were copied" in caught.value.message
+            else:
+                assert caught.value.code is ErrorCode.SOURCE_CHANGED
+                assert "was reconfigured while its disks were copied" in caught.value.message
+            assert await run.rolled_back()
+    finally:
+        await asyncio.to_thread(sim.power, vm, False)

@@ -204,6 +204,9 @@ class Engine:
         await self._phase("copy")
         events.disks(strategy.disks())
         await strategy.copy()
+        if migration.remote is not None:
+            # vSphere does not stop anyone starting or reconfiguring the VM while it is read.
+            await migration.remote.check_unchanged()
 
         notes = inspected.notes + conversion.notes
         if migration.options.verify:

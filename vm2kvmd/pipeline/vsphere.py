@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
+
+from pyVmomi import vmodl
 
 from vm2kvmd.adapters import qemu_img
 from vm2kvmd.adapters.libvirt_host import LibvirtHost
@@ -99,6 +102,7 @@ class RemoteSources:
         self.session: Session | None = None
         self.keeper: SessionKeeper | None = None
         self.chains: dict[str, RemoteChain] = {}
+        self._state: tuple[str, str, str] | None = None  # vm_state when loaded
         self._stack = contextlib.AsyncExitStack()
 
     async def load(self, options: MigrateOptions) -> Any:
@@ -123,10 +127,33 @@ class RemoteSources:
             ref = await in_thread(session.find_vm, self.source.vm)
             await in_thread(shut_down, session, ref, force=options.force, on_log=on_log)
         vm, self.chains = await in_thread(load_vm, session, self.source)
+        self._state = await in_thread(vm_state, session, self.source.vm)
         # Kept alive (and logged in again when it ends) while the disks are read; the readers
         # get each new cookie.
         self.keeper = await self._stack.enter_async_context(SessionKeeper(session, on_log=self.on_log))
         return vm
+
+    async def check_unchanged(self) -> None:
+        """After the copy: the VM was neither started nor reconfigured while its disks were read
+        (nothing on the host stops that; the copy would be of disks in flux)."""
+        if self.session is None or self._state is None:
+            return
+        power, boot, version = await in_thread(vm_state, self.session, self.source.vm)
+        where = f"VM {self.source.vm!r} on {self.session.where}"
+        if power == "poweredOn" or boot != self._state[1]:
+            raise Vm2kvmError(
+                ErrorCode.SOURCE_POWERED_ON,
+                f"{where} was powered on while its disks were copied: the copy may be inconsistent",
+                value=power,
+                hint="shut the VM down in vSphere and migrate it again; leave it off until the job ends",
+            )
+        if version != self._state[2]:
+            raise Vm2kvmError(
+                ErrorCode.SOURCE_CHANGED,
+                f"{where} was reconfigured while its disks were copied",
+                key="config.changeVersion",
+                hint="migrate it again, and leave it unchanged until the job ends",
+            )
 
     async def open(self, key: str, directory: str) -> RemoteSource:
         """Disk ``key`` as one read-only node; its readers' files go into ``directory``."""
@@ -209,6 +236,20 @@ class RemoteSources:
             await self._stack.aclose()
         else:
             await self._stack.__aexit__(type(exc), exc, exc.__traceback__)
+
+
+def vm_state(session: Session, vm: str) -> tuple[str, str, str]:
+    """What must not change while the VM's disks are read (blocking): its power state, last boot
+    time and configuration version (``changeVersion``; ``modified`` too, which is all the
+    simulator keeps)."""
+    ref: Any = session.find_vm(vm)
+    try:
+        runtime, config = ref.runtime, ref.config
+        return str(runtime.powerState), str(runtime.bootTime), f"{config.changeVersion} {config.modified}"
+    except (vmodl.MethodFault, OSError, http.client.HTTPException) as err:
+        raise Vm2kvmError(
+            ErrorCode.VSPHERE_ERROR, f"reading VM {vm!r} on {session.where} failed: {err}", value=vm
+        ) from err
 
 
 def _write(path: str, text: str) -> None:
