@@ -102,7 +102,7 @@ class RemoteSources:
         self.session: Session | None = None
         self.keeper: SessionKeeper | None = None
         self.chains: dict[str, RemoteChain] = {}
-        self._state: tuple[str, str, str] | None = None  # vm_state when loaded
+        self._state: tuple[str, str, str] | None = None  # _vm_state when loaded
         self._stack = contextlib.AsyncExitStack()
 
     async def load(self, options: MigrateOptions) -> Any:
@@ -127,7 +127,7 @@ class RemoteSources:
             ref = await in_thread(session.find_vm, self.source.vm)
             await in_thread(shut_down, session, ref, force=options.force, on_log=on_log)
         vm, self.chains = await in_thread(load_vm, session, self.source)
-        self._state = await in_thread(vm_state, session, self.source.vm)
+        self._state = await in_thread(_vm_state, session, self.source.vm)
         # Kept alive (and logged in again when it ends) while the disks are read; the readers
         # get each new cookie.
         self.keeper = await self._stack.enter_async_context(SessionKeeper(session, on_log=self.on_log))
@@ -138,7 +138,12 @@ class RemoteSources:
         (nothing on the host stops that; the copy would be of disks in flux)."""
         if self.session is None or self._state is None:
             return
-        power, boot, version = await in_thread(vm_state, self.session, self.source.vm)
+        try:
+            power, boot, version = await in_thread(_vm_state, self.session, self.source.vm)
+        except Vm2kvmError:
+            # The SOAP connection may have been cut while the disks were read (the readers resume;
+            # pyvmomi drops a failed connection from its pool): once more, on a new one.
+            power, boot, version = await in_thread(_vm_state, self.session, self.source.vm)
         where = f"VM {self.source.vm!r} on {self.session.where}"
         if power == "poweredOn" or boot != self._state[1]:
             raise Vm2kvmError(
@@ -238,7 +243,7 @@ class RemoteSources:
             await self._stack.__aexit__(type(exc), exc, exc.__traceback__)
 
 
-def vm_state(session: Session, vm: str) -> tuple[str, str, str]:
+def _vm_state(session: Session, vm: str) -> tuple[str, str, str]:
     """What must not change while the VM's disks are read (blocking): its power state, last boot
     time and configuration version (``changeVersion``; ``modified`` too, which is all the
     simulator keeps)."""
