@@ -62,6 +62,7 @@ class ErrorCode(StrEnum):
     POOL_VANISHED = "PoolVanished"  # the target pool was removed or stopped while the job ran
     HARDWARE_LIMIT = "HardwareLimit"  # more devices than any VMware VM can have (names the key)
     KEY_REJECTED = "KeyRejected"  # a BitLocker volume did not open with the key given (names the volume)
+    SOURCE_CHANGED = "SourceChanged"  # a vSphere VM was reconfigured while its disks were copied
 
 
 class Vm2kvmError(Exception):

@@ -315,8 +315,10 @@ class Session:
 
     def close(self) -> None:
         """Log out (best effort: the session may already have expired) and drop connections."""
-        with contextlib.suppress(vmodl.MethodFault, OSError, ssl.SSLError):
+        try:
             self.content.sessionManager.Logout()
+        except Exception as err:  # any failure (http.client.HTTPException too): best effort
+            log.warning("logging out of %s failed (%s)", self.uri.address, type(err).__name__)
         self._stub.DropConnections()
 
     @property

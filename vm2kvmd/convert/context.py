@@ -19,6 +19,7 @@ class ConversionOptions:
     install_guest_agent: bool = False  # install qemu-guest-agent at first boot
     virtio_win: str = "/usr/share/virtio-win"  # Windows drivers (core.guest.windows.virtio_win)
     bitlocker_key: Secret | None = None  # --key-file: opens BitLocker volumes (convert.windows.bitlocker)
+    scratch_dir: str | None = None  # the job's work area, for files read out of the guest (None: $TMPDIR)
 
 
 @dataclass

@@ -86,7 +86,7 @@ def choose_root(roots: Sequence[str], wanted: str | None) -> tuple[str, list[Not
     return root, notes
 
 
-def mount_guest(g: GuestFS, root: str) -> list[Note]:
+def mount_guest(g: GuestFS, root: str, scratch_dir: str | None = None) -> list[Note]:
     """Mount the guest's file systems read-write, as its fstab does (shortest mount point first).
 
     A file system that will not mount is fatal if conversion edits live on it
@@ -101,7 +101,7 @@ def mount_guest(g: GuestFS, root: str) -> list[Note]:
             g.mount(device, mountpoint)
         except RuntimeError as err:
             if mountpoint == "/" and g.inspect_get_type(root) == "windows":
-                _refuse_unmountable_windows(g, root)
+                _refuse_unmountable_windows(g, root, scratch_dir)
             if mountpoint in _ESSENTIAL_MOUNTS:
                 raise Vm2kvmError(
                     ErrorCode.CONVERSION_FAILED,
@@ -113,22 +113,24 @@ def mount_guest(g: GuestFS, root: str) -> list[Note]:
     return notes
 
 
-def _refuse_unmountable_windows(g: GuestFS, root: str) -> None:
+def _refuse_unmountable_windows(g: GuestFS, root: str, scratch_dir: str | None) -> None:
     """ntfs-3g will not write to a hibernated volume: say why, read-only, before any other error."""
     try:
         g.mount_ro(root, "/")
     except RuntimeError:
         return
     try:
-        refuse_windows(inspect_windows(g, root))
+        refuse_windows(inspect_windows(g, root, scratch_dir))
     finally:
         g.umount_all()
 
 
-def inspect_guest(g: GuestFS, root: str) -> GuestInfo:
-    """Everything the conversion needs to know about the mounted guest at ``root``."""
+def inspect_guest(g: GuestFS, root: str, scratch_dir: str | None = None) -> GuestInfo:
+    """Everything the conversion needs to know about the mounted guest at ``root``.
+
+    ``scratch_dir``: where files read out of the guest (Windows' hives) go for a moment."""
     if g.inspect_get_type(root) == "windows":
-        return _inspect_windows_guest(g, root)
+        return _inspect_windows_guest(g, root, scratch_dir)
     mountpoints = g.inspect_get_mountpoints(root)
     kernels = _kernels(g)
     bootloader, boot_config = _bootloader(g)
@@ -158,8 +160,8 @@ def inspect_guest(g: GuestFS, root: str) -> GuestInfo:
     )
 
 
-def _inspect_windows_guest(g: GuestFS, root: str) -> GuestInfo:
-    windows = inspect_windows(g, root)
+def _inspect_windows_guest(g: GuestFS, root: str, scratch_dir: str | None) -> GuestInfo:
+    windows = inspect_windows(g, root, scratch_dir)
     mountpoints = g.inspect_get_mountpoints(root)
     return GuestInfo(
         root=root,

@@ -100,7 +100,7 @@ class LibguestfsConverter:
                 appliance,
                 vm,
                 replan,
-                _conversion_options(options, self.bitlocker_key),
+                _conversion_options(options, overlays, self.bitlocker_key),
                 log,
                 self.skip,
             )
@@ -131,12 +131,17 @@ async def _quietly(work: asyncio.Future[Conversion]) -> None:
         await work
 
 
-def _conversion_options(options: MigrateOptions, key: Secret | None = None) -> ConversionOptions:
+def _conversion_options(
+    options: MigrateOptions, overlays: Sequence[Overlay], key: Secret | None = None
+) -> ConversionOptions:
     return ConversionOptions(
         root=options.root,
         install_guest_agent=options.install_guest_agent,
         virtio_win=virtio_win_path(options.virtio_win, os.environ.get("VIRTIO_WIN")),
         bitlocker_key=key,
+        # Beside the first overlay, in the job's recorded work area: removed with it, even after a
+        # killed daemon, and a full work area is told as such.
+        scratch_dir=os.path.dirname(overlays[0].path) if overlays else None,
     )
 
 
@@ -159,8 +164,8 @@ def _convert(
             step = time.monotonic()
             roots = find_roots(g, options.bitlocker_key, log)
             root, notes = choose_root(roots, options.root)
-            notes += mount_guest(g, root)
-            guest = inspect_guest(g, root)
+            notes += mount_guest(g, root, options.scratch_dir)
+            guest = inspect_guest(g, root, options.scratch_dir)
             if guest.windows is not None:
                 refuse_windows(guest.windows)
             else:

@@ -135,6 +135,10 @@ async def run_migration(
                 if isinstance(exc, Vm2kvmError) and named is not exc:
                     await _roll_back(migration, events)
                     raise named from exc
+            except Exception as failed:
+                # Stopping the readers or logging out failed too: the run's own error is the one to
+                # report, and what it created is still rolled back.
+                events.log(f"closing the vSphere session failed: {failed!r}")
         await _roll_back(migration, events)
         raise
     finally:
@@ -205,6 +209,9 @@ class Engine:
         await self._phase("copy")
         events.disks(strategy.disks())
         await strategy.copy()
+        if migration.remote is not None:
+            # vSphere does not stop anyone starting or reconfiguring the VM while it is read.
+            await migration.remote.check_unchanged()
 
         notes = inspected.notes + conversion.notes
         if migration.options.verify:

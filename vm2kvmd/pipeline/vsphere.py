@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
+
+from pyVmomi import vmodl
 
 from vm2kvmd.adapters import qemu_img
 from vm2kvmd.adapters.libvirt_host import LibvirtHost
@@ -25,7 +28,7 @@ from vm2kvmd.adapters.remote_disk import HostLimiter, Limits, RemoteDisk
 from vm2kvmd.adapters.vsphere import Session, connect, pinned_certificate
 from vm2kvmd.adapters.vsphere_keepalive import SessionKeeper
 from vm2kvmd.adapters.vsphere_power import shut_down
-from vm2kvmd.aio import in_thread
+from vm2kvmd.aio import in_thread, settle
 from vm2kvmd.core.hardware.model import Note, SourceVM
 from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.planning.blockdev import Node, stack
@@ -114,6 +117,7 @@ class RemoteSources:
         self.session: Session | None = None
         self.keeper: SessionKeeper | None = None
         self.chains: dict[str, RemoteChain] = {}
+        self._state: tuple[str, str, str] | None = None  # _vm_state when loaded
         self._stack = contextlib.AsyncExitStack()
         self._readers: dict[str, RemoteDisk] = {}  # by data file
         self._files: dict[str, str] = {}  # data file -> its nbdfuse file
@@ -123,7 +127,14 @@ class RemoteSources:
     async def load(self, options: MigrateOptions) -> Any:
         """Log in and read the VM and its disks' descriptors; a powered-on VM is shut down first
         with ``shutdown-source``, else refused."""
-        session = await in_thread(login, self.source)
+        logging_in = asyncio.ensure_future(asyncio.to_thread(login, self.source))
+        try:
+            session = await settle(logging_in)
+        except asyncio.CancelledError:
+            # Cancelled meanwhile: settle waited for the login, whose session must not stay open.
+            if not logging_in.cancelled() and logging_in.exception() is None:
+                await in_thread(logging_in.result().close)
+            raise
         self.session = session
         self._stack.push_async_callback(in_thread, session.close)
         if options.shutdown_source:
@@ -135,10 +146,38 @@ class RemoteSources:
             ref = await in_thread(session.find_vm, self.source.vm)
             await in_thread(shut_down, session, ref, force=options.force, on_log=on_log)
         vm, self.chains = await in_thread(load_vm, session, self.source)
+        self._state = await in_thread(_vm_state, session, self.source.vm)
         # Kept alive (and logged in again when it ends) while the disks are read; the readers
         # get each new cookie.
         self.keeper = await self._stack.enter_async_context(SessionKeeper(session, on_log=self.on_log))
         return vm
+
+    async def check_unchanged(self) -> None:
+        """After the copy: the VM was neither started nor reconfigured while its disks were read
+        (nothing on the host stops that; the copy would be of disks in flux)."""
+        if self.session is None or self._state is None:
+            return
+        try:
+            power, boot, version = await in_thread(_vm_state, self.session, self.source.vm)
+        except Vm2kvmError:
+            # The SOAP connection may have been cut while the disks were read (the readers resume;
+            # pyvmomi drops a failed connection from its pool): once more, on a new one.
+            power, boot, version = await in_thread(_vm_state, self.session, self.source.vm)
+        where = f"VM {self.source.vm!r} on {self.session.where}"
+        if power == "poweredOn" or boot != self._state[1]:
+            raise Vm2kvmError(
+                ErrorCode.SOURCE_POWERED_ON,
+                f"{where} was powered on while its disks were copied: the copy may be inconsistent",
+                value=power,
+                hint="shut the VM down in vSphere and migrate it again; leave it off until the job ends",
+            )
+        if version != self._state[2]:
+            raise Vm2kvmError(
+                ErrorCode.SOURCE_CHANGED,
+                f"{where} was reconfigured while its disks were copied",
+                key="config.changeVersion",
+                hint="migrate it again, and leave it unchanged until the job ends",
+            )
 
     async def load_snapshots(self, vm: SourceVM) -> tuple[SnapshotTree, dict[str, RemoteChain]]:
         """The snapshot tree of the loaded VM ``vm`` and every snapshot's disk state (``load``
@@ -175,9 +214,10 @@ class RemoteSources:
         assert session is not None
         await self._reserve(session)
         ca_file, verify = await self._trust(directory)
+        cookie = session.cookie
         reader = RemoteDisk(
             datastore_url(session, path),
-            session.cookie,
+            cookie,
             work_dir=directory,
             ca_file=ca_file,
             verify=verify,
@@ -188,6 +228,8 @@ class RemoteSources:
         self._readers[path] = await self._stack.enter_async_context(reader)
         if self.keeper is not None:
             self.keeper.watch(reader)
+            if session.cookie != cookie:  # renewed while the reader started: it missed the new one
+                await reader.renew_cookie(session.cookie)
         return reader
 
     async def _view(self, layer: RemoteLayer, directory: str) -> Node:
@@ -276,6 +318,20 @@ class RemoteSources:
             await self._stack.aclose()
         else:
             await self._stack.__aexit__(type(exc), exc, exc.__traceback__)
+
+
+def _vm_state(session: Session, vm: str) -> tuple[str, str, str]:
+    """What must not change while the VM's disks are read (blocking): its power state, last boot
+    time and configuration version (``changeVersion``; ``modified`` too, which is all the
+    simulator keeps)."""
+    ref: Any = session.find_vm(vm)
+    try:
+        runtime, config = ref.runtime, ref.config
+        return str(runtime.powerState), str(runtime.bootTime), f"{config.changeVersion} {config.modified}"
+    except (vmodl.MethodFault, OSError, http.client.HTTPException) as err:
+        raise Vm2kvmError(
+            ErrorCode.VSPHERE_ERROR, f"reading VM {vm!r} on {session.where} failed: {err}", value=vm
+        ) from err
 
 
 def _write(path: str, text: str) -> None:

@@ -3,7 +3,7 @@
 One appliance launch converts four layouts (qcow2 overlays over win-image's
 phony disks): Server 2019 (DriverDatabase, two disks, static IP), Server
 2008 R2 (CriticalDeviceDatabase), XP SP3 32-bit against a current ISO (no
-drivers: IDE, rtl8139, pc) and Windows 11 UEFI (its fallback boot file
+drivers: IDE, rtl8139, pc) and Windows 11 UEFI (its fallback boot folder
 removed first).  The hives are then read on the host with hivex and
 compared with the pure plans; the source images must be unchanged.  No
 Windows boots here (none may be downloaded): the checks are as strict as a
@@ -156,10 +156,10 @@ def converted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Re
             layout = images[name].layout
             root = _root_device(devices[first_device[name]], layout)
             if layout.firmware == "uefi":
-                # Take the fallback boot file away, as some installs lack it.
+                # Take the fallback boot file's folder away, as some installs lack it.
                 esp = f"{devices[first_device[name]]}1"
                 g.mount(esp, "/")
-                g.rm(g.case_sensitive_path("/EFI/Boot/bootx64.efi"))
+                g.rm_rf(g.case_sensitive_path("/EFI/Boot"))
                 g.umount_all()
             g.mount(root, "/")
             g.download(

@@ -59,3 +59,32 @@ def test_a_file_that_is_no_iso_is_named(tmp_path: Path) -> None:
     assert err.code is ErrorCode.INVALID_OPTION
     assert err.file == str(bogus) and err.key == "virtio-win"
     assert "not an ISO 9660 image" in str(err)
+
+
+def test_an_iso_whose_walk_fails_is_named_and_closed(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pycdlib reads every directory record at open, so no real image was found that opens and then
+    # fails to walk: the walk is made to raise what pycdlib raises for a damaged image.
+    import pycdlib
+    from pycdlib.pycdlibexception import PyCdlibInvalidISO
+
+    iso = make_iso(tree, tmp_path / "virtio-win.iso", "-J")
+    closed: list[bool] = []
+    real_close = pycdlib.PyCdlib.close
+
+    def walk(self: pycdlib.PyCdlib, **_kw: str) -> None:
+        raise PyCdlibInvalidISO("a damaged directory record")
+
+    def close(self: pycdlib.PyCdlib) -> None:
+        closed.append(True)
+        real_close(self)
+
+    monkeypatch.setattr(pycdlib.PyCdlib, "walk", walk)
+    monkeypatch.setattr(pycdlib.PyCdlib, "close", close)
+    with pytest.raises(Vm2kvmError) as caught:
+        open_virtio_win(str(iso))
+    err = caught.value
+    assert err.code is ErrorCode.INVALID_OPTION and err.file == str(iso) and err.key == "virtio-win"
+    assert "a damaged directory record" in err.message
+    assert closed == [True]

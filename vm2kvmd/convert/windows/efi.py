@@ -34,14 +34,19 @@ def ensure_fallback_boot(ctx: WindowsContext) -> None:
             except RuntimeError:
                 continue
             try:
-                manager = g.case_sensitive_path(_BOOTMGFW)
+                try:
+                    manager = g.case_sensitive_path(_BOOTMGFW)
+                except RuntimeError:  # an OEM or data FAT partition: no \EFI\Microsoft
+                    continue
                 if not g.is_file(manager):
                     continue
+                # case_sensitive_path fails when more than the last component is missing, and a
+                # missing \EFI\Boot folder is the case this step is for: make it first.
+                g.mkdir_p(g.case_sensitive_path(fallback.rsplit("/", 1)[0]))
                 target = g.case_sensitive_path(fallback)
                 if g.is_file(target):
                     ctx.log(f"efi: {partition} already has {fallback}")
                     return
-                g.mkdir_p(target.rsplit("/", 1)[0])
                 g.cp_a(manager, target)
                 ctx.change(AREA, f"{fallback} on the EFI system partition {partition} boots Windows", target)
                 return

@@ -15,12 +15,15 @@ Windows from libguestfs, and the user should hear that, not "no OS".
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vm2kvmd.adapters.free_space import work_dir_full
 from vm2kvmd.adapters.guestfs_api import GuestFS
 from vm2kvmd.convert.windows import bitlocker
 from vm2kvmd.core.guest.windows.info import (
@@ -40,11 +43,13 @@ from vm2kvmd.errors import ErrorCode, Vm2kvmError
 BITLOCKER_SIGNATURE = b"-FVE-FS-"  # the OEM id of a BitLocker volume's boot sector (offset 3)
 
 
-def inspect_windows(g: GuestFS, root: str) -> WindowsInfo:
-    """Everything the conversion needs to know about the Windows at ``root`` (mounted at /)."""
+def inspect_windows(g: GuestFS, root: str, scratch_dir: str | None = None) -> WindowsInfo:
+    """Everything the conversion needs to know about the Windows at ``root`` (mounted at /).
+
+    The hives are copied into a directory under ``scratch_dir`` (the job's work area) for a moment."""
     systemroot = g.inspect_get_windows_systemroot(root)
     arch = g.inspect_get_arch(root)
-    with tempfile.TemporaryDirectory(prefix="vm2kvm-hives-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="vm2kvm-hives-", dir=scratch_dir) as scratch:
         system_file = _download(g, g.inspect_get_windows_system_hive(root), Path(scratch) / "SYSTEM")
         software_file = _download(g, g.inspect_get_windows_software_hive(root), Path(scratch) / "SOFTWARE")
         system = read_system_hive(system_file)
@@ -183,6 +188,9 @@ def _download(g: GuestFS, path: str, local: Path) -> Path:
     try:
         g.download(path, str(local))
     except RuntimeError as err:
+        if os.strerror(errno.ENOSPC) in str(err):
+            where = str(local.parent.parent)
+            raise work_dir_full(where, f"no room in {where} for the guest's registry hive {path}") from err
         raise Vm2kvmError(
             ErrorCode.CONVERSION_FAILED,
             f"cannot read the guest's registry hive: {str(err).strip()}",

@@ -73,12 +73,16 @@ def _open_iso(path: Path) -> VirtioWinTree:
         raise _unreadable(str(path), f"it is not an ISO 9660 image ({err})") from err
     space = next((kw for kw, has in _NAME_SPACES if getattr(iso, has)()), "iso_path")
     files: list[str] = []
-    for directory, _dirs, names in iso.walk(**{space: "/"}):
-        base = directory.strip("/")
-        for name in names:
-            if space == "iso_path":
-                name = name.rsplit(";", 1)[0].lower()
-            files.append(f"{base}/{name}" if base else name)
+    try:
+        for directory, _dirs, names in iso.walk(**{space: "/"}):
+            base = directory.strip("/")
+            for name in names:
+                if space == "iso_path":
+                    name = name.rsplit(";", 1)[0].lower()
+                files.append(f"{base}/{name}" if base else name)
+    except (PyCdlibException, OSError) as err:  # a damaged directory record past the volume descriptors
+        iso.close()
+        raise _unreadable(str(path), f"its directories cannot be read ({err})") from err
     return VirtioWinTree(path, tuple(sorted(files)), iso, space)
 
 
