@@ -61,6 +61,7 @@ class ErrorCode(StrEnum):
     SOURCE_VANISHED = "SourceVanished"  # a source file disappeared or shrank while the job read it
     POOL_VANISHED = "PoolVanished"  # the target pool was removed or stopped while the job ran
     HARDWARE_LIMIT = "HardwareLimit"  # more devices than any VMware VM can have (names the key)
+    DISK_BUS_UNSUPPORTED = "DiskBusUnsupported"  # option disk-bus names a bus the guest has no driver for
 
 
 class Vm2kvmError(Exception):

@@ -17,6 +17,7 @@ class ConversionOptions:
     root: str | None = None  # --root: the inspection root to convert (appliance device), None = first
     install_guest_agent: bool = False  # install qemu-guest-agent at first boot
     virtio_win: str = "/usr/share/virtio-win"  # Windows drivers (core.guest.windows.virtio_win)
+    disk_bus: str | None = None  # the disk-bus option (core.planning.diskbus); None: the best there is
 
 
 @dataclass

@@ -125,6 +125,7 @@ def _conversion_options(options: MigrateOptions) -> ConversionOptions:
         root=options.root,
         install_guest_agent=options.install_guest_agent,
         virtio_win=virtio_win_path(options.virtio_win, os.environ.get("VIRTIO_WIN")),
+        disk_bus=options.disk_bus,
     )
 
 
@@ -159,7 +160,12 @@ def _convert(
             ctx: GuestContext | WindowsContext
             if guest.windows is not None:
                 ctx = WindowsContext(
-                    g, guest.windows, vm, WindowsOptions(options.virtio_win), log, notes=notes
+                    g,
+                    guest.windows,
+                    vm,
+                    WindowsOptions(options.virtio_win, disk_bus=options.disk_bus),
+                    log,
+                    notes=notes,
                 )
                 timings += convert_windows(ctx, replan)
             else:
@@ -203,7 +209,7 @@ def _convert_linux(
     skip: frozenset[str],
     timings: list[tuple[str, float]],
 ) -> GuestContext:
-    caps, cap_notes = caps_for_linux(guest)
+    caps, cap_notes = caps_for_linux(guest, options.disk_bus)
     ctx = GuestContext(
         g=g,
         guest=guest,
