@@ -75,3 +75,38 @@ def test_linux_bus_without_its_driver_is_refused(modules: frozenset[str], bus: s
     with pytest.raises(Vm2kvmError) as caught:
         caps_for_linux(guest(), bus)
     assert caught.value.message == f"the disks cannot go on {bus}: no kernel was found in the guest"
+
+
+def test_initramfs_that_cannot_get_the_driver_refuses_an_asked_bus(tmp_path: Path) -> None:
+    """Without the option the disks fall back to SATA with a note; with it the job stops.
+
+    The refusal comes before the step touches the guest (the driver is missing from the kernel),
+    so no appliance is needed: ``g`` is never called.
+    """
+    from tests.convert.steps_support import context
+    from tests.convert.steps_support import guest as linux_guest
+    from tests.convert.steps_support import kernel as with_modules
+    from vm2kvmd.convert.context import ConversionOptions
+    from vm2kvmd.convert.linux.initramfs import ensure_virtio_initramfs
+    from vm2kvmd.core.planning.guestcaps import GuestCaps
+
+    k = with_modules("4.19.0", "/boot/vmlinuz-4.19.0", "/boot/initrd.img-4.19.0", frozenset({"ahci"}))
+    g = _NoCalls()
+    info = linux_guest("/dev/sda1", "debian", kernels=(k,))
+    scsi = GuestCaps(disk_bus="scsi", nic_model="e1000")
+    ctx = context(g, tmp_path, info, [], scsi, ConversionOptions(disk_bus="virtio-scsi"))
+    with pytest.raises(Vm2kvmError) as caught:
+        ensure_virtio_initramfs(ctx)
+    assert (caught.value.code, caught.value.value) == (ErrorCode.DISK_BUS_UNSUPPORTED, "virtio-scsi")
+    assert "kernel 4.19.0 has no" in caught.value.message
+    ctx = context(g, tmp_path, info, [], scsi, ConversionOptions())
+    ensure_virtio_initramfs(ctx)
+    assert ctx.caps.disk_bus == "sata" and ctx.notes
+
+
+class _NoCalls:
+    def umount_all(self) -> None:  # context() unmounts first
+        pass
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"the appliance was used: {name}")
