@@ -104,6 +104,8 @@ def mapping_options(args: argparse.Namespace) -> dict[str, Variant]:
         options["force"] = Variant("b", True)
     if getattr(args, "virtio_win", None):
         options["virtio-win"] = Variant("s", absolute(args.virtio_win))
+    if getattr(args, "disk_bus", None):
+        options["disk-bus"] = Variant("s", args.disk_bus)
     return options
 
 
@@ -229,6 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
         "RPM); default: $VIRTIO_WIN of the daemon, else /usr/share/virtio-win",
     )
     keys.add_key_option(guest)
+    guest.add_argument(
+        "--disk-bus",
+        choices=("virtio", "virtio-scsi", "sata"),
+        help="the bus for the disks; refused when the guest has no driver for it (default: the best "
+        "the guest drives: virtio, else virtio-scsi, else SATA)",
+    )
     _add_mapping_options(migrate)
     migrate.set_defaults(func=cmd_migrate)
 

@@ -63,6 +63,7 @@ class ErrorCode(StrEnum):
     HARDWARE_LIMIT = "HardwareLimit"  # more devices than any VMware VM can have (names the key)
     KEY_REJECTED = "KeyRejected"  # a BitLocker volume did not open with the key given (names the volume)
     SOURCE_CHANGED = "SourceChanged"  # a vSphere VM was reconfigured while its disks were copied
+    DISK_BUS_UNSUPPORTED = "DiskBusUnsupported"  # option disk-bus names a bus the guest has no driver for
 
 
 class Vm2kvmError(Exception):

@@ -20,6 +20,7 @@ class ConversionOptions:
     virtio_win: str = "/usr/share/virtio-win"  # Windows drivers (core.guest.windows.virtio_win)
     bitlocker_key: Secret | None = None  # --key-file: opens BitLocker volumes (convert.windows.bitlocker)
     scratch_dir: str | None = None  # the job's work area, for files read out of the guest (None: $TMPDIR)
+    disk_bus: str | None = None  # the disk-bus option (core.planning.diskbus); None: the best there is
 
 
 @dataclass

@@ -18,6 +18,7 @@ from vm2kvmd.constants import (
     DEFAULT_POOL,
     DEFAULT_WORK_DIR,
 )
+from vm2kvmd.core.planning.diskbus import DISK_BUSES
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
 FORMATS = ("qcow2", "raw")
@@ -35,6 +36,7 @@ _STRING_OPTIONS = frozenset(
         "snapshots",
         "root",
         "virtio-win",
+        "disk-bus",
     }
 )
 _BOOL_OPTIONS = frozenset(
@@ -69,6 +71,7 @@ class MigrateOptions:
     shutdown_source: bool = False
     force: bool = False
     virtio_win: str | None = None  # Windows drivers: virtio-win.iso or a directory; None: $VIRTIO_WIN
+    disk_bus: str | None = None  # virtio, virtio-scsi or sata (core.planning.diskbus); None: the best
     # Not caller options (from_mapping refuses them): the daemon's configuration.
     work_dir: str = DEFAULT_WORK_DIR  # directory for per-job overlays
     default_pool: str = DEFAULT_POOL  # the pool when the caller names neither pool nor output-dir
@@ -107,7 +110,8 @@ class MigrateOptions:
                     key=key,
                     hint="known options: name, pool, output-dir, format, allocation, network, bridge, "
                     "connect, domain-type, datastore, allow-external-paths, snapshots, verify, "
-                    "guest-conversion, root, install-guest-agent, shutdown-source, force, virtio-win",
+                    "guest-conversion, root, install-guest-agent, shutdown-source, force, virtio-win, "
+                    "disk-bus",
                 )
         result = replace(opts, **changes)
         result.validate()
@@ -128,6 +132,7 @@ class MigrateOptions:
             ("snapshots", "snapshots"),
             ("root", "root"),
             ("virtio_win", "virtio-win"),
+            ("disk_bus", "disk-bus"),
         ):
             if getattr(self, attr) != getattr(base, attr):
                 out[key] = getattr(self, attr)
@@ -173,6 +178,21 @@ class MigrateOptions:
                 "or use --snapshots flatten to convert the current state",
             )
 
+    def _validate_disk_bus(self) -> None:
+        if self.disk_bus is None:
+            return
+        if self.disk_bus not in DISK_BUSES:
+            raise _bad("disk-bus", self.disk_bus, "must be one of " + ", ".join(DISK_BUSES))
+        if not self.guest_conversion:
+            # Only the conversion knows whether the guest has the driver, and puts it in its initramfs.
+            raise Vm2kvmError(
+                ErrorCode.INVALID_OPTION,
+                "disk-bus needs the guest conversion: it checks the guest has the driver for the bus",
+                key="disk-bus",
+                value=self.disk_bus,
+                hint="leave out --no-guest-conversion, or --disk-bus (the VM then keeps SATA disks)",
+            )
+
     def validate(self) -> None:
         if self.format not in FORMATS:
             raise _bad("format", self.format, "must be one of " + ", ".join(FORMATS))
@@ -204,6 +224,7 @@ class MigrateOptions:
                 self.virtio_win,
                 "must be an absolute path of virtio-win.iso or of a directory holding its contents",
             )
+        self._validate_disk_bus()
         if self.name is not None and not self.name.strip():
             raise _bad("name", self.name, "must not be empty")
         seen: set[str] = set()

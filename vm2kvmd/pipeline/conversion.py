@@ -142,6 +142,7 @@ def _conversion_options(
         # Beside the first overlay, in the job's recorded work area: removed with it, even after a
         # killed daemon, and a full work area is told as such.
         scratch_dir=os.path.dirname(overlays[0].path) if overlays else None,
+        disk_bus=options.disk_bus,
     )
 
 
@@ -176,7 +177,12 @@ def _convert(
             ctx: GuestContext | WindowsContext
             if guest.windows is not None:
                 ctx = WindowsContext(
-                    g, guest.windows, vm, WindowsOptions(options.virtio_win), log, notes=notes
+                    g,
+                    guest.windows,
+                    vm,
+                    WindowsOptions(options.virtio_win, disk_bus=options.disk_bus),
+                    log,
+                    notes=notes,
                 )
                 timings += convert_windows(ctx, replan)
             else:
@@ -220,7 +226,7 @@ def _convert_linux(
     skip: frozenset[str],
     timings: list[tuple[str, float]],
 ) -> GuestContext:
-    caps, cap_notes = caps_for_linux(guest)
+    caps, cap_notes = caps_for_linux(guest, options.disk_bus)
     ctx = GuestContext(
         g=g,
         guest=guest,

@@ -1,211 +1,37 @@
 """Windows conversion on the phony images: every registry value and file read back after the steps.
 
-One appliance launch converts four layouts (qcow2 overlays over win-image's
-phony disks): Server 2019 (DriverDatabase, two disks, static IP), Server
-2008 R2 (CriticalDeviceDatabase), XP SP3 32-bit against a current ISO (no
-drivers: IDE, rtl8139, pc) and Windows 11 UEFI (its fallback boot folder
-removed first).  The hives are then read on the host with hivex and
-compared with the pure plans; the source images must be unchanged.  No
-Windows boots here (none may be downloaded): the checks are as strict as a
-boot would be about paths, value types and data.
+The layouts are converted once per session in the appliance the inspection
+tests share (``converted.py``: Server 2019 from the ISO file, 2008 R2,
+7 32-bit, XP without drivers, 11 UEFI, Server 2022 with --disk-bus
+virtio-scsi).  The hives are read on the host with hivex and compared with
+the pure plans; the source images must be unchanged (the session fixture
+checks).  No Windows boots here (none may be downloaded): the checks are as
+strict as a boot would be about paths, value types and data.
 """
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
-import subprocess
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from testbed.guests.windows.build import build_windows_images
-from testbed.guests.windows.layout import WindowsLayout, win7_x86, win11_uefi, win2008r2, win2019, xp_sp3
-from testbed.virtio_win import CURRENT_ISO, build_virtio_win
-from tests.convert.windows.test_virtio_win_iso import make_iso
-from vm2kvmd.adapters.appliance import Appliance
-from vm2kvmd.convert.windows import convert_windows
-from vm2kvmd.convert.windows.context import WindowsContext, WindowsOptions
+from tests.convert.windows.converted import Result
 from vm2kvmd.core.guest.info import Change
 from vm2kvmd.core.guest.windows import firstboot as fb
 from vm2kvmd.core.guest.windows import registry as reg
 from vm2kvmd.core.guest.windows.inf import parse_inf
-from vm2kvmd.core.guest.windows.info import DiskFacts, RegKey, WindowsInfo, windows_info
 from vm2kvmd.core.guest.windows.network import plan_static_ips
 from vm2kvmd.core.guest.windows.tools import plan_tools_removal
-from vm2kvmd.core.hardware.model import Note, SourceVM
-from vm2kvmd.core.planning.guestcaps import GuestCaps
-from vm2kvmd.core.planning.mapping import plan_domain
-from vm2kvmd.core.planning.plan import DomainPlan, PlanOptions
-from vm2kvmd.sources.vmware.vm import load_source_vm
 
-pytestmark = pytest.mark.slow
-
-VMX = Path(__file__).resolve().parents[2] / "data" / "vmx"
-OPTS = PlanOptions(target_dir="/images", new_uuid="00000000-0000-4000-8000-000000000001")
-CASES: dict[str, tuple[Any, str]] = {
-    "win2019": (win2019, "esxi-win2019-efi.vmx"),
-    "win2008r2": (win2008r2, "player-win2008r2.vmx"),
-    "win7-x86": (win7_x86, "esxi-win7-32.vmx"),
-    "winxp-sp3-x86": (xp_sp3, "esxi-winxp-sp3.vmx"),
-    "win11-uefi": (win11_uefi, "esxi-win2019-efi.vmx"),
-}
-
-
-@dataclass
-class Result:
-    layout: WindowsLayout
-    info: WindowsInfo
-    vm: SourceVM
-    caps: GuestCaps
-    changes: list[Change]
-    notes: list[Note]
-    plan: DomainPlan
-    system: Path  # the converted SYSTEM hive, downloaded
-    software: Path
-    files: dict[str, bytes]  # every file under the Windows directory and the ESP we wrote, by guest path
-    seconds: float
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _reg_tree(h: Any, node: int, name: str) -> RegKey:
-    values: dict[str, Any] = {}
-    for v in h.node_values(node):
-        kind, data = h.value_value(v)
-        if kind in (1, 2):
-            values[h.value_key(v)] = data.decode("utf-16-le").rstrip("\0")
-        elif kind == 4:
-            values[h.value_key(v)] = int.from_bytes(data[:4], "little")
-        elif kind == 7:
-            values[h.value_key(v)] = tuple(s for s in data.decode("utf-16-le").split("\0") if s)
-        else:
-            values[h.value_key(v)] = data
-    return RegKey(name, values, tuple(_reg_tree(h, c, h.node_name(c)) for c in h.node_children(node)))
-
-
-def _read_info(system: Path, software: Path, root: str, layout: WindowsLayout) -> WindowsInfo:
-    import hivex
-
-    s, w = hivex.Hivex(str(system)), hivex.Hivex(str(software))
-    return windows_info(
-        root=root,
-        arch=layout.arch,
-        systemroot=layout.systemroot,
-        system=_reg_tree(s, s.root(), "SYSTEM"),
-        software=_reg_tree(w, w.root(), "SOFTWARE"),
-        disks=DiskFacts(firmware=layout.firmware),
-    )
-
-
-def _root_device(device: str, layout: WindowsLayout) -> str:
-    number = next(n for n, p in enumerate(layout.partitions, start=1) if p.role == "c")
-    return f"{device}{number}"
-
-
-def _walk(g: Any, top: str) -> dict[str, bytes]:
-    """Every file under ``top``, by lower-case path (Windows paths are case-insensitive)."""
-    out = {}
-    if g.exists(top) and g.is_dir(top):
-        for rel in g.find(top):
-            path = top.rstrip("/") + "/" + rel.lstrip("/")  # find's names start with "/"
-            if g.is_file(path):
-                out[path.lower()] = g.read_file(path)
-    return out
-
-
-def _files(g: Any, systemroot: str) -> dict[str, bytes]:
-    """Every file under the Windows directory, with it spelled /windows (hives left out)."""
-    root = g.case_sensitive_path(systemroot)
-    prefix = root.lower()
-    return {"/windows" + k[len(prefix) :]: v for k, v in _walk(g, root).items() if "/config/" not in k}
+# The first test of the session pays for the shared appliance: launch, inspect_os of every disk and
+# six conversions (minutes under TCG on a busy machine).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Result]]:
-    work = tmp_path_factory.mktemp("winconv")
-    images = build_windows_images([spec for spec, _ in CASES.values()])
-    tree = build_virtio_win(work / "virtio-win", CURRENT_ISO)
-    # Server 2019 takes its drivers from the ISO file itself, read in place; its expectations are
-    # the same as from the unpacked tree.
-    iso = make_iso(tree, work / "virtio-win.iso", "-R", "-J")
-    before = {p: _sha(p) for image in images.values() for p in image.disks}
-    overlays: list[str] = []
-    first_device: dict[str, int] = {}
-    for name in CASES:
-        first_device[name] = len(overlays)
-        for n, disk in enumerate(images[name].disks):
-            overlay = work / f"{name}-{n}.qcow2"
-            subprocess.run(
-                ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(disk), str(overlay)],
-                check=True,
-            )
-            overlays.append(str(overlay))
-    appliance = Appliance(overlays)
-    results: dict[str, Result] = {}
-    try:
-        g = appliance.launch()
-        devices = g.list_devices()
-        for name, (_spec, vmx) in CASES.items():
-            layout = images[name].layout
-            root = _root_device(devices[first_device[name]], layout)
-            if layout.firmware == "uefi":
-                # Take the fallback boot file's folder away, as some installs lack it.
-                esp = f"{devices[first_device[name]]}1"
-                g.mount(esp, "/")
-                g.rm_rf(g.case_sensitive_path("/EFI/Boot"))
-                g.umount_all()
-            g.mount(root, "/")
-            g.download(
-                g.case_sensitive_path("/Windows/System32/config/SYSTEM"), str(work / f"{name}-SYSTEM-before")
-            )
-            g.download(
-                g.case_sensitive_path("/Windows/System32/config/SOFTWARE"),
-                str(work / f"{name}-SOFTWARE-before"),
-            )
-            info = _read_info(work / f"{name}-SYSTEM-before", work / f"{name}-SOFTWARE-before", root, layout)
-            vm = load_source_vm(str(VMX / vmx))
-
-            def replan(caps: GuestCaps, vm: SourceVM = vm) -> DomainPlan:
-                return plan_domain(vm, OPTS, caps)
-
-            source = iso if name == "win2019" else tree
-            ctx = WindowsContext(g, info, vm, WindowsOptions(virtio_win=str(source)), log=lambda _m: None)
-            started = time.monotonic()
-            convert_windows(ctx, replan)
-            seconds = time.monotonic() - started
-            system, software = work / f"{name}-SYSTEM", work / f"{name}-SOFTWARE"
-            g.download(g.case_sensitive_path("/Windows/System32/config/SYSTEM"), str(system))
-            g.download(g.case_sensitive_path("/Windows/System32/config/SOFTWARE"), str(software))
-            files = _files(g, layout.systemroot)
-            g.umount_all()
-            if layout.firmware == "uefi":
-                g.mount(f"{devices[first_device[name]]}1", "/")
-                files.update({f"esp:{k}": v for k, v in _walk(g, g.case_sensitive_path("/EFI")).items()})
-                g.umount_all()
-            results[name] = Result(
-                layout,
-                info,
-                vm,
-                ctx.caps,
-                ctx.changes,
-                ctx.notes,
-                replan(ctx.caps),
-                system,
-                software,
-                files,
-                seconds,
-            )
-    finally:
-        appliance.close()
-    assert {p: _sha(p) for p in before} == before, "a source image changed"
-    yield results
+def converted(windows_converted: dict[str, Result]) -> dict[str, Result]:
+    return windows_converted
 
 
 def _value(hive: Path, path: tuple[str, ...], name: str) -> tuple[int, bytes] | None:
@@ -261,6 +87,8 @@ def _expected_first_boot(
             uninstall=removal.uninstall,
             static_ips=tuple(ips),
             disks=1 if legacy else len(result.plan.disks),
+            remove_drivers=result.info.vmware_infs,
+            windows10=result.info.major >= 10,
         )
     )
 
@@ -332,6 +160,10 @@ def test_server_2019_driver_database(converted: dict[str, Result]) -> None:
         'pnputil -i -a "%SystemRoot%\\Drivers\\VirtIO\\viostor' not in script
     )  # already a DriverStore package
     assert "msiexec.exe /x {" in script and "/qn /norestart" in script
+    # The phony hive's vmxnet3 package (DeviceIds\PCI\VEN_15AD&DEV_07B0 -> oem5.inf) is deleted.
+    assert r.info.vmware_infs == ("oem5.inf",)
+    assert 'pnputil /delete-driver oem5.inf /uninstall /force >>"%LOG%" 2>&1' in script
+    assert "first-boot" in {c.area for c in r.changes if c.summary.startswith("remove the VMware driver")}
     assert "static 192.0.2.10 255.255.255.0 192.0.2.1 1" in script
     assert r.files["/windows/vm2kvm/qemu-ga-x86_64.msi"][:8] == bytes.fromhex("d0cf11e0a1b11ae1")
     assert r.files["/windows/vm2kvm/disks.txt"].decode().startswith("san policy=OnlineAll\r\n")
@@ -354,6 +186,8 @@ def test_server_2008r2_critical_device_database(converted: dict[str, Result]) ->
     script = r.files["/windows/vm2kvm/firstboot.cmd"].decode()
     staged = ("viostor", "vioscsi", "netkvm", "balloon", "vioserial", "viorng")
     assert script == _expected_first_boot(r, staged, "qemu-ga-x86_64.msi")
+    # No DriverDatabase before 8: no VMware package is found offline (its services are disabled).
+    assert r.info.vmware_infs == () and "/delete-driver" not in script and "pnputil -f -d" not in script
 
 
 def test_windows_7_32bit_takes_x86_drivers(converted: dict[str, Result]) -> None:
@@ -408,3 +242,86 @@ def test_conversion_time(converted: dict[str, Result]) -> None:
     # Registry and file edits only: no guest tool runs, so this is seconds, not minutes.
     for r in converted.values():
         assert r.seconds < 60, (r.layout.name, r.seconds)
+
+
+GOLDEN = Path(__file__).resolve().parents[2] / "data" / "windows"
+
+
+def test_server_2022_on_virtio_scsi(converted: dict[str, Result]) -> None:
+    """--disk-bus virtio-scsi: vioscsi from the 2k22 directory is the DriverDatabase boot driver."""
+    r = converted["win2022"]
+    assert (r.info.product_name, r.info.build, r.info.driver_database) == (
+        "Windows Server 2022 Datacenter",
+        20348,
+        True,
+    )
+    assert (r.caps.machine, r.caps.disk_bus, r.caps.cdrom_bus, r.caps.nic_model) == (
+        "q35",
+        "scsi",
+        "sata",
+        "virtio",
+    )
+    assert r.caps.balloon and r.caps.virtio_rng and r.caps.guest_agent
+    assert (r.caps.hyperv, r.caps.clock_offset) == ("full", "localtime")
+    assert [(d.bus, d.target_dev) for d in r.plan.disks] == [("scsi", "sda")]
+    assert [n.model for n in r.plan.nics] == ["virtio"]
+    # Every driver from the Server 2022 directory: no fallback, so no note at all (one disk, one NIC).
+    staged = ("viostor", "vioscsi", "netkvm", "balloon", "vioserial", "viorng")
+    for driver in staged:
+        change = next(c for c in r.changes if c.summary.startswith(f"staged {driver} "))
+        assert change.summary == f"staged {driver} (2k22) for Plug and Play"
+    assert r.notes == []
+    # vioscsi: the .sys for boot, the DriverStore package, the published INF, the registry.
+    storage = _storage(r, "vioscsi")
+    package = reg.driver_package(storage)
+    assert package == "vioscsi.inf_amd64_c26bc129dbd2de7e"  # the package of the golden .reg
+    sys_bytes = r.files["/windows/drivers/virtio/vioscsi/vioscsi.sys"]
+    assert r.files["/windows/system32/drivers/vioscsi.sys"] == sys_bytes
+    assert sys_bytes[:2] == b"MZ" and b"PE\0\0\x64\x86" in sys_bytes
+    repository = f"/windows/system32/driverstore/filerepository/{package}"
+    assert sorted(p for p in r.files if p.startswith(repository + "/")) == [
+        f"{repository}/vioscsi.{ext}" for ext in ("cat", "inf", "sys")
+    ]
+    for name in ("vioscsi.inf", "vioscsi.sys", "vioscsi.cat"):
+        assert r.files[f"{repository}/{name}"] == r.files[f"/windows/drivers/virtio/vioscsi/{name}"]
+    assert r.files[f"/windows/inf/{storage.published_inf}"] == r.files[f"{repository}/vioscsi.inf"]
+    keys = reg.storage_driver_keys(r.info.current_control_set, storage, driver_database=True)
+    golden = (GOLDEN / "registry-vioscsi-driverdb.reg").read_text()
+    assert reg.render_reg(keys).replace(storage.published_inf, "oem3.inf") == golden
+    _assert_keys(r, keys)
+    # Both virtio-scsi IDs (legacy DEV_1004, modern DEV_1048) point at the published INF.
+    for pci_id in ("VEN_1AF4&DEV_1004&SUBSYS_00081AF4&REV_00", "VEN_1AF4&DEV_1048&SUBSYS_11001AF4&REV_01"):
+        assert _value(r.system, ("DriverDatabase", "DeviceIds", "PCI", pci_id), storage.published_inf) == (
+            3,
+            b"\x01\xff\x00\x00",
+        )
+    assert _value(r.system, ("ControlSet001", "Services", "vioscsi"), "Start") == (4, b"\0\0\0\0")
+    # viostor is only staged: not a boot driver, no package, no virtio-blk IDs.
+    assert _value(r.system, ("ControlSet001", "Services", "viostor"), "Start") is None
+    assert "/windows/system32/drivers/viostor.sys" not in r.files
+    assert not any("viostor.inf_" in p for p in r.files)
+    assert (
+        _value(
+            r.system, ("DriverDatabase", "DeviceIds", "PCI", "VEN_1AF4&DEV_1001&SUBSYS_00021AF4&REV_00"), ""
+        )
+        is None
+    )
+    device_path = _value(r.software, ("Microsoft", "Windows", "CurrentVersion"), "DevicePath")
+    assert device_path is not None and device_path[0] == 2
+    text = device_path[1].decode("utf-16-le").rstrip("\0")
+    assert text.split(";")[-6:] == [f"%SystemRoot%\\Drivers\\VirtIO\\{d}" for d in staged]
+    _vmware_disabled(r)
+    _assert_keys(r, [fb.setup_hook(enable=True)])
+    # pnputil for every staged driver but the boot one (already a DriverStore package); one disk:
+    # no SAN policy, no diskpart.
+    script = r.files["/windows/vm2kvm/firstboot.cmd"].decode()
+    assert script == _expected_first_boot(
+        r, ("viostor", "netkvm", "balloon", "vioserial", "viorng"), "qemu-ga-x86_64.msi"
+    )
+    assert "vioscsi" not in script and "diskpart" not in script
+    assert "/windows/vm2kvm/disks.txt" not in r.files
+    assert _value(r.system, ("ControlSet001", "Services", "partmgr", "Parameters"), "SanPolicy") is None
+    # The one adapter's static address goes to the one NIC, found by its MAC.
+    assert "static 192.0.2.10 255.255.255.0 192.0.2.1 1" in script
+    mac = r.plan.nics[0].mac
+    assert mac is not None and mac.upper().replace(":", "-") in script.upper()

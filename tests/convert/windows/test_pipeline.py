@@ -2,7 +2,8 @@
 
 Goes through ``pipeline.conversion._convert`` (what ``LibguestfsConverter``
 runs in its worker thread) with its own appliance over qcow2 overlays, so
-the Windows branch is exercised as a migration runs it.  Its time is the
+the Windows branch is exercised as a migration runs it, with the options a
+migration with ``--disk-bus virtio-scsi`` passes down.  Its time is the
 "Windows conversion of a phony Server 2019" figure in docs/windows-conversion.md.
 """
 
@@ -19,13 +20,13 @@ from testbed.guests.windows.build import build_windows_images
 from testbed.guests.windows.layout import win2019
 from testbed.virtio_win import CURRENT_ISO, build_virtio_win
 from vm2kvmd.adapters.appliance import Appliance
-from vm2kvmd.convert.context import ConversionOptions
 from vm2kvmd.core.guest.windows.firstboot import CMDLINE
+from vm2kvmd.core.options import MigrateOptions
 from vm2kvmd.core.planning.guestcaps import GuestCaps
 from vm2kvmd.core.planning.mapping import plan_domain
 from vm2kvmd.core.planning.plan import DomainPlan, PlanOptions
 from vm2kvmd.core.report import build_report
-from vm2kvmd.pipeline.conversion import _convert
+from vm2kvmd.pipeline.conversion import _conversion_options, _convert
 from vm2kvmd.sources.vmware.vm import load_source_vm
 
 pytestmark = pytest.mark.slow
@@ -53,19 +54,22 @@ def test_dispatch_converts_windows(tmp_path: Path) -> None:
 
     log: list[str] = []
     started = time.monotonic()
-    conversion = _convert(
-        Appliance(overlays), vm, replan, ConversionOptions(virtio_win=str(tree)), log.append, frozenset()
-    )
+    # The disk-bus option as a migration passes it down (MigrateOptions -> ConversionOptions).
+    options = _conversion_options(MigrateOptions(virtio_win=str(tree), disk_bus="virtio-scsi"))
+    assert (options.virtio_win, options.disk_bus) == (str(tree), "virtio-scsi")
+    conversion = _convert(Appliance(overlays), vm, replan, options, log.append, frozenset())
     seconds = time.monotonic() - started
     print(f"phony Server 2019 converted in {seconds:.1f} s: {conversion.timings}")
     assert conversion.guest is not None and conversion.guest.windows is not None
     assert conversion.guest.windows.product_name == "Windows Server 2019 Standard"
     caps = conversion.caps
-    assert (caps.machine, caps.disk_bus, caps.nic_model, caps.hyperv) == ("q35", "virtio", "virtio", "full")
+    assert (caps.machine, caps.disk_bus, caps.nic_model, caps.hyperv) == ("q35", "scsi", "virtio", "full")
+    assert {d.bus for d in replan(caps).disks} == {"scsi"}
     # The libosinfo id comes from the inspected product name, as for Linux guests.
     assert caps.os_id == "http://microsoft.com/win/2k19"
     areas = [c.area for c in conversion.changes]
     assert {"drivers", "vmware-tools", "first-boot"} <= set(areas)
+    assert any(c.summary.startswith("vioscsi registered as a boot-start driver") for c in conversion.changes)
     assert any(
         c.summary == f"runs once at the first boot, as SYSTEM before logon: {CMDLINE}"
         for c in conversion.changes

@@ -4,7 +4,8 @@ Only when the disks go on virtio (``caps.disk_bus`` virtio or scsi).  The
 drivers are added to the guest's own configuration (so later kernel updates
 keep them) and the initramfs is rebuilt with the guest's own tool.  If that
 is impossible the disks stay on SATA/IDE (``without_virtio_disk``): a slower
-VM that boots beats a failed job.
+VM that boots beats a failed job; unless the ``disk-bus`` option named the
+bus, which is then refused (``DiskBusUnsupported``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from vm2kvmd.core.guest.info import Kernel
 from vm2kvmd.core.guest.linux import initramfs as li
 from vm2kvmd.core.guest.linux.caps import without_virtio_disk
 from vm2kvmd.core.guest.linux.tools import folded
+from vm2kvmd.core.planning.diskbus import unsupported_bus
 
 AREA = "initramfs"
 _SUSE = ("sles", "suse-based", "opensuse", "opensuse-leap", "opensuse-tumbleweed")
@@ -43,6 +45,10 @@ def ensure_virtio_initramfs(ctx: GuestContext) -> None:
             raise _Unusable(f"kernel {kernel.version} has no initramfs to put {', '.join(plan.add)} in")
         _rebuild(ctx, kernel, kernel.initrd, plan.add)
     except _Unusable as why:
+        if ctx.options.disk_bus is not None:
+            # Asked for by name: another bus would not be what the caller wanted.
+            hint = "make the guest's initramfs tool work in the VM first"
+            raise unsupported_bus(ctx.options.disk_bus, str(why), hint) from why
         caps, note = without_virtio_disk(ctx.caps, kernel, str(why))
         ctx.set_caps(caps)
         ctx.note(note.message)

@@ -25,7 +25,7 @@ HIVES = {"SYSTEM": "System32/config/SYSTEM", "SOFTWARE": "System32/config/SOFTWA
 @dataclass(frozen=True)
 class WindowsOptions:
     virtio_win: str  # virtio-win.iso or a directory (--virtio-win, $VIRTIO_WIN, /usr/share/virtio-win)
-    prefer_scsi: bool = False  # disks on virtio-scsi (vioscsi) rather than virtio-blk
+    disk_bus: str | None = None  # the disk-bus option (core.planning.diskbus); None: the best there is
     install_guest_agent: bool = True  # the qemu-ga MSI, when virtio-win has one
 
 

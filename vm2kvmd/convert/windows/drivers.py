@@ -42,7 +42,7 @@ def inject_drivers(ctx: WindowsContext, tree: VirtioWinTree) -> Injected:
         info,
         selection,
         source=ctx.options.virtio_win,
-        prefer_scsi=ctx.options.prefer_scsi,
+        disk_bus=ctx.options.disk_bus,
         secure_boot=ctx.vm.secure_boot,
     )
     ctx.caps = caps
@@ -51,7 +51,7 @@ def inject_drivers(ctx: WindowsContext, tree: VirtioWinTree) -> Injected:
     staged: list[str] = []
     for driver in selection.drivers:
         staged.append(_stage(ctx, tree, driver))
-    storage = storage_driver(selection, prefer_scsi=ctx.options.prefer_scsi)
+    storage = storage_driver(caps.disk_bus)
     boot = selection.get(storage) if storage is not None else None
     if boot is not None:
         _register_storage(ctx, tree, boot)

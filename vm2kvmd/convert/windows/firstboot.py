@@ -77,6 +77,8 @@ def schedule_first_boot(
         uninstall=uninstall,
         static_ips=tuple(static_ips),
         disks=len(plan.disks) if not legacy else 1,
+        remove_drivers=info.vmware_infs,
+        windows10=info.major >= 10,
     )
     actions = fb.summary(plan_fb)
     if not actions:

@@ -34,12 +34,14 @@ from vm2kvmd.core.guest.windows.info import (
     WindowsInfo,
     current_control_set,
     decode_value,
+    pe_arch,
     windows_info,
 )
 from vm2kvmd.core.guest.windows.partitions import ESP_TYPE, HEAD_BYTES, is_ldm, partition_types
 from vm2kvmd.core.secret import Secret
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
 
+_PE_HEAD = 4096  # the DOS and PE headers of any real executable fit (e_lfanew is at most a few hundred)
 BITLOCKER_SIGNATURE = b"-FVE-FS-"  # the OEM id of a BitLocker volume's boot sector (offset 3)
 
 
@@ -48,7 +50,7 @@ def inspect_windows(g: GuestFS, root: str, scratch_dir: str | None = None) -> Wi
 
     The hives are copied into a directory under ``scratch_dir`` (the job's work area) for a moment."""
     systemroot = g.inspect_get_windows_systemroot(root)
-    arch = g.inspect_get_arch(root)
+    arch = windows_arch(g, root, systemroot)
     with tempfile.TemporaryDirectory(prefix="vm2kvm-hives-", dir=scratch_dir) as scratch:
         system_file = _download(g, g.inspect_get_windows_system_hive(root), Path(scratch) / "SYSTEM")
         software_file = _download(g, g.inspect_get_windows_software_hive(root), Path(scratch) / "SOFTWARE")
@@ -76,6 +78,20 @@ def inspect_windows(g: GuestFS, root: str, scratch_dir: str | None = None) -> Wi
         disks=disks,
         drive_letters=sorted(letters.items()),
     )
+
+
+def windows_arch(g: GuestFS, root: str, systemroot: str) -> str:
+    """The architecture of cmd.exe's PE header (the Windows at ``root`` mounted at /).
+
+    libguestfs' own answer is kept when cmd.exe cannot be read; it cannot tell
+    ARM64 from x64 (both PE32+), so Windows on ARM would pass for x86_64.
+    """
+    with contextlib.suppress(RuntimeError):  # no cmd.exe where it should be: libguestfs' word
+        cmd = g.case_sensitive_path(f"{systemroot}/System32/cmd.exe")
+        arch = pe_arch(g.pread(cmd, _PE_HEAD, 0))
+        if arch is not None:
+            return arch
+    return g.inspect_get_arch(root)
 
 
 def refuse_hidden_windows(g: GuestFS, disks: Sequence[str] | None = None) -> None:
@@ -269,6 +285,9 @@ def system_keys(control_set: str) -> dict[str, int]:
     return {
         "Select": 0,
         "DriverDatabase": 0,
+        # VMware's driver packages (core.guest.windows.info.vmware_infs): providers and device IDs.
+        "DriverDatabase\\DriverPackages": 1,
+        "DriverDatabase\\DeviceIds\\PCI": 1,
         f"{ccs}\\Control\\ComputerName\\ComputerName": 0,
         f"{ccs}\\Control\\ProductOptions": 0,
         f"{ccs}\\Control\\Session Manager\\Power": 0,

@@ -12,10 +12,11 @@ from tests.core.domainxml.test_domainxml import define_everywhere
 from tests.core.guest.windows.factory import LAYOUTS, release
 from tests.helpers.golden import check_golden
 from vm2kvmd.core.domainxml import render_domain_xml
-from vm2kvmd.core.guest.windows.caps import caps_for_windows
+from vm2kvmd.core.guest.windows.caps import caps_for_windows, storage_driver
 from vm2kvmd.core.guest.windows.virtio_win import select_drivers
 from vm2kvmd.core.planning.mapping import plan_domain
 from vm2kvmd.core.planning.plan import PlanOptions
+from vm2kvmd.errors import ErrorCode, Vm2kvmError
 from vm2kvmd.sources.vmware.vm import load_source_vm
 
 VMX_DIR = Path(__file__).resolve().parents[3] / "data" / "vmx"
@@ -55,8 +56,53 @@ def test_all_virtio_when_every_driver_is_there(full_tree: list[str]) -> None:
 
 def test_vioscsi_when_asked(full_tree: list[str]) -> None:
     info = LAYOUTS["2019"]
-    caps, _ = caps_for_windows(info, select_drivers(full_tree, release(info)), source=SRC, prefer_scsi=True)
-    assert caps.disk_bus == "scsi"
+    selection = select_drivers(full_tree, release(info))
+    caps, notes = caps_for_windows(info, selection, source=SRC, disk_bus="virtio-scsi")
+    assert (caps.disk_bus, storage_driver(caps.disk_bus)) == ("scsi", "vioscsi") and notes == []
+    caps, _ = caps_for_windows(info, selection, source=SRC, disk_bus="virtio")
+    assert (caps.disk_bus, storage_driver(caps.disk_bus)) == ("virtio", "viostor")
+    # SATA when asked, though viostor is there: nothing is registered for boot, storahci is.
+    caps, notes = caps_for_windows(info, selection, source=SRC, disk_bus="sata")
+    assert (caps.disk_bus, storage_driver(caps.disk_bus), caps.nic_model) == ("sata", None, "virtio")
+    assert notes == []
+
+
+def test_vioscsi_alone_is_used_without_the_option(tmp_path: Path) -> None:
+    info = LAYOUTS["2022"]
+    files = listing(build_virtio_win(tmp_path, CURRENT_ISO, drivers=("vioscsi", "netkvm")))
+    caps, notes = caps_for_windows(info, select_drivers(files, release(info)), source=SRC)
+    assert caps.disk_bus == "scsi" and notes == []
+
+
+@pytest.mark.parametrize(
+    ("layout", "drivers", "bus", "why"),
+    [
+        (
+            "2022",
+            ("viostor", "netkvm"),
+            "virtio-scsi",
+            "no vioscsi driver for Windows Server 2022 Standard (10.0, x86_64) in /usr/share/virtio-win",
+        ),
+        (
+            "2008r2",
+            ("vioscsi",),
+            "virtio",
+            "no viostor driver for Windows Server 2008 R2 Standard (6.1, x86_64) in /usr/share/virtio-win",
+        ),
+        ("xp-sp3-32", (), "sata", "Microsoft Windows XP (5.1, i386) has no AHCI driver"),
+    ],
+)
+def test_a_bus_without_its_driver_is_refused(
+    tmp_path: Path, layout: str, drivers: tuple[str, ...], bus: str, why: str
+) -> None:
+    info = LAYOUTS[layout]
+    files = listing(build_virtio_win(tmp_path, (*CURRENT_ISO, *LEGACY_ISO), drivers=drivers))
+    with pytest.raises(Vm2kvmError) as caught:
+        caps_for_windows(info, select_drivers(files, release(info)), source=SRC, disk_bus=bus)
+    err = caught.value
+    assert (err.code, err.key, err.value) == (ErrorCode.DISK_BUS_UNSUPPORTED, "disk-bus", bus)
+    assert err.message == f"the disks cannot go on {bus}: {why}"
+    assert err.hint is not None and "leave --disk-bus out" in err.hint
 
 
 def test_xp_without_drivers_gets_ide_and_rtl8139_with_notes(current_tree: list[str]) -> None:
@@ -99,6 +145,8 @@ CASES = {
     "esxi-win7-32": ("7-32", True),
     "player-win2008r2": ("2008r2", True),
     "esxi-win2019-efi": ("2019", True),
+    # --disk-bus virtio-scsi: the disks on a virtio-scsi controller (vioscsi registered).
+    "esxi-win2019-efi-virtio-scsi": ("2019", True),
 }
 
 
@@ -109,12 +157,18 @@ def test_windows_domain_golden(
     """XP against a current ISO (no drivers: IDE, rtl8139, pc), the others with their drivers."""
     layout, virtio = CASES[case]
     info = LAYOUTS[layout]
-    vm = load_source_vm(str(VMX_DIR / f"{case}.vmx"))
+    vmx = case.removesuffix("-virtio-scsi")
+    vm = load_source_vm(str(VMX_DIR / f"{vmx}.vmx"))
     tree = full_tree if virtio else current_tree
-    caps, _ = caps_for_windows(info, select_drivers(tree, release(info)), source=SRC)
+    disk_bus = "virtio-scsi" if case.endswith("-virtio-scsi") else None
+    caps, _ = caps_for_windows(info, select_drivers(tree, release(info)), source=SRC, disk_bus=disk_bus)
     xml = render_domain_xml(plan_domain(vm, OPTS, caps)).replace(str(VMX_DIR), "/golden/vmx")
     check_golden(DATA / f"domain-{case}.xml", xml, regenerate=regenerate, test_file=__file__)
-    assert ("bus='virtio'" in xml or 'bus="virtio"' in xml) is virtio
+    assert ("bus='virtio'" in xml or 'bus="virtio"' in xml) is (virtio and disk_bus is None)
+    if disk_bus:
+        # Every disk on the virtio-scsi controller, none on virtio-blk.
+        assert xml.count('model="virtio-scsi"') == 1 and 'bus="virtio"' not in xml
+        assert xml.count('bus="scsi"') == len(vm.disks)
     define_everywhere(libvirt_conn, xml)
 
 

@@ -182,3 +182,21 @@ def test_setup_hook_and_san_policy() -> None:
         "[HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet001\\Services\\partmgr\\Parameters]",
         '"SanPolicy"=dword:00000001',
     ]
+
+
+def test_vmware_driver_packages_are_deleted_after_the_uninstall() -> None:
+    plan = replace(plan_2019(), remove_drivers=("oem5.inf", "oem12.inf"), windows10=True)
+    lines = fb.script(plan).split("\r\n")
+    uninstall = lines.index(f'msiexec.exe /x {TOOLS_GUID} /qn /norestart >>"%LOG%" 2>&1')
+    first = lines.index('>>"%LOG%" echo --- remove the VMware driver package oem5.inf')
+    assert uninstall < first
+    assert lines[first + 1 : first + 4] == [
+        'pnputil /delete-driver oem5.inf /uninstall /force >>"%LOG%" 2>&1',
+        '>>"%LOG%" echo exit code %ERRORLEVEL%',
+        '>>"%LOG%" echo --- remove the VMware driver package oem12.inf',
+    ]
+    assert "remove the VMware driver package oem12.inf (pnputil)" in fb.summary(plan)
+    # Windows 8/8.1 pnputil has only the old syntax; XP/2003 have no pnputil at all.
+    assert 'pnputil -f -d oem5.inf >>"%LOG%" 2>&1' in fb.script(replace(plan, windows10=False))
+    legacy = replace(plan, pnputil=False)
+    assert "oem5.inf" not in fb.script(legacy) and not any("oem5" in s for s in fb.summary(legacy))

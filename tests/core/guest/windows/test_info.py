@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
 from vm2kvmd.core.guest.windows.info import (
     NET_CLASS,
     DiskFacts,
     RegKey,
+    WindowsInfo,
     hibernation,
+    pe_arch,
     refuse_windows,
     version_of,
+    vmware_infs,
     windows_info,
 )
 from vm2kvmd.errors import ErrorCode, Vm2kvmError
@@ -103,15 +108,19 @@ SOFTWARE = hive(
 )
 
 
-def test_windows_info_reads_the_current_control_set_and_both_uninstall_views() -> None:
-    info = windows_info(
+def sample(arch: str = "x86_64", disks: DiskFacts | None = None) -> WindowsInfo:
+    return windows_info(
         root="/dev/sda2",
-        arch="x86_64",
+        arch=arch,
         systemroot="/Windows",
         system=SYSTEM,
         software=SOFTWARE,
-        disks=DiskFacts(),
+        disks=disks or DiskFacts(),
     )
+
+
+def test_windows_info_reads_the_current_control_set_and_both_uninstall_views() -> None:
+    info = sample()
     assert (info.major, info.minor, info.build) == (10, 0, 17763)
     assert info.current_control_set == "ControlSet002"
     assert info.hostname == "APP01"
@@ -175,20 +184,53 @@ def test_hibernation_is_told_from_fast_startup_by_hiberboot() -> None:
     ],
 )
 def test_refusals_name_what_to_do(facts: DiskFacts, code: ErrorCode) -> None:
-    info = windows_info(
-        root="/dev/sda2", arch="x86_64", systemroot="/Windows", system=SYSTEM, software=SOFTWARE, disks=facts
-    )
+    info = sample(disks=facts)
     with pytest.raises(Vm2kvmError) as err:
         refuse_windows(info)
     assert err.value.code == code
     assert err.value.hint
-    refuse_windows(
-        windows_info(
-            root="/dev/sda2",
-            arch="x86_64",
-            systemroot="/Windows",
-            system=SYSTEM,
-            software=SOFTWARE,
-            disks=DiskFacts(),
-        )
+    refuse_windows(sample())
+
+
+def test_windows_on_arm_is_refused() -> None:
+    """Windows on ARM (cmd.exe an ARM64 PE; the appliance test checks libguestfs says aarch64)."""
+    info = sample("aarch64")
+    with pytest.raises(Vm2kvmError) as err:
+        refuse_windows(info)
+    assert err.value.code is ErrorCode.UNSUPPORTED_GUEST and err.value.value == "aarch64"
+    assert "only x86 Windows guests can be converted" in err.value.message
+    assert err.value.hint is not None and "aarch64 KVM host" in err.value.hint
+
+
+def test_vmware_driver_packages_are_found_by_provider_and_device_id() -> None:
+    system = hive(
+        key(
+            "DriverDatabase\\DriverPackages\\vm3d.inf_amd64_1111",
+            {"": "oem12.inf", "Provider": "VMware, Inc."},
+        ),
+        key(
+            "DriverDatabase\\DriverPackages\\netkvm.inf_amd64_2222",
+            {"": "oem3.inf", "Provider": "Red Hat, Inc."},
+        ),
+        # Windows' inbox vmxnet3 is no oemN.inf: it stays.
+        key(
+            "DriverDatabase\\DeviceIds\\PCI\\VEN_15AD&DEV_07B0",
+            {"oem5.inf": b"\x01\xff\0\0", "vmxnet3.inf": b""},
+        ),
+        key("DriverDatabase\\DeviceIds\\PCI\\VEN_15AD&DEV_07C0", {"oem12.inf": b"\x01\xff\0\0"}),
+        key("DriverDatabase\\DeviceIds\\PCI\\VEN_1AF4&DEV_1000", {"oem3.inf": b"\x01\xff\0\0"}),
     )
+    assert vmware_infs(system) == ("oem5.inf", "oem12.inf")
+    assert vmware_infs(hive(key("Select", {"Current": 1}))) == ()  # 7 and older: no DriverDatabase
+
+
+def test_pe_arch_reads_the_coff_machine() -> None:
+    from testbed.guests.windows.build import pe_header
+
+    head = bytearray(pe_header("x86_64"))
+    assert (pe_arch(pe_header("i386")), pe_arch(bytes(head))) == ("i386", "x86_64")
+    struct.pack_into("<H", head, 0x84, 0xAA64)
+    assert pe_arch(bytes(head)) == "aarch64"
+    struct.pack_into("<H", head, 0x84, 0x0200)  # Itanium: refused like any other non-x86
+    assert pe_arch(bytes(head)) == "unknown"
+    assert pe_arch(b"MZ" + bytes(100)) is None and pe_arch(b"\x7fELF" + bytes(100)) is None

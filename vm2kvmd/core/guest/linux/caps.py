@@ -13,16 +13,23 @@ from dataclasses import replace
 
 from vm2kvmd.core.guest.info import GuestInfo, Kernel
 from vm2kvmd.core.hardware.model import Note
+from vm2kvmd.core.planning.diskbus import caps_bus, unsupported_bus
 from vm2kvmd.core.planning.guestcaps import GuestCaps
 
 # virtio_pci carries every virtio device on a PCI machine; without it no virtio driver binds.
 _PCI = "virtio_pci"
 
 
-def caps_for_linux(guest: GuestInfo) -> tuple[GuestCaps, list[Note]]:
-    """The devices for ``guest`` and the notes that explain a fallback."""
+def caps_for_linux(guest: GuestInfo, disk_bus: str | None = None) -> tuple[GuestCaps, list[Note]]:
+    """The devices for ``guest`` and the notes that explain a fallback.
+
+    ``disk_bus``: the ``disk-bus`` option (``core.planning.diskbus``); a bus the booting kernel
+    has no driver for is refused with ``DiskBusUnsupported``.
+    """
     notes: list[Note] = []
     kernel = guest.booting_kernel
+    if disk_bus is not None:
+        _check_bus(kernel, disk_bus)
     if kernel is None:
         notes.append(Note("no kernel found in the guest; keeping devices every OS drives (SATA, e1000)"))
         return replace(GuestCaps.unconverted(), os_id=guest.os_id), notes
@@ -30,7 +37,7 @@ def caps_for_linux(guest: GuestInfo) -> tuple[GuestCaps, list[Note]]:
     if not pci and any(kernel.has(m) for m in ("virtio_blk", "virtio_scsi", "virtio_net")):
         # Without it the other virtio drivers never bind: say so, not "has no virtio_net".
         notes.append(Note(f"kernel {kernel.version} has virtio drivers but no virtio_pci; no virtio devices"))
-    disk_bus = _disk_bus(kernel, pci, notes)
+    disk_bus = caps_bus(disk_bus) if disk_bus is not None else _disk_bus(kernel, pci, notes)
     nic = "virtio" if pci and kernel.has("virtio_net") else "e1000"
     if nic != "virtio" and pci:
         notes.append(Note(f"kernel {kernel.version} has no virtio_net driver; the NICs stay e1000"))
@@ -48,6 +55,22 @@ def caps_for_linux(guest: GuestInfo) -> tuple[GuestCaps, list[Note]]:
         os_id=guest.os_id,
     )
     return caps, notes
+
+
+# The drivers a kernel needs for each disk-bus option value (virtio_pci for both virtio buses).
+_BUS_DRIVERS = {"virtio": (_PCI, "virtio_blk"), "virtio-scsi": (_PCI, "virtio_scsi"), "sata": ("ahci",)}
+
+
+def _check_bus(kernel: Kernel | None, disk_bus: str) -> None:
+    if kernel is None:
+        raise unsupported_bus(disk_bus, "no kernel was found in the guest", "check the guest's /boot")
+    missing = [m for m in _BUS_DRIVERS[disk_bus] if not kernel.has(m)]
+    if missing:
+        raise unsupported_bus(
+            disk_bus,
+            f"kernel {kernel.version} has no {', '.join(missing)} driver",
+            "install a kernel with it in the VM first",
+        )
 
 
 def _disk_bus(kernel: Kernel, pci: bool, notes: list[Note]) -> str:

@@ -1,8 +1,8 @@
 """Which devices a converted Windows guest can drive: what was injected decides.
 
 virtio only where the driver was found for this Windows: the disks on
-virtio-blk with viostor (virtio-scsi with vioscsi when asked for, or when only
-vioscsi exists), the NICs on virtio with netkvm.  Otherwise the devices
+virtio-blk with viostor (virtio-scsi with vioscsi when the ``disk-bus`` option
+asks for it, or when only vioscsi exists), the NICs on virtio with netkvm.  Otherwise the devices
 Windows drives out of the box: SATA (AHCI) and e1000 from Vista on; IDE on
 the i440fx machine and rtl8139 for XP/2003, which have no AHCI driver and
 whose e1000 driver is not in every install.  Each fallback comes with a
@@ -14,6 +14,7 @@ from __future__ import annotations
 from vm2kvmd.core.guest.windows.info import WindowsInfo
 from vm2kvmd.core.guest.windows.virtio_win import DriverSelection
 from vm2kvmd.core.hardware.model import Note
+from vm2kvmd.core.planning.diskbus import caps_bus, unsupported_bus
 from vm2kvmd.core.planning.guestcaps import GuestCaps
 
 
@@ -22,14 +23,44 @@ def is_legacy(info: WindowsInfo) -> bool:
     return info.major < 6
 
 
-def storage_driver(selection: DriverSelection, *, prefer_scsi: bool) -> str | None:
-    """viostor or vioscsi, the one to register as boot-critical; None without either .sys."""
-    order = ("vioscsi", "viostor") if prefer_scsi else ("viostor", "vioscsi")
-    for name in order:
-        driver = selection.get(name)
-        if driver is not None and driver.file(".sys") and driver.file(".inf"):
-            return name
-    return None
+def storage_driver(disk_bus: str) -> str | None:
+    """The boot-critical driver to register for ``GuestCaps.disk_bus``: viostor, vioscsi or none."""
+    return {"virtio": "viostor", "scsi": "vioscsi"}.get(disk_bus)
+
+
+def _has_storage(selection: DriverSelection, name: str) -> bool:
+    driver = selection.get(name)
+    return driver is not None and driver.file(".sys") is not None and driver.file(".inf") is not None
+
+
+def _disk_bus(
+    info: WindowsInfo, selection: DriverSelection, source: str, version: str, disk_bus: str | None
+) -> tuple[str, list[Note]]:
+    legacy = is_legacy(info)
+    fallback = "ide" if legacy else "sata"
+    if disk_bus == "sata":
+        if legacy:
+            raise unsupported_bus(
+                disk_bus, f"{version} has no AHCI driver", "XP and Server 2003 boot from IDE only"
+            )
+        return "sata", []
+    if disk_bus is not None:
+        driver = "viostor" if disk_bus == "virtio" else "vioscsi"
+        if not _has_storage(selection, driver):
+            raise unsupported_bus(
+                disk_bus,
+                f"no {driver} driver for {version} in {source}",
+                f"give --virtio-win a virtio-win that has {driver} for this Windows",
+            )
+        return caps_bus(disk_bus), []
+    for driver, bus in (("viostor", "virtio"), ("vioscsi", "scsi")):
+        if _has_storage(selection, driver):
+            return bus, []
+    note = Note(
+        f"no virtio storage driver for {version} in {source}: disks on {fallback.upper()}; after the "
+        "first boot install viostor from virtio-win, shut down and change the disk bus to virtio"
+    )
+    return fallback, [note]
 
 
 def caps_for_windows(
@@ -37,26 +68,19 @@ def caps_for_windows(
     selection: DriverSelection,
     *,
     source: str,
-    prefer_scsi: bool = False,
+    disk_bus: str | None = None,
     secure_boot: bool = False,
 ) -> tuple[GuestCaps, list[Note]]:
-    """The devices for ``info`` given the drivers found in ``source`` (the virtio-win path)."""
+    """The devices for ``info`` given the drivers found in ``source`` (the virtio-win path).
+
+    ``disk_bus``: the ``disk-bus`` option (``core.planning.diskbus``); a bus the guest has no
+    driver for is refused with ``DiskBusUnsupported``.
+    """
     notes: list[Note] = list(selection.notes)
     legacy = is_legacy(info)
     version = f"{info.product_name} ({info.major}.{info.minor}, {info.arch})"
-    storage = storage_driver(selection, prefer_scsi=prefer_scsi)
-    if storage is None:
-        bus = "ide" if legacy else "sata"
-        notes.append(
-            Note(
-                f"no virtio storage driver for {version} in {source}: disks on {bus.upper()}; after the "
-                "first boot install viostor from virtio-win, shut down and change the disk bus to virtio"
-            )
-        )
-    else:
-        bus = "scsi" if storage == "vioscsi" else "virtio"
-        if prefer_scsi and storage != "vioscsi":
-            notes.append(Note(f"no vioscsi driver for {version} in {source}: disks on virtio-blk (viostor)"))
+    bus, bus_notes = _disk_bus(info, selection, source, version, disk_bus)
+    notes += bus_notes
     if selection.get("netkvm") is not None:
         nic = "virtio"
     else:

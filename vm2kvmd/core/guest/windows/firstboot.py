@@ -41,6 +41,10 @@ class FirstBoot:
     uninstall: tuple[tuple[str, str], ...]  # (product, command)
     static_ips: tuple[StaticIp, ...]
     disks: int  # the VM's disks; more than one brings them online
+    # VMware's driver packages (oemN.inf) to delete from the DriverStore after the Tools' uninstall,
+    # which often fails off VMware and leaves them; Windows 10 on: pnputil /delete-driver.
+    remove_drivers: tuple[str, ...] = ()
+    windows10: bool = False
 
 
 def setup_hook(*, enable: bool) -> RegKey:
@@ -68,6 +72,11 @@ def _step(title: str, command: str) -> list[str]:
         f'{command} >>"%LOG%" 2>&1',
         '>>"%LOG%" echo exit code %ERRORLEVEL%',
     ]
+
+
+def delete_driver_command(inf: str, *, windows10: bool) -> str:
+    """pnputil's delete of a published driver package, also from devices using it (forced)."""
+    return f"pnputil /delete-driver {inf} /uninstall /force" if windows10 else f"pnputil -f -d {inf}"
 
 
 def _static_ip(number: int, ip: StaticIp) -> list[str]:
@@ -126,6 +135,10 @@ def script(plan: FirstBoot) -> str:
         )
     for product, command in plan.uninstall:
         lines += _step(f"uninstall {product}", command)
+    if plan.pnputil:
+        for inf in plan.remove_drivers:
+            command = delete_driver_command(inf, windows10=plan.windows10)
+            lines += _step(f"remove the VMware driver package {inf}", command)
     for number, ip in enumerate(plan.static_ips):
         lines += _static_ip(number, ip)
     if plan.disks > 1:
@@ -160,6 +173,8 @@ def summary(plan: FirstBoot) -> list[str]:
     if plan.guest_agent_msi:
         lines.append(f"install the QEMU guest agent ({plan.guest_agent_msi})")
     lines += [f"uninstall {product}: {command}" for product, command in plan.uninstall]
+    if plan.pnputil:
+        lines += [f"remove the VMware driver package {inf} (pnputil)" for inf in plan.remove_drivers]
     for ip in plan.static_ips:
         addresses = ", ".join(f"{a}/{m}" for a, m in ip.addresses)
         lines.append(f"static IP {addresses} on the NIC with MAC {ip.mac} (was {ip.adapter})")

@@ -10,6 +10,7 @@ converted (hibernated, BitLocker, dynamic disk), or nothing.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -149,6 +150,8 @@ class WindowsInfo:
     hibernation: str = "none"  # none | hibernated | fast-startup
     bitlocker: tuple[str, ...] = ()  # BitLocker volumes seen on the disks
     dynamic_system_disk: bool = False
+    # Published INFs (oemN.inf) of VMware's driver packages in the DriverDatabase (8 and later).
+    vmware_infs: tuple[str, ...] = ()
 
     @property
     def server(self) -> bool:
@@ -333,6 +336,24 @@ def hibernation(hiberfil: bytes, control_set: RegKey) -> str:
     return "fast-startup" if power and power.number("HiberbootEnabled") == 1 else "hibernated"
 
 
+# COFF Machine values (winnt.h IMAGE_FILE_MACHINE_*) of the architectures Windows ships for.
+_PE_MACHINES = {0x014C: "i386", 0x8664: "x86_64", 0xAA64: "aarch64", 0x01C4: "armv7l"}
+
+
+def pe_arch(head: bytes) -> str | None:
+    """The architecture a PE image is built for, from its first bytes; None when it is not one.
+
+    libguestfs 1.48 (``file_architecture``, inspection) says x86_64 for any
+    PE32+ image, ARM64 ones included, so the machine field is read here.
+    """
+    if head[:2] != b"MZ" or len(head) < 0x40:
+        return None
+    offset = int.from_bytes(head[0x3C:0x40], "little")
+    if head[offset : offset + 4] != b"PE\0\0" or len(head) < offset + 6:
+        return None
+    return _PE_MACHINES.get(int.from_bytes(head[offset + 4 : offset + 6], "little"), "unknown")
+
+
 def windows_info(
     *,
     root: str,
@@ -371,11 +392,47 @@ def windows_info(
         hibernation=hibernation(disks.hiberfil, ccs),
         bitlocker=disks.bitlocker,
         dynamic_system_disk=disks.dynamic_system_disk,
+        vmware_infs=vmware_infs(system),
     )
+
+
+_OEM_INF = re.compile(r"oem\d+\.inf", re.IGNORECASE)
+_VMWARE_PCI_VENDOR = "ven_15ad"
+
+
+def vmware_infs(system: RegKey) -> tuple[str, ...]:
+    """The ``oemN.inf`` names VMware's driver packages were published as (DriverDatabase, 8 and later).
+
+    A package whose ``Provider`` is VMware (the package key's default value is
+    its published INF), and any third-party INF registered for a VMware PCI
+    device (``DeviceIds\\PCI\\VEN_15AD&...``: vmxnet3, pvscsi, SVGA, VMCI).
+    Windows' own inbox INFs are never ``oemN.inf``, so they are not touched.
+    """
+    database = system.child("DriverDatabase")
+    if database is None:
+        return ()
+    found: set[str] = set()
+    for package in (database.child("DriverPackages") or RegKey("")).children:
+        published = package.text("")
+        if "vmware" in package.text("Provider").lower() and _OEM_INF.fullmatch(published):
+            found.add(published.lower())
+    for device in (database.child("DeviceIds\\PCI") or RegKey("")).children:
+        if device.name.lower().startswith(_VMWARE_PCI_VENDOR):
+            found.update(name.lower() for name in device.values if _OEM_INF.fullmatch(name))
+    return tuple(sorted(found, key=lambda n: int(n[3:-4])))
 
 
 def refuse_windows(info: WindowsInfo) -> None:
     """Raise for a Windows guest that cannot be converted without losing data or booting."""
+    if info.arch not in ("i386", "x86_64"):
+        # Windows on ARM (cmd.exe's PE machine is ARM64): no x86 drivers or KVM x86 domain fit it.
+        raise Vm2kvmError(
+            ErrorCode.UNSUPPORTED_GUEST,
+            f"{info.product_name} is built for {info.arch}; only x86 Windows guests can be converted",
+            value=info.arch,
+            hint="vm2kvm makes x86 domains only; Windows on ARM needs an aarch64 KVM host and "
+            "virtio-win's ARM64 drivers, set up by hand",
+        )
     if info.hibernation != "none":
         how = "hibernated" if info.hibernation == "hibernated" else "shut down with Fast Startup on"
         raise Vm2kvmError(
