@@ -55,7 +55,7 @@ def test_dispatch_converts_windows(tmp_path: Path) -> None:
     log: list[str] = []
     started = time.monotonic()
     # The disk-bus option as a migration passes it down (MigrateOptions -> ConversionOptions).
-    options = _conversion_options(MigrateOptions(virtio_win=str(tree), disk_bus="virtio-scsi"))
+    options = _conversion_options(MigrateOptions(virtio_win=str(tree), disk_bus="virtio-scsi"), ())
     assert (options.virtio_win, options.disk_bus) == (str(tree), "virtio-scsi")
     conversion = _convert(Appliance(overlays), vm, replan, options, log.append, frozenset())
     seconds = time.monotonic() - started
