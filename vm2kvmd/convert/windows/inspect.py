@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vm2kvmd.adapters.free_space import work_dir_full
+from vm2kvmd.adapters.free_space import free_space, work_dir_full
 from vm2kvmd.adapters.guestfs_api import GuestFS
 from vm2kvmd.convert.windows import bitlocker
 from vm2kvmd.core.guest.windows.info import (
@@ -204,7 +204,7 @@ def _download(g: GuestFS, path: str, local: Path) -> Path:
     try:
         g.download(path, str(local))
     except RuntimeError as err:
-        if os.strerror(errno.ENOSPC) in str(err):
+        if os.strerror(errno.ENOSPC) in str(err) or _no_room_for(g, path, local.parent):
             where = str(local.parent.parent)
             raise work_dir_full(where, f"no room in {where} for the guest's registry hive {path}") from err
         raise Vm2kvmError(
@@ -214,6 +214,18 @@ def _download(g: GuestFS, path: str, local: Path) -> Path:
             hint="check the volume with `chkdsk` in the VM on VMware first",
         ) from err
     return local
+
+
+def _no_room_for(g: GuestFS, path: str, directory: Path) -> bool:
+    """Whether ``directory`` lacks the room for the guest's file ``path`` after a failed download.
+
+    libguestfs does not always pass the local ENOSPC on: the appliance's side may report the
+    transfer as "file receive cancelled by daemon" instead, so the free space is asked directly.
+    """
+    try:
+        return free_space(str(directory)) < g.filesize(path)
+    except (OSError, RuntimeError):
+        return False
 
 
 @dataclass
