@@ -42,11 +42,14 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def windows_appliance(
     windows_images: dict[str, WindowsImage], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SharedAppliance]:
-    """The migration's own appliance (``adapters.appliance``) on overlays of every layout's disks."""
+    """The migration's own appliance (``adapters.appliance``) on overlays of every layout's disks.
+
+    Package-wide, not session-wide: an idle TCG appliance still keeps about a third of a core
+    busy, which slowed every later test of a CI run by minutes."""
     before = {p: sha256(p) for image in windows_images.values() for p in image.disks}
     work = tmp_path_factory.mktemp("windows")
     overlays = [str(overlay(p, work)) for image in windows_images.values() for p in image.disks]
@@ -59,13 +62,13 @@ def windows_appliance(
     assert {p: sha256(p) for p in before} == before
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def windows_roots(windows_appliance: SharedAppliance) -> list[str]:
     """``inspect_os`` over every disk, before any layout is converted."""
     return list(windows_appliance.g.inspect_os())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def windows_converted(
     windows_appliance: SharedAppliance, windows_roots: list[str], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Result]:
